@@ -1,0 +1,5 @@
+import sys
+
+from searchcore.cli import main
+
+sys.exit(main())

@@ -1,0 +1,43 @@
+"""Typed errors raised by the core and converted to one-line messages at the edges.
+
+The CLI prints ``str(err)`` and exits non-zero; the Gradio app shows it as ``gr.Error``.
+Every message says what went wrong and, where there is one, the command that fixes it.
+"""
+
+from __future__ import annotations
+
+
+class SearchError(Exception):
+    """Base class of every error the core raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(SearchError):
+    """A setting, flag or spec that cannot be used as given."""
+
+    exit_code = 2
+
+
+class CatalogError(SearchError):
+    """A catalog that cannot be loaded or is refused by validation."""
+
+    def __init__(self, message: str, report: object | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class ImageError(SearchError):
+    """An image (upload or catalog photo) that cannot be decoded or is refused."""
+
+
+class WeightsError(SearchError):
+    """Model weights that are missing, unreachable, corrupt or of the wrong shape."""
+
+
+class IndexMismatchError(SearchError):
+    """An index folder that is corrupt or was built for another model or catalog."""
+
+
+class UpscaleError(SearchError):
+    """The upscaler could not process an image."""

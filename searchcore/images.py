@@ -1,0 +1,144 @@
+"""Decode and check images from strangers: uploads and catalog photos alike.
+
+Every image that enters the pipeline goes through :func:`decode_image`, which returns an 8-bit
+RGB :class:`PIL.Image.Image` or raises :class:`~searchcore.errors.ImageError` with a short,
+human message. It never relies on Pillow's global settings (the app may lower
+``Image.MAX_IMAGE_PIXELS`` too, as a first line of defence): limits are passed explicitly.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from searchcore.errors import ImageError
+
+# Only well-known raster formats: Pillow can also open EPS (which runs Ghostscript), PSD, ICNS
+# and many more, none of which a shopper needs.
+# (Multi-picture JPEGs from phones open through the JPEG plugin.)
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+SUPPORTED = "JPEG, PNG, WebP, GIF, BMP or TIFF"
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What the pipeline can afford to decode."""
+
+    max_bytes: int = 20 * 1024 * 1024
+    # 36 MP: a 6000x6000 photo decodes to ~108 MB of RGB, which one worker can hold.
+    max_pixels: int = 36_000_000
+    min_side: int = 8
+    max_aspect: float = 20.0
+
+
+DEFAULT_LIMITS = ImageLimits()
+
+
+def decode_image(
+    source: bytes | str | Path | Image.Image, limits: ImageLimits = DEFAULT_LIMITS
+) -> Image.Image:
+    """Return the image as 8-bit RGB, upright (EXIF orientation applied), first frame only.
+
+    Transparent pixels are composited on white (product photos are shot on white), 16-bit
+    and float images are scaled to 8 bits, CMYK and palette images converted.
+    """
+    if isinstance(source, Image.Image):
+        return _normalise(source, limits)
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise ImageError(f"cannot read image {path.name}: {exc.strerror or exc}") from None
+        if size > limits.max_bytes:
+            raise ImageError(_too_big(size, limits))
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ImageError(f"cannot read image {path.name}: {exc.strerror or exc}") from None
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    else:
+        raise ImageError(f"expected image bytes, a path or a PIL image, not {type(source).__name__}")
+    if not data:
+        raise ImageError("the file is empty")
+    if len(data) > limits.max_bytes:
+        raise ImageError(_too_big(len(data), limits))
+    with warnings.catch_warnings():
+        # Pillow only *warns* between MAX_IMAGE_PIXELS and twice that; make it an error.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+            _check_size(img.size, limits)
+            img.load()
+        except ImageError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageError("image is too large to decode safely (decompression bomb?)") from None
+        except UnidentifiedImageError:
+            raise ImageError(f"not an image, or not a supported format ({SUPPORTED})") from None
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
+            raise ImageError(f"image is damaged or truncated ({_short(exc)})") from None
+        except Exception as exc:  # noqa: BLE001 - decoders raise a zoo of types on hostile data
+            raise ImageError(f"image could not be decoded ({type(exc).__name__})") from None
+        return _normalise(img, limits)
+
+
+def _normalise(img: Image.Image, limits: ImageLimits) -> Image.Image:
+    _check_size(img.size, limits)
+    try:
+        if getattr(img, "is_animated", False):
+            img.seek(0)
+        img = ImageOps.exif_transpose(img) or img
+        return _to_rgb(img)
+    except ImageError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise ImageError(f"image could not be decoded ({_short(exc)})") from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    mode = img.mode
+    if mode == "RGB":
+        return img.copy() if img.readonly else img
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = float(arr.max()) if arr.size else 0.0
+        if mode == "F":
+            lo = float(arr.min())
+            arr = (arr - lo) / (top - lo) * 255.0 if top > lo else np.zeros_like(arr)
+        elif top > 255:
+            arr = arr / 257.0  # 16-bit range -> 8-bit
+        grey = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
+        return grey.convert("RGB")
+    if mode == "P" and "transparency" in img.info or mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _check_size(size: tuple[int, int], limits: ImageLimits) -> None:
+    w, h = size
+    if w * h > limits.max_pixels:
+        raise ImageError(
+            f"image is too large: {w}x{h} px is over {limits.max_pixels / 1e6:.0f} megapixels"
+        )
+    if min(w, h) < limits.min_side:
+        raise ImageError(f"image is too small: {w}x{h} px (at least {limits.min_side} px a side)")
+    if max(w, h) / min(w, h) > limits.max_aspect:
+        raise ImageError(f"image is too narrow to be a product photo: {w}x{h} px")
+
+
+def _too_big(n: int, limits: ImageLimits) -> str:
+    return f"file is too large: {n / 1e6:.1f} MB (at most {limits.max_bytes / 1e6:.0f} MB)"
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:120]
