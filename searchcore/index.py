@@ -1,0 +1,373 @@
+"""The vector index: hnswlib HNSW over L2-normalised embeddings, persisted as a folder.
+
+Invariant: an index label is the product's row in the catalog. A folder holds
+``index-<sha>.bin`` (hnswlib's file) and ``manifest.json`` (format version, dim, space,
+parameters, counts, deleted labels, the index file's sha256, and whatever the caller records
+about model and catalog). Saving never overwrites the live files: the index goes to a new
+name, then the manifest is swapped atomically (temp file, fsync, rename), so a process killed
+at any point leaves the previous index loadable. hnswlib stores no dimension or checksum of
+its own, so loading checks the manifest and the sha256 before hnswlib reads a byte.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import struct
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from searchcore.errors import IndexMismatchError, SearchError
+from searchcore.fsutil import file_sha256, fsync_dir, fsync_file, write_json_atomic
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+# Below this many allowed products a filtered query is answered exactly (fast, and exact).
+BRUTE_FORCE_MAX = 4096
+
+
+class RWLock:
+    """Many readers or one writer; a waiting writer blocks new readers (no writer starvation)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """Results of one query, best first; ``scores`` are cosine similarities."""
+
+    labels: np.ndarray  # int64 (k,)
+    scores: np.ndarray  # float32 (k,)
+
+
+class HnswIndex:
+    """Thread-safe wrapper: queries run concurrently, writes exclusively."""
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        space: str = "cosine",
+        m: int = 16,
+        ef_construction: int = 200,
+        ef_search: int = 128,
+        capacity: int = 1024,
+        _index: Any = None,
+        _deleted: set[int] | None = None,
+    ) -> None:
+        import hnswlib
+
+        if space not in ("cosine", "ip", "l2"):
+            raise SearchError(f"index space must be cosine, ip or l2, not {space!r}")
+        self.dim, self.space, self.m = int(dim), space, int(m)
+        self.ef_construction, self.ef_search = int(ef_construction), int(ef_search)
+        if _index is None:
+            _index = hnswlib.Index(space=space, dim=self.dim)
+            _index.init_index(
+                max_elements=max(16, capacity), M=self.m, ef_construction=self.ef_construction,
+                random_seed=100, allow_replace_deleted=True,
+            )
+        self._index = _index
+        self._index.set_ef(self.ef_search)
+        self._deleted: set[int] = set(_deleted or ())
+        self._labels = np.asarray(self._index.get_ids_list(), dtype=np.int64)
+        self.lock = RWLock()
+
+    # -- sizes ------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        """Live (not deleted) vectors."""
+        return int(self._index.get_current_count()) - len(self._deleted)
+
+    @property
+    def capacity(self) -> int:
+        return int(self._index.get_max_elements())
+
+    def live_labels(self) -> np.ndarray:
+        with self.lock.read():
+            return self._live_labels()
+
+    def _live_labels(self) -> np.ndarray:
+        if not self._deleted:
+            return np.sort(self._labels)
+        dead = np.fromiter(self._deleted, dtype=np.int64, count=len(self._deleted))
+        return np.sort(self._labels[~np.isin(self._labels, dead)])
+
+    # -- writes -----------------------------------------------------------------------------
+    def add(self, vectors: np.ndarray, labels: np.ndarray | list[int]) -> None:
+        """Add (or replace) vectors under the given labels; grows the index as needed."""
+        vectors = self._check_vectors(vectors)
+        labels = np.asarray(labels, dtype=np.int64)
+        if labels.shape != (len(vectors),):
+            raise SearchError(f"{len(vectors)} vectors but {labels.size} labels")
+        if len(vectors) == 0:
+            return
+        if labels.min() < 0 or len(np.unique(labels)) != len(labels):
+            raise SearchError("labels must be unique, non-negative integers")
+        with self.lock.write():
+            new = int(np.count_nonzero(~np.isin(labels, self._labels)))
+            needed = int(self._index.get_current_count()) + new
+            if needed > self.capacity:
+                self._index.resize_index(max(needed, int(self.capacity * 1.5)))
+            for label in set(labels.tolist()) & self._deleted:  # a removed product comes back
+                self._index.unmark_deleted(label)
+                self._deleted.discard(label)
+            # New labels take the slots of deleted ones first, so churn does not grow the index.
+            self._index.add_items(vectors, labels, replace_deleted=True)
+            self._labels = np.asarray(self._index.get_ids_list(), dtype=np.int64)
+            self._deleted &= set(self._labels.tolist())  # replaced slots drop their old label
+
+    def remove(self, labels: np.ndarray | list[int]) -> None:
+        """Mark labels deleted: they are never returned again (their slots can be reused)."""
+        labels = [int(x) for x in np.asarray(labels, dtype=np.int64).ravel()]
+        with self.lock.write():
+            present = set(self._labels.tolist())
+            unknown = [x for x in labels if x not in present or x in self._deleted]
+            if unknown:
+                raise SearchError(f"cannot remove labels not in the index: {unknown[:5]}")
+            for x in labels:
+                self._index.mark_deleted(x)
+                self._deleted.add(x)
+
+    # -- reads ------------------------------------------------------------------------------
+    def search(
+        self, query: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> Neighbours:
+        """The ``k`` nearest live vectors (fewer only when fewer exist or match ``allowed``).
+
+        ``allowed`` is a boolean mask over labels (a filter). A selective filter is answered by
+        exact search over the matching vectors; a broad one by HNSW with the filter applied
+        during the graph walk, falling back to exact search if the walk finds fewer than ``k``.
+        """
+        q = self._check_vectors(np.atleast_2d(query))[0:1]
+        with self.lock.read():
+            live = self._live_labels()
+            if allowed is not None:
+                allowed = np.asarray(allowed, dtype=bool)
+                in_mask = live < len(allowed)
+                live = live[in_mask]
+                live = live[allowed[live]]
+            k = min(int(k), len(live))
+            if k <= 0:
+                return Neighbours(np.empty(0, np.int64), np.empty(0, np.float32))
+            if allowed is not None and len(live) <= BRUTE_FORCE_MAX:
+                return self._exact(q, live, k)
+            flt: Callable[[int], bool] | None = None
+            if allowed is not None:
+                mask = allowed
+                flt = lambda label: bool(label < len(mask) and mask[label])  # noqa: E731
+            try:
+                labels, dist = self._index.knn_query(q, k=k, num_threads=1, filter=flt)
+            except RuntimeError:  # the walk found fewer than k: answer exactly instead
+                return self._exact(q, live, k)
+            return Neighbours(labels[0].astype(np.int64), self._similarity(dist[0]))
+
+    def _exact(self, q: np.ndarray, labels: np.ndarray, k: int) -> Neighbours:
+        vecs = np.asarray(self._index.get_items(labels, return_type="numpy"), dtype=np.float32)
+        if self.space == "cosine":
+            qn = q / max(float(np.linalg.norm(q)), 1e-12)
+            sims = vecs @ qn[0]
+        elif self.space == "ip":
+            sims = vecs @ q[0]
+        else:
+            sims = 1.0 - ((vecs - q[0]) ** 2).sum(axis=1) / 2.0
+        top = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
+        top = top[np.argsort(-sims[top], kind="stable")]
+        return Neighbours(labels[top].astype(np.int64), sims[top].astype(np.float32))
+
+    def _similarity(self, dist: np.ndarray) -> np.ndarray:
+        # cosine/ip: hnswlib returns 1 - similarity; l2: squared distance (= 2 - 2cos if unit).
+        return (1.0 - dist / 2.0 if self.space == "l2" else 1.0 - dist).astype(np.float32)
+
+    def get_vectors(self, labels: np.ndarray | list[int]) -> np.ndarray:
+        with self.lock.read():
+            return np.asarray(self._index.get_items(list(labels), return_type="numpy"), np.float32)
+
+    def _check_vectors(self, vectors: np.ndarray) -> np.ndarray:
+        v = np.ascontiguousarray(vectors, dtype=np.float32)
+        if v.ndim != 2 or v.shape[1] != self.dim:
+            raise SearchError(f"expected vectors of dimension {self.dim}, got shape {v.shape}")
+        if not np.isfinite(v).all():
+            raise SearchError("vectors contain NaN or infinity")
+        return v
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, folder: str | Path, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write the index and its manifest atomically; returns the manifest."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".index-{uuid.uuid4().hex}.tmp"
+        try:
+            with self.lock.read():  # no writes while hnswlib serialises
+                self._index.save_index(str(tmp))
+                deleted = sorted(self._deleted)
+                total = int(self._index.get_current_count())
+                capacity = self.capacity
+            fsync_file(tmp)
+            sha = file_sha256(tmp)
+            final = folder / f"index-{sha[:16]}.bin"
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        fsync_dir(folder)
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "dim": self.dim,
+            "space": self.space,
+            "M": self.m,
+            "ef_construction": self.ef_construction,
+            "ef_search": self.ef_search,
+            "count": total - len(deleted),
+            "total": total,
+            "capacity": capacity,
+            "deleted": deleted,
+            "index_file": final.name,
+            "index_sha256": sha,
+            "index_bytes": final.stat().st_size,
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **(meta or {}),
+        }
+        write_json_atomic(folder / MANIFEST, manifest)
+        for old in folder.glob("index-*.bin"):  # superseded files; the manifest is the truth
+            if old.name != final.name:
+                old.unlink(missing_ok=True)
+        for stale in folder.glob(".index-*.tmp"):
+            stale.unlink(missing_ok=True)
+        return manifest
+
+    @classmethod
+    def load(cls, folder: str | Path, *, fix: str = "searchcore index build") -> tuple[HnswIndex, dict]:
+        """Load a folder written by :meth:`save`, refusing anything inconsistent."""
+        import hnswlib
+
+        folder = Path(folder)
+        manifest = read_manifest(folder, fix=fix)
+        path = folder / manifest["index_file"]
+        if not path.is_file():
+            raise IndexMismatchError(f"index file {path.name} is missing in {folder}; rebuild with `{fix}`")
+        if path.stat().st_size != manifest["index_bytes"] or file_sha256(path) != manifest["index_sha256"]:
+            raise IndexMismatchError(
+                f"index file {path} is corrupt (checksum mismatch); rebuild with `{fix}`"
+            )
+        _check_hnsw_header(path, manifest, fix)
+        index = hnswlib.Index(space=manifest["space"], dim=manifest["dim"])
+        try:
+            index.load_index(str(path), max_elements=manifest["capacity"], allow_replace_deleted=True)
+        except Exception as exc:  # noqa: BLE001
+            raise IndexMismatchError(f"hnswlib cannot read {path}: {exc}; rebuild with `{fix}`") from None
+        if index.get_current_count() != manifest["total"]:
+            raise IndexMismatchError(f"index {path} holds {index.get_current_count()} vectors, "
+                                     f"its manifest says {manifest['total']}; rebuild with `{fix}`")
+        obj = cls(
+            manifest["dim"], space=manifest["space"], m=manifest["M"],
+            ef_construction=manifest["ef_construction"], ef_search=manifest["ef_search"],
+            _index=index, _deleted=set(manifest["deleted"]),
+        )
+        return obj, manifest
+
+
+_MANIFEST_TYPES: dict[str, type | tuple[type, ...]] = {
+    "format_version": int, "dim": int, "space": str, "M": int, "ef_construction": int,
+    "ef_search": int, "count": int, "total": int, "capacity": int, "deleted": list,
+    "index_file": str, "index_sha256": str, "index_bytes": int,
+}
+
+
+# hnswlib's file header (hnswalg.h, saveIndex): six size_t, an int, a uint32, three size_t,
+# a double and a size_t (maxM, maxM0, M, mult, ef_construction at the end). hnswlib trusts it blindly, and a lying header can make it read out of
+# bounds or abort, so it is checked against the manifest and the file size first.
+_HNSW_HEADER = struct.Struct("<6QiI3QdQ")
+
+
+def _check_hnsw_header(path: Path, manifest: dict[str, Any], fix: str) -> None:
+    with open(path, "rb") as f:
+        raw = f.read(_HNSW_HEADER.size)
+    bad = f"index file {path} does not match its manifest"
+    if len(raw) < _HNSW_HEADER.size:
+        raise IndexMismatchError(f"{bad} (too short); rebuild with `{fix}`")
+    (offset0, _max, count, per_elem, label_off, data_off, _lvl, _enter,
+     _maxm, maxm0, m, _mult, _efc) = _HNSW_HEADER.unpack(raw)
+    ok = (
+        offset0 == 0
+        and count == manifest["total"]
+        and m == manifest["M"]
+        and maxm0 == 2 * m
+        and label_off - data_off == 4 * manifest["dim"]
+        and per_elem == label_off + 8
+        and data_off == 4 + 4 * maxm0
+        and path.stat().st_size >= _HNSW_HEADER.size + count * per_elem
+    )
+    if not ok:
+        raise IndexMismatchError(f"{bad} (dimension, size or parameters differ); rebuild with `{fix}`")
+
+
+def read_manifest(folder: Path, *, fix: str = "searchcore index build") -> dict[str, Any]:
+    path = folder / MANIFEST
+    if not folder.is_dir():
+        raise IndexMismatchError(f"no index at {folder}; build one with `{fix}`")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IndexMismatchError(f"{folder} has no {MANIFEST}; build the index with `{fix}`") from None
+    except (OSError, ValueError) as exc:
+        raise IndexMismatchError(f"{path} is unreadable ({exc}); rebuild with `{fix}`") from None
+    if not isinstance(manifest, dict):
+        raise IndexMismatchError(f"{path} is not a manifest; rebuild with `{fix}`")
+    for key, typ in _MANIFEST_TYPES.items():
+        if not isinstance(manifest.get(key), typ) or isinstance(manifest.get(key), bool):
+            raise IndexMismatchError(f"{path} lacks a valid {key!r}; rebuild with `{fix}`")
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise IndexMismatchError(
+            f"index format {manifest['format_version']} is not supported (expected "
+            f"{FORMAT_VERSION}); rebuild with `{fix}`"
+        )
+    name = manifest["index_file"]
+    if "/" in name or "\\" in name or not name.startswith("index-") or not name.endswith(".bin"):
+        raise IndexMismatchError(f"{path} names an invalid index file {name!r}; rebuild with `{fix}`")
+    if not (1 <= manifest["dim"] <= 65536) or manifest["space"] not in ("cosine", "ip", "l2"):
+        raise IndexMismatchError(f"{path} has an invalid dim or space; rebuild with `{fix}`")
+    if not (0 <= manifest["total"] <= manifest["capacity"]) or not (2 <= manifest["M"] <= 4096):
+        raise IndexMismatchError(f"{path} has invalid sizes; rebuild with `{fix}`")
+    if not all(isinstance(x, int) and 0 <= x for x in manifest["deleted"]):
+        raise IndexMismatchError(f"{path} has invalid deleted labels; rebuild with `{fix}`")
+    return manifest
