@@ -1,0 +1,305 @@
+"""The embedder: an open_clip model that puts photos and words in one space.
+
+Model specs (``--model`` / ``SEARCHCORE_MODEL``):
+
+==============================  ==========================================================
+``default``                     the project's shipped model in ``assets/models/clip-default``
+                                when present, else ``sc-small`` with random weights (seed 0)
+``NAME``                        an open_clip architecture (``ViT-B-32``, ``RN50``...) or one
+                                of this package's (``sc-small``), randomly initialised with a
+                                fixed seed: deterministic, useful offline and in tests
+``NAME:TAG``                    a pretrained open_clip tag (``ViT-B-32:openai``,
+                                ``ViT-B-32:laion2b_s34b_b79k``), downloaded into the cache dir
+                                when downloads are allowed; TAG may also be a weights file
+``hf-hub:ORG/REPO``             an open_clip model on the Hugging Face Hub
+``PATH`` or ``local-dir:PATH``  a folder with ``open_clip_config.json`` and
+                                ``open_clip_model.safetensors`` (what ``finetune`` writes)
+==============================  ==========================================================
+
+Custom architectures are open_clip JSON configs (``model_configs/*.json`` here, or any file
+passed to :func:`register_architecture`). Embeddings are float32, L2-normalised, ``(n, dim)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+from searchcore.errors import ConfigError, WeightsError
+
+PACKAGE_CONFIGS = Path(__file__).with_name("model_configs")
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+DEFAULT_MODEL_DIR = ASSETS / "models" / "clip-default"
+FALLBACK_ARCH = "sc-small"
+DEFAULT_SEED = 0
+
+_registry_lock = threading.Lock()
+_registered: set[str] = set()
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """What the engine and index builder need from a model."""
+
+    spec: str
+    dim: int
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed ``--model`` value."""
+
+    kind: str  # "arch" | "pretrained" | "hub" | "local"
+    name: str  # architecture name, hub id or folder
+    tag: str | None = None
+    raw: str = ""
+
+    @classmethod
+    def parse(cls, spec: str) -> ModelSpec:
+        raw = spec.strip()
+        if not raw:
+            raise ConfigError("empty model spec")
+        if raw == "default":
+            if (DEFAULT_MODEL_DIR / "open_clip_config.json").is_file():
+                return cls("local", str(DEFAULT_MODEL_DIR), raw=raw)
+            return cls("arch", FALLBACK_ARCH, raw=raw)
+        if raw.startswith("hf-hub:"):
+            return cls("hub", raw[len("hf-hub:"):], raw=raw)
+        if raw.startswith("local-dir:"):
+            return cls("local", raw[len("local-dir:"):], raw=raw)
+        if "/" in raw or raw.startswith(".") or Path(raw).is_dir():
+            return cls("local", raw, raw=raw)
+        name, _, tag = raw.partition(":")
+        return cls("pretrained" if tag else "arch", name, tag or None, raw=raw)
+
+
+def register_architecture(path_or_config: str | Path | dict[str, Any], name: str | None = None) -> str:
+    """Make an open_clip JSON config available by name; returns the name."""
+    import open_clip
+    from open_clip import factory
+
+    with _registry_lock:
+        if isinstance(path_or_config, dict):
+            if not name:
+                raise ConfigError("an inline model config needs a name")
+            factory._MODEL_CONFIGS[name] = path_or_config  # the registry open_clip reads
+            _registered.add(name)
+            return name
+        path = Path(path_or_config)
+        open_clip.add_model_config(path)
+        names = [p.stem for p in (path.glob("*.json") if path.is_dir() else [path])]
+        _registered.update(names)
+        return name or names[0]
+
+
+def _ensure_package_configs() -> None:
+    if not _registered.issuperset(p.stem for p in PACKAGE_CONFIGS.glob("*.json")):
+        register_architecture(PACKAGE_CONFIGS)
+
+
+class ClipEmbedder:
+    """An open_clip model with its preprocessing and tokenizer, ready for inference."""
+
+    def __init__(
+        self, model: Any, preprocess: Any, tokenizer: Any, *, spec: str,
+        device: str = "cpu", batch_size: int = 32,
+    ) -> None:
+        import torch
+
+        self.model = model.eval().to(device)
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.device = device
+        self.batch_size = batch_size
+        with torch.inference_mode():
+            self.dim = int(self._text_features(["a"]).shape[1])
+        self._fingerprint: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the weights (names, shapes, dtypes and bytes), computed once."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for key, tensor in sorted(self.model.state_dict().items()):
+                t = tensor.detach().to("cpu").contiguous()
+                h.update(f"{key}:{tuple(t.shape)}:{t.dtype}".encode())
+                h.update(t.view(-1).view(dtype=__import__("torch").uint8).numpy().tobytes())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    @property
+    def image_size(self) -> int:
+        size = getattr(self.model.visual, "image_size", 224)
+        return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+    def preprocess_images(self, images: Sequence[Image.Image]) -> Any:
+        import torch
+
+        return torch.stack([self.preprocess(img) for img in images])
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        out = [self.embed_pixels(self.preprocess_images(images[i : i + self.batch_size]))
+               for i in range(0, len(images), self.batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+    def embed_pixels(self, pixels: Any) -> np.ndarray:
+        """Embed an already preprocessed ``(n, 3, H, W)`` tensor."""
+        import torch
+
+        with torch.inference_mode():
+            feats = self.model.encode_image(pixels.to(self.device), normalize=True)
+        return feats.float().cpu().numpy()
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(texts), self.batch_size):
+                out.append(self._text_features(list(texts[i : i + self.batch_size])).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+    def _text_features(self, texts: list[str]) -> Any:
+        tokens = self.tokenizer(texts).to(self.device)
+        return self.model.encode_text(tokens, normalize=True)
+
+
+def load_embedder(
+    spec: str, *, cache_dir: Path | None = None, allow_download: bool = False,
+    device: str = "cpu", batch_size: int = 32, seed: int = DEFAULT_SEED,
+) -> ClipEmbedder:
+    """Build a :class:`ClipEmbedder` from a spec string (see the module docstring)."""
+    import torch
+
+    from searchcore._compat import hf_hub_offline
+
+    parsed = ModelSpec.parse(spec)
+    device = _pick_device(device)
+    import open_clip
+
+    _ensure_package_configs()
+    cache = str(cache_dir / "open_clip") if cache_dir else None
+    try:
+        with hf_hub_offline(not allow_download):
+            if parsed.kind == "local":
+                folder = Path(parsed.name)
+                _check_local_dir(folder)
+                name = f"local-dir:{folder}"
+                model, _, preprocess = open_clip.create_model_and_transforms(name, device=device)
+                tokenizer = open_clip.get_tokenizer(name)
+            elif parsed.kind == "hub":
+                name = f"hf-hub:{parsed.name}"
+                model, _, preprocess = open_clip.create_model_and_transforms(name, cache_dir=cache, device=device)
+                tokenizer = open_clip.get_tokenizer(name, cache_dir=cache)
+            else:
+                if parsed.name not in open_clip.list_models():
+                    raise ConfigError(
+                        f"unknown model {parsed.name!r}; use an open_clip architecture "
+                        f"({', '.join(open_clip.list_models()[:6])}, ...), one of this package's "
+                        f"({', '.join(sorted(_registered)) or 'none'}), NAME:TAG, hf-hub:ORG/REPO "
+                        "or a model folder"
+                    )
+                if parsed.tag and not Path(parsed.tag).is_file() and not open_clip.is_pretrained_cfg(parsed.name, parsed.tag):
+                    tags = open_clip.list_pretrained_tags_by_model(parsed.name)
+                    raise ConfigError(f"{parsed.name} has no pretrained tag {parsed.tag!r}; "
+                                      f"known tags: {', '.join(tags) or 'none'}")
+                torch.manual_seed(seed)  # random init is part of the spec: same seed, same model
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    parsed.name, pretrained=parsed.tag, cache_dir=cache, device=device
+                )
+                tokenizer = open_clip.get_tokenizer(parsed.name)
+    except (ConfigError, WeightsError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - open_clip/hub raise many types
+        offline = "" if allow_download else (
+            " (downloads are off: set SEARCHCORE_ALLOW_DOWNLOAD=1, or pass a local model folder)"
+        )
+        raise WeightsError(f"cannot load model {spec!r}: {_first_line(exc)}{offline}") from None
+    return ClipEmbedder(model, preprocess, tokenizer, spec=spec, device=device, batch_size=batch_size)
+
+
+def _check_local_dir(folder: Path) -> None:
+    config = folder / "open_clip_config.json"
+    if not config.is_file():
+        raise WeightsError(f"model folder {folder} has no open_clip_config.json")
+    try:
+        json.loads(config.read_text(encoding="utf-8"))["model_cfg"]
+    except (ValueError, KeyError, TypeError):
+        raise WeightsError(f"{config} is not a valid open_clip config (needs 'model_cfg')") from None
+    weights = [p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pth", ".pt")]
+    if not weights:
+        raise WeightsError(f"model folder {folder} has no weights file (open_clip_model.safetensors)")
+
+
+def _pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device cuda requested but no GPU is available")
+    return device
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+def save_model(embedder: ClipEmbedder, folder: str | Path, model_cfg: dict[str, Any],
+               *, half: bool = False, card: str | None = None) -> Path:
+    """Write a model folder that ``load_embedder(PATH)`` and ``hf-hub:`` uploads both read.
+
+    Layout (open_clip's Hugging Face format): ``open_clip_config.json`` with ``model_cfg``
+    and ``preprocess_cfg``, ``open_clip_model.safetensors``, and an optional ``README.md``
+    model card.
+    """
+    from safetensors.torch import save_file
+
+    from searchcore.fsutil import write_json_atomic
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    visual = embedder.model.visual
+    preprocess_cfg = {
+        "size": embedder.image_size,
+        "mean": list(getattr(visual, "image_mean", None) or (0.48145466, 0.4578275, 0.40821073)),
+        "std": list(getattr(visual, "image_std", None) or (0.26862954, 0.26130258, 0.27577711)),
+    }
+    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+             for k, v in embedder.model.state_dict().items()}
+    tmp = folder / ".open_clip_model.safetensors.tmp"
+    save_file(state, str(tmp))
+    tmp.replace(folder / "open_clip_model.safetensors")
+    write_json_atomic(folder / "open_clip_config.json",
+                      {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg})
+    if card is not None:
+        (folder / "README.md").write_text(card, encoding="utf-8")
+    return folder
+
+
+def model_config(name: str) -> dict[str, Any]:
+    """The open_clip config of a registered architecture (for :func:`save_model`)."""
+    import open_clip
+
+    _ensure_package_configs()
+    cfg = open_clip.get_model_config(name)
+    if cfg is None:
+        raise ConfigError(f"unknown model architecture {name!r}")
+    return dict(cfg)

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import TINY_CLIP_CONFIG
+from searchcore.embed import ModelSpec, load_embedder, save_model
+from searchcore.errors import ConfigError, WeightsError
+
+
+def _images(n: int = 3) -> list[Image.Image]:
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def test_spec_parsing(tmp_path: Path) -> None:
+    assert ModelSpec.parse("ViT-B-32:openai") == ModelSpec("pretrained", "ViT-B-32", "openai", "ViT-B-32:openai")
+    assert ModelSpec.parse("RN50").kind == "arch"
+    assert ModelSpec.parse("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K").name == "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"
+    assert ModelSpec.parse(str(tmp_path)).kind == "local"
+    assert ModelSpec.parse("local-dir:models/x").name == "models/x"
+    assert ModelSpec.parse("default").kind in ("local", "arch")
+    with pytest.raises(ConfigError):
+        ModelSpec.parse("  ")
+
+
+def test_tiny_model_embeds_normalised_float32(tiny_clip: str) -> None:
+    emb = load_embedder(tiny_clip)
+    v = emb.embed_images(_images())
+    t = emb.embed_texts(["red sneakers with white soles", "a mug"])
+    assert v.shape == (3, 16) and t.shape == (2, 16) and v.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(t, axis=1), 1, atol=1e-5)
+    assert emb.embed_images([]).shape == (0, 16)
+    # batching does not change results
+    emb.batch_size = 2
+    np.testing.assert_allclose(emb.embed_images(_images()), v, atol=1e-5)
+
+
+def test_random_init_is_deterministic_and_seeded(tiny_clip: str) -> None:
+    a, b = load_embedder(tiny_clip), load_embedder(tiny_clip)
+    assert a.fingerprint == b.fingerprint
+    np.testing.assert_array_equal(a.embed_texts(["x"]), b.embed_texts(["x"]))
+    assert load_embedder(tiny_clip, seed=1).fingerprint != a.fingerprint
+
+
+def test_saved_model_reloads_and_embeds_identically(tiny_clip: str, tmp_path: Path) -> None:
+    emb = load_embedder(tiny_clip, seed=3)
+    folder = save_model(emb, tmp_path / "model", TINY_CLIP_CONFIG, card="# tiny\n")
+    assert json.loads((folder / "open_clip_config.json").read_text())["model_cfg"] == TINY_CLIP_CONFIG
+    again = load_embedder(str(folder))
+    assert again.fingerprint == emb.fingerprint
+    np.testing.assert_allclose(again.embed_images(_images()), emb.embed_images(_images()), atol=1e-6)
+    np.testing.assert_allclose(again.embed_texts(["blue cap"]), emb.embed_texts(["blue cap"]), atol=1e-6)
+
+
+def test_bad_local_model_folders(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="open_clip_config.json"):
+        load_embedder(str(tmp_path))
+    (tmp_path / "open_clip_config.json").write_text("{}")
+    with pytest.raises(WeightsError, match="model_cfg"):
+        load_embedder(str(tmp_path))
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP_CONFIG}))
+    with pytest.raises(WeightsError, match="no weights"):
+        load_embedder(str(tmp_path))
+    (tmp_path / "open_clip_model.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(WeightsError, match="cannot load"):
+        load_embedder(str(tmp_path))
+
+
+def test_pretrained_weights_are_not_downloaded_unless_allowed(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="SEARCHCORE_ALLOW_DOWNLOAD"):
+        load_embedder("RN50:openai", cache_dir=tmp_path)
+    with pytest.raises(ConfigError, match="known tags"):
+        load_embedder("RN50:no-such-tag", cache_dir=tmp_path)
+    with pytest.raises(ConfigError, match="unknown model"):
+        load_embedder("no-such-arch")
+    assert not any(tmp_path.rglob("*.bin")) and not any(tmp_path.rglob("*.safetensors"))
+
+
+def test_importing_the_package_is_light() -> None:
+    code = ("import sys, searchcore, searchcore.cli, searchcore.engine, searchcore.config; "
+            "heavy = [m for m in ('torch', 'open_clip', 'basicsr', 'realesrgan', 'gradio') if m in sys.modules]; "
+            "print(heavy); sys.exit(1 if heavy else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
