@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,16 +25,9 @@ from searchcore.embed import Embedder
 from searchcore.errors import ConfigError, SearchError, UpscaleError
 from searchcore.images import DEFAULT_LIMITS, ImageLimits, decode_image
 from searchcore.index import HnswIndex
-from searchcore.upscale import UpscaleDecision, UpscalePolicy
+from searchcore.upscale import UpscaleDecision, Upscaler, UpscalePolicy
 
 DISPLAY_COLUMNS = ("id", "title", "price", "category", "colour", "image")
-
-
-class Upscaler(Protocol):
-    name: str
-    scale: int
-
-    def upscale(self, img: Image.Image) -> Image.Image: ...
 
 
 @dataclass(frozen=True)
