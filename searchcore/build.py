@@ -21,9 +21,10 @@ from searchcore import __version__
 from searchcore.catalog import Catalog
 from searchcore.config import IndexSettings
 from searchcore.embed import Embedder
-from searchcore.errors import ImageError, SearchError
+from searchcore.errors import ConfigError, ImageError, SearchError
 from searchcore.images import decode_image
 from searchcore.index import HnswIndex
+from searchcore.store import is_milvus
 
 
 @dataclass
@@ -48,15 +49,15 @@ class BuildReport:
         return text
 
 
-def rebuild_command(catalog: Catalog, model: str, out: Path) -> str:
+def rebuild_command(catalog: Catalog, model: str, out: str | Path) -> str:
     maps = "".join(f" --map {c}={s}" for c, s in catalog.column_map)
     return f"searchcore index build --catalog {catalog.source}{maps} --model {model} --out {out}"
 
 
-def catalog_meta(catalog: Catalog, folder: Path) -> dict[str, Any]:
+def catalog_meta(catalog: Catalog, folder: Path | None) -> dict[str, Any]:
     src = Path(catalog.source).resolve() if catalog.source else None
     rel = None
-    if src is not None:
+    if src is not None and folder is not None:
         try:
             rel = str(Path(_relpath(src, folder.resolve())))
         except ValueError:
@@ -85,8 +86,27 @@ def build_index(
     batch_size: int = 32,
     workers: int = 2,
     progress: bool = False,
+    shard: tuple[int, int] = (0, 1),
+    collection: str = "products",
+    token: str | None = None,
 ) -> BuildReport:
+    """Embed the catalog's photos into an index folder, or into a Milvus collection.
+
+    ``out`` is a folder (hnswlib) or a Milvus URI / Milvus Lite ``*.db`` file. With Milvus,
+    ``shard=(i, n)`` embeds only rows ``r`` with ``r % n == i``, so ``n`` jobs can fill one
+    collection in parallel, and a rerun skips products already stored with the same model.
+    """
     settings = settings or IndexSettings()
+    i, n = shard
+    if not (n >= 1 and 0 <= i < n):
+        raise ConfigError(f"shard must be i/n with 0 <= i < n, not {i}/{n}")
+    if is_milvus(out):
+        return _build_milvus(catalog, embedder, str(out), settings=settings, batch_size=batch_size,
+                             workers=workers, progress=progress, shard=shard,
+                             collection=collection, token=token)
+    if n != 1:
+        raise ConfigError("sharded builds fill one shared Milvus collection: give --out a Milvus "
+                          "URI (http://host:19530) or a Milvus Lite file (index.db)")
     out = Path(out)
     started = time.perf_counter()
     index = HnswIndex(
@@ -94,34 +114,76 @@ def build_index(
         ef_construction=settings.ef_construction, ef_search=settings.ef_search,
         capacity=max(len(catalog), 16),
     )
-    skipped: list[dict[str, Any]] = []
-    bar = _progress(len(catalog), progress)
-    ids = catalog.df["id"].tolist()
-    for labels, pixels, failures in _batches(catalog, embedder, batch_size, workers):
-        for row, reason in failures:
-            skipped.append({"row": row, "id": ids[row], "reason": reason})
-        if labels:
-            vectors = embedder.embed_pixels(pixels) if pixels is not None else None
-            index.add(vectors, np.asarray(labels))
-        if bar is not None:
-            bar.update(len(labels) + len(failures))
-    if bar is not None:
-        bar.close()
+    skipped = _embed_rows(catalog, embedder, list(range(len(catalog))), index.add,
+                          batch_size=batch_size, workers=workers, progress=progress)
     if len(index) == 0:
         raise SearchError(f"no product of {catalog.source} has a usable image; nothing to index")
     seconds = time.perf_counter() - started
-    meta = {
+    index.save(out, _meta(catalog, embedder, out, skipped, seconds))
+    return BuildReport(folder=out, indexed=len(index), skipped=skipped, seconds=seconds)
+
+
+def _meta(catalog: Catalog, embedder: Embedder, out: Path | None, skipped: list[dict[str, Any]],
+          seconds: float) -> dict[str, Any]:
+    return {
         "model": {"spec": embedder.spec, "fingerprint": embedder.fingerprint, "dim": embedder.dim},
         "catalog": catalog_meta(catalog, out),
         "skipped": skipped,
         "build": {"seconds": round(seconds, 3), "searchcore_version": __version__},
     }
-    index.save(out, meta)
-    return BuildReport(folder=out, indexed=len(index), skipped=skipped, seconds=seconds)
+
+
+def _build_milvus(catalog: Catalog, embedder: Embedder, uri: str, *, settings: IndexSettings,
+                  batch_size: int, workers: int, progress: bool, shard: tuple[int, int],
+                  collection: str, token: str | None) -> BuildReport:
+    from searchcore.milvus import MilvusStore
+
+    started = time.perf_counter()
+    params = {"M": settings.m, "efConstruction": settings.ef_construction}
+    store = MilvusStore.create(uri, collection, embedder.dim, token=token, index_params=params,
+                               ef_search=settings.ef_search)
+    fingerprint = embedder.fingerprint
+    i, n = shard
+    ids = catalog.df["id"].tolist()
+    done = store.ids_with_model(fingerprint)  # id -> row already stored with this model
+    rows = [r for r in range(len(catalog)) if r % n == i and done.get(ids[r]) != r]
+    if n == 1:  # a full build also drops products that left the catalog: reruns converge
+        stale = store.all_ids() - set(ids)
+        store.remove_ids(sorted(stale))
+    records = catalog.df.to_dict("records")
+
+    def add(vectors: Any, labels: Any) -> None:
+        store.add(vectors, labels, [records[int(x)] for x in labels], model=fingerprint)
+
+    skipped = _embed_rows(catalog, embedder, rows, add, batch_size=batch_size, workers=workers,
+                          progress=progress)
+    seconds = time.perf_counter() - started
+    meta = _meta(catalog, embedder, None, skipped[:1000], seconds)
+    meta["shards"] = n
+    store.save(meta)
+    return BuildReport(folder=Path(uri), indexed=len(rows) - len(skipped), skipped=skipped,
+                       seconds=seconds)
+
+
+def _embed_rows(catalog: Catalog, embedder: Embedder, rows: list[int], add: Any, *,
+                batch_size: int, workers: int, progress: bool) -> list[dict[str, Any]]:
+    skipped: list[dict[str, Any]] = []
+    ids = catalog.df["id"].tolist()
+    bar = _progress(len(rows), progress)
+    for labels, pixels, failures in _batches(catalog, embedder, rows, batch_size, workers):
+        for row, reason in failures:
+            skipped.append({"row": row, "id": ids[row], "reason": reason})
+        if labels:
+            add(embedder.embed_pixels(pixels), np.asarray(labels))
+        if bar is not None:
+            bar.update(len(labels) + len(failures))
+    if bar is not None:
+        bar.close()
+    return skipped
 
 
 def _batches(
-    catalog: Catalog, embedder: Any, batch_size: int, workers: int
+    catalog: Catalog, embedder: Any, wanted: list[int], batch_size: int, workers: int
 ) -> Iterator[tuple[list[int], Any, list[tuple[int, str]]]]:
     """Yield (rows, preprocessed pixel batch, failures); decoding runs ahead on a pool."""
     import torch
@@ -141,9 +203,9 @@ def _batches(
         rows: list[int] = []
         tensors: list[Any] = []
         failures: list[tuple[int, str]] = []
-        while pending or next_row < len(paths):
-            while next_row < len(paths) and len(pending) < ahead:
-                pending.append(pool.submit(load, next_row))
+        while pending or next_row < len(wanted):
+            while next_row < len(wanted) and len(pending) < ahead:
+                pending.append(pool.submit(load, wanted[next_row]))
                 next_row += 1
             row, tensor, error = pending.popleft().result()
             if error is not None:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from searchcore.config import UPSCALE_MODES, IndexSettings, Settings, UpscaleSettings, parse_column_map
-from searchcore.errors import SearchError
+from searchcore.errors import ConfigError, SearchError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 DEMO_QUERIES = ("red sneakers with white soles", "navy striped t-shirt", "black leather handbag")
@@ -39,7 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     b = idx.add_parser("build", help="embed a catalog's photos into an index folder")
     _catalog_args(b)
     _model_args(b)
-    b.add_argument("--out", type=Path, required=True, help="index folder")
+    b.add_argument("--out", required=True,
+                   help="index folder (hnswlib), or a Milvus URI (http://host:19530) / Milvus Lite file (x.db)")
+    b.add_argument("--shard", default="0/1", metavar="I/N",
+                   help="embed only rows r with r %% N == I (parallel jobs into one Milvus collection)")
+    b.add_argument("--collection", default=None, help="Milvus collection (default: products)")
     b.add_argument("--M", dest="m", type=int, default=IndexSettings.m)
     b.add_argument("--ef-construction", type=int, default=IndexSettings.ef_construction)
     b.add_argument("--ef-search", type=int, default=IndexSettings.ef_search)
@@ -48,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-progress", action="store_true")
 
     s = sub.add_parser("search", help="query an index")
-    s.add_argument("--index", type=Path, required=True)
+    s.add_argument("--index", required=True, help="index folder or Milvus URI / *.db file")
+    s.add_argument("--collection", default=None, help="Milvus collection (default: products)")
     s.add_argument("--text", help="what the shopper wants; with --image, refines the photo")
     s.add_argument("--image", type=Path, action="append", default=[], help="a photo (repeatable)")
     s.add_argument("--images", type=Path, help="a folder of photos, one query each")
@@ -169,15 +174,25 @@ def cmd_build(args: argparse.Namespace) -> int:
     from searchcore.catalog import load_catalog
     from searchcore.service import make_embedder
 
-    settings = _settings(args)
+    settings = _settings(args, milvus_collection=args.collection)
+    shard = _parse_shard(args.shard)
     catalog = load_catalog(args.catalog, parse_column_map(args.map))
     embedder = make_embedder(settings)
     index_settings = IndexSettings(m=args.m, ef_construction=args.ef_construction, ef_search=args.ef_search)
     report = build_index(catalog, embedder, args.out, settings=index_settings,
                          batch_size=args.batch_size, workers=args.workers,
-                         progress=not args.no_progress and sys.stderr.isatty())
+                         progress=not args.no_progress and sys.stderr.isatty(), shard=shard,
+                         collection=settings.milvus_collection, token=settings.milvus_token)
     print(report.summary())
     return 0
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    i, sep, n = text.partition("/")
+    try:
+        return int(i), int(n) if sep else 1
+    except ValueError:
+        raise ConfigError(f"--shard must look like I/N (e.g. 0/4), not {text!r}") from None
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -194,7 +209,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not images and not args.text:
         raise SearchError("give --text, --image or --images")
     upscale = UpscaleSettings(mode=args.upscale) if args.upscale else None
-    settings = _settings(args, **({"upscale": upscale} if upscale else {}))
+    settings = _settings(args, milvus_collection=args.collection,
+                         **({"upscale": upscale} if upscale else {}))
     engine = open_engine(settings, args.index)
     filters = Filters(category=args.category, min_price=args.min_price, max_price=args.max_price)
     queries: list[dict] = [{"image": p, "label": str(p)} for p in images] or [{"image": None, "label": args.text}]
@@ -255,7 +271,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not csv.is_file():
         print(f"generating the demo shop in {args.dir} ...", flush=True)
         generate_catalog(args.dir, progress=True)
-    index_dir = args.index or args.dir / "index"
+    index_dir = str(args.index or args.dir / "index")
     try:
         engine = open_engine(settings, index_dir)
         print(f"using the index in {index_dir}")

@@ -70,7 +70,10 @@ class Settings:
     catalog: Path | None = None
     column_map: tuple[tuple[str, str], ...] = ()
     model: str = "default"
-    index_dir: Path | None = None
+    # An index folder (hnswlib) or a Milvus URI / Milvus Lite *.db file (see searchcore.store).
+    index_dir: str | None = None
+    milvus_collection: str = "products"
+    milvus_token: str | None = None
     upscaler: str = "realesr-general-x4v3"
     upscaler_weights: Path | None = None
     cache_dir: Path = field(default_factory=default_cache_dir)
@@ -105,7 +108,11 @@ class Settings:
         if (v := get("MODEL")) is not None:
             values["model"] = v
         if (v := get("INDEX")) is not None:
-            values["index_dir"] = Path(v)
+            values["index_dir"] = v
+        if (v := get("MILVUS_COLLECTION")) is not None:
+            values["milvus_collection"] = v
+        if (v := get("MILVUS_TOKEN")) is not None:
+            values["milvus_token"] = v
         if (v := get("UPSCALER")) is not None:
             values["upscaler"] = v
         if (v := get("UPSCALER_WEIGHTS")) is not None:

@@ -24,28 +24,10 @@ from searchcore.config import UPSCALE_MODES, UpscaleSettings
 from searchcore.embed import Embedder
 from searchcore.errors import ConfigError, SearchError, UpscaleError
 from searchcore.images import DEFAULT_LIMITS, ImageLimits, decode_image
-from searchcore.index import HnswIndex
+from searchcore.store import Filters, VectorStore
 from searchcore.upscale import UpscaleDecision, Upscaler, UpscalePolicy
 
 DISPLAY_COLUMNS = ("id", "title", "price", "category", "colour", "image")
-
-
-@dataclass(frozen=True)
-class Filters:
-    """Metadata filters; a product must pass all of them."""
-
-    category: str | None = None
-    min_price: float | None = None
-    max_price: float | None = None
-
-    def __post_init__(self) -> None:
-        lo, hi = self.min_price, self.max_price
-        if lo is not None and hi is not None and lo > hi:
-            raise ConfigError(f"min price {lo} is above max price {hi}")
-
-    @property
-    def active(self) -> bool:
-        return bool(self.category) or self.min_price is not None or self.max_price is not None
 
 
 @dataclass(frozen=True)
@@ -119,7 +101,7 @@ class SearchEngine:
         catalog: Catalog,
         embedder: Embedder,
         upscaler: Upscaler | None,
-        index: HnswIndex,
+        index: VectorStore,
         *,
         upscale: UpscaleSettings | None = None,
         image_limits: ImageLimits = DEFAULT_LIMITS,
@@ -239,8 +221,12 @@ class SearchEngine:
     def _search_vector(
         self, vec: np.ndarray, k: int, filters: Filters | None, clock: _Clock
     ) -> list[Hit]:
-        allowed = self.filter_mask(filters) if filters is not None and filters.active else None
-        found = self.index.search(vec, k, allowed=allowed)
+        active = filters is not None and filters.active
+        if active and self.index.pushes_filters:
+            found = self.index.search(vec, k, filters=filters)
+        else:
+            allowed = self.filter_mask(filters) if active else None
+            found = self.index.search(vec, k, allowed=allowed)
         clock.lap("search")
         hits = self._hits(found.labels, found.scores)
         clock.lap("assemble")
@@ -288,7 +274,7 @@ class SearchEngine:
         start = len(self.catalog.df)
         labels = list(range(start, start + len(rows)))
         self.catalog.df = pd.concat([self.catalog.df, rows.astype(str)], ignore_index=True).fillna("")
-        self.index.add(vectors, labels)
+        self.index.add(vectors, labels, records=self.catalog.df.iloc[labels].to_dict("records"))
         return labels
 
     def remove_products(self, ids: list[str]) -> list[int]:

@@ -19,13 +19,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from searchcore.errors import IndexMismatchError, SearchError
+from searchcore.store import Filters, Neighbours
 from searchcore.fsutil import file_sha256, fsync_dir, fsync_file, write_json_atomic
 
 FORMAT_VERSION = 1
@@ -73,16 +73,10 @@ class RWLock:
                 self._cond.notify_all()
 
 
-@dataclass(frozen=True)
-class Neighbours:
-    """Results of one query, best first; ``scores`` are cosine similarities."""
-
-    labels: np.ndarray  # int64 (k,)
-    scores: np.ndarray  # float32 (k,)
-
-
 class HnswIndex:
     """Thread-safe wrapper: queries run concurrently, writes exclusively."""
+
+    pushes_filters = False  # filters arrive as a boolean mask over labels
 
     def __init__(
         self,
@@ -134,8 +128,14 @@ class HnswIndex:
         return np.sort(self._labels[~np.isin(self._labels, dead)])
 
     # -- writes -----------------------------------------------------------------------------
-    def add(self, vectors: np.ndarray, labels: np.ndarray | list[int]) -> None:
-        """Add (or replace) vectors under the given labels; grows the index as needed."""
+    def add(
+        self, vectors: np.ndarray, labels: np.ndarray | list[int], records: list[dict] | None = None
+    ) -> None:
+        """Add (or replace) vectors under the given labels; grows the index as needed.
+
+        ``records`` (the products' catalog fields) are for stores that keep attributes; the
+        hnswlib index filters with a mask over the catalog instead, so it ignores them.
+        """
         vectors = self._check_vectors(vectors)
         labels = np.asarray(labels, dtype=np.int64)
         if labels.shape != (len(vectors),):
@@ -171,7 +171,8 @@ class HnswIndex:
 
     # -- reads ------------------------------------------------------------------------------
     def search(
-        self, query: np.ndarray, k: int, allowed: np.ndarray | None = None
+        self, query: np.ndarray, k: int, allowed: np.ndarray | None = None,
+        filters: Filters | None = None,
     ) -> Neighbours:
         """The ``k`` nearest live vectors (fewer only when fewer exist or match ``allowed``).
 

@@ -17,6 +17,7 @@ from searchcore.embed import ClipEmbedder, load_embedder
 from searchcore.engine import SearchEngine
 from searchcore.errors import CatalogError, IndexMismatchError, SearchError
 from searchcore.index import HnswIndex, read_manifest
+from searchcore.store import VectorStore, is_milvus
 
 log = logging.getLogger(__name__)
 
@@ -36,52 +37,67 @@ def make_embedder(settings: Settings, spec: str | None = None) -> ClipEmbedder:
     )
 
 
-def catalog_for_index(folder: Path, manifest: dict) -> Catalog:
+def catalog_for_index(location: str, manifest: dict) -> Catalog:
+    """The catalog an index was built from, refused if it changed since."""
     meta = manifest.get("catalog") or {}
     candidates = []
-    if meta.get("relative_path"):
-        candidates.append((folder / meta["relative_path"]).resolve())
+    if meta.get("relative_path") and not is_milvus(location):
+        candidates.append((Path(location) / meta["relative_path"]).resolve())
     if meta.get("path"):
         candidates.append(Path(meta["path"]))
     source = next((p for p in candidates if p.is_file()), None)
     column_map = tuple(tuple(p) for p in meta.get("column_map", []))
     if source is None:
         raise IndexMismatchError(
-            f"the catalog of index {folder} is gone ({meta.get('path')}); rebuild with "
-            f"`searchcore index build --catalog FILE --out {folder}`"
+            f"the catalog of index {location} is gone ({meta.get('path')}); rebuild with "
+            f"`searchcore index build --catalog FILE --out {location}`"
         )
     catalog = load_catalog(source, column_map)
     if catalog.sha256 != meta.get("sha256") or len(catalog) != meta.get("rows"):
         raise IndexMismatchError(
-            f"catalog {source} changed since index {folder} was built; rebuild with "
-            f"`{rebuild_command(catalog, manifest['model']['spec'], folder)}`"
+            f"catalog {source} changed since index {location} was built; rebuild with "
+            f"`{rebuild_command(catalog, manifest['model']['spec'], location)}`"
         )
     return catalog
 
 
+def open_store(settings: Settings, location: str) -> tuple[VectorStore, dict]:
+    """The vector store at ``location`` (folder or Milvus URI) and its manifest."""
+    fix = f"searchcore index build --catalog FILE --out {location}"
+    if is_milvus(location):
+        from searchcore.milvus import MilvusStore
+
+        return MilvusStore.open(location, settings.milvus_collection, token=settings.milvus_token,
+                                fix=fix)
+    read_manifest(Path(location), fix=fix)  # a clear message before anything heavy loads
+    return HnswIndex.load(Path(location), fix=fix)
+
+
 def open_engine(settings: Settings, index_dir: str | Path | None = None) -> SearchEngine:
-    """Open an index folder with its catalog and model, and the configured upscaler."""
-    folder = Path(index_dir or settings.index_dir or "")
-    if not str(folder):
+    """Open an index (folder or Milvus) with its catalog and model, and the configured upscaler."""
+    location = str(index_dir or settings.index_dir or "")
+    if not location:
         raise SearchError("no index given: pass --index DIR or set SEARCHCORE_INDEX")
-    manifest = read_manifest(folder)
+    store, manifest = open_store(settings, location)
     model_meta = manifest.get("model")
     if not isinstance(model_meta, dict) or not isinstance(model_meta.get("spec"), str):
-        raise IndexMismatchError(f"{folder}/manifest.json does not name its model; rebuild the index")
-    catalog = catalog_for_index(folder, manifest)
+        raise IndexMismatchError(f"the manifest of {location} does not name its model; rebuild the index")
+    catalog = catalog_for_index(location, manifest)
+    fix = rebuild_command(catalog, model_meta["spec"], location)
     embedder = make_embedder(settings, model_meta["spec"])
     if embedder.fingerprint != model_meta.get("fingerprint"):
         raise IndexMismatchError(
-            f"model {model_meta['spec']!r} has other weights than when index {folder} was built; "
-            f"rebuild with `{rebuild_command(catalog, model_meta['spec'], folder)}`"
+            f"model {model_meta['spec']!r} has other weights than when index {location} was built; "
+            f"rebuild with `{fix}`"
         )
-    index, _ = HnswIndex.load(folder, fix=rebuild_command(catalog, model_meta["spec"], folder))
-    if index.dim != embedder.dim:
-        raise IndexMismatchError(f"index {folder} has dimension {index.dim}, the model {embedder.dim}")
-    if len(index) and int(index.live_labels().max()) >= len(catalog):
-        raise IndexMismatchError(f"index {folder} has labels beyond the catalog's {len(catalog)} rows")
+    if store.dim != embedder.dim:
+        raise IndexMismatchError(f"index {location} has dimension {store.dim}, the model {embedder.dim}")
+    labels = store.live_labels()
+    if len(labels) and int(labels.max()) >= len(catalog):
+        raise IndexMismatchError(f"index {location} has labels beyond the catalog's {len(catalog)} rows; "
+                                 f"rebuild with `{fix}`")
     upscaler, problem = make_upscaler(settings)
-    return SearchEngine(catalog, embedder, upscaler, index, upscale=settings.upscale,
+    return SearchEngine(catalog, embedder, upscaler, store, upscale=settings.upscale,
                         upscaler_problem=problem)
 
 

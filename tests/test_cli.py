@@ -122,6 +122,22 @@ def test_other_model_weights_are_refused(shop, capsys, tmp_path: Path) -> None:
     assert "other weights" in capsys.readouterr().err
 
 
+def test_milvus_lite_index_through_the_cli(shop, capsys, tmp_path: Path, tiny_clip: str) -> None:
+    pytest.importorskip("milvus_lite")
+    db = tmp_path / "milvus.db"
+    argv = ["index", "build", "--catalog", str(shop["csv"]), "--model", tiny_clip, "--out", str(db), "--no-progress"]
+    assert main(argv) == 0
+    assert main(argv) == 0  # idempotent: the rerun skips what is there
+    assert "indexed 0 products" in capsys.readouterr().out
+    assert main(["search", "--index", str(db), "--text", "red sneakers with white soles", "--json"]) == 0
+    (milvus,) = _json_lines(capsys.readouterr().out)
+    main(["search", "--index", str(shop["index"]), "--text", "red sneakers with white soles", "--json"])
+    (hnsw,) = _json_lines(capsys.readouterr().out)
+    assert len(milvus["results"]) == 10
+    # same model, same catalog: both backends agree on the best matches
+    assert [r["id"] for r in milvus["results"][:5]] == [r["id"] for r in hnsw["results"][:5]]
+
+
 def test_upscale_command(tmp_path: Path, capsys) -> None:
     import torch
 

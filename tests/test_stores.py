@@ -1,0 +1,173 @@
+"""One behavioural suite, run against both vector stores (hnswlib and a real Milvus Lite)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from searchcore.build import build_index
+from searchcore.catalog import load_catalog
+from searchcore.engine import SearchEngine
+from searchcore.index import HnswIndex
+from searchcore.store import Filters, VectorStore, is_milvus
+
+pytest.importorskip("pymilvus")
+BACKENDS = ["hnswlib", "milvus"]
+
+
+def _unit(n: int, d: int, seed: int = 0) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _records(n: int, start: int = 0) -> list[dict]:
+    return [{"id": f"p{i}", "category": ["Shoes", "Bags", "Mugs"][i % 3], "price": str(i % 100),
+             "colour": "red"} for i in range(start, start + n)]
+
+
+class Harness:
+    def __init__(self, backend: str, tmp: Path) -> None:
+        self.backend, self.tmp = backend, tmp
+        self.location = str(tmp / ("store.db" if backend == "milvus" else "store"))
+
+    def create(self, dim: int) -> VectorStore:
+        if self.backend == "milvus":
+            from searchcore.milvus import MilvusStore
+
+            return MilvusStore.create(self.location, "t", dim)
+        return HnswIndex(dim)
+
+    def reopen(self, store: VectorStore) -> VectorStore:
+        if self.backend == "milvus":
+            from searchcore.milvus import MilvusStore
+
+            store.save({"model": {"spec": "x"}})
+            store.client.close()
+            return MilvusStore.open(self.location, "t")[0]
+        store.save(self.location)
+        return HnswIndex.load(self.location)[0]
+
+    def search(self, store: VectorStore, q: np.ndarray, k: int, filters: Filters | None,
+               records: list[dict]) -> np.ndarray:
+        if filters is None or store.pushes_filters:
+            return store.search(q, k, filters=filters).labels
+        mask = np.array([_passes(r, filters) for r in records])
+        return store.search(q, k, allowed=mask).labels
+
+
+def _passes(rec: dict, f: Filters) -> bool:
+    ok = not f.category or rec["category"].casefold() == f.category.casefold()
+    price = float(rec["price"])
+    ok &= f.min_price is None or price >= f.min_price
+    return bool(ok and (f.max_price is None or price <= f.max_price))
+
+
+@pytest.fixture(params=BACKENDS)
+def harness(request, tmp_path: Path) -> Harness:
+    return Harness(request.param, tmp_path)
+
+
+def test_self_recall_against_brute_force(harness: Harness) -> None:
+    data = _unit(2000, 24)
+    store = harness.create(24)
+    store.add(data, np.arange(2000), records=_records(2000))
+    queries = _unit(50, 24, seed=1)
+    hits = 0
+    for q in queries:
+        truth = set(np.argsort(-(data @ q))[:10].tolist())
+        hits += len(truth & set(store.search(q, 10).labels.tolist()))
+    assert hits / 500 >= 0.99
+    found = store.search(data[17], 1)
+    assert found.labels[0] == 17 and found.scores[0] == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("filters", [Filters(category="shoes"), Filters(min_price=10, max_price=12),
+                                     Filters(category="Bags", max_price=5)])
+def test_filters_return_k_when_k_match(harness: Harness, filters: Filters) -> None:
+    data, records = _unit(1500, 16), _records(1500)
+    store = harness.create(16)
+    store.add(data, np.arange(1500), records=records)
+    q = _unit(1, 16, seed=4)[0]
+    labels = harness.search(store, q, 10, filters, records)
+    matching = np.array([i for i, r in enumerate(records) if _passes(r, filters)])
+    assert len(labels) == min(10, len(matching))
+    assert all(_passes(records[i], filters) for i in labels)
+    truth = matching[np.argsort(-(data[matching] @ q))[:10]]
+    assert len(set(labels.tolist()) & set(truth.tolist())) >= 0.9 * len(labels)
+
+
+def test_add_remove_and_upsert_idempotence(harness: Harness) -> None:
+    data = _unit(300, 8)
+    store = harness.create(8)
+    store.add(data, np.arange(300), records=_records(300))
+    store.add(data[:50], np.arange(50), records=_records(50))  # the same products again
+    assert len(store) == 300
+    store.remove([5, 6])
+    assert len(store) == 298
+    assert 5 not in store.search(data[5], 5).labels
+    new = _unit(1, 8, seed=9)
+    store.add(new, [300], records=_records(1, start=300))
+    assert store.search(new[0], 1).labels[0] == 300
+    np.testing.assert_allclose(store.get_vectors([300])[0], new[0], atol=1e-5)
+    assert sorted(store.live_labels().tolist()) == [i for i in range(301) if i not in (5, 6)]
+
+
+def test_restart_persistence(harness: Harness) -> None:
+    data = _unit(500, 12)
+    store = harness.create(12)
+    store.add(data, np.arange(500), records=_records(500))
+    store.remove([3])
+    q = _unit(1, 12, seed=2)[0]
+    before = store.search(q, 10).labels.tolist()
+    again = harness.reopen(store)
+    assert len(again) == 499 and again.search(q, 10).labels.tolist() == before
+    assert 3 not in again.live_labels()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_engine_builds_and_searches_on_either_backend(backend: str, colour_catalog: Path,
+                                                      fake_embedder, tmp_path: Path) -> None:
+    catalog = load_catalog(colour_catalog)
+    out = tmp_path / ("ix.db" if backend == "milvus" else "ix")
+    report = build_index(catalog, fake_embedder, out)
+    assert report.indexed == 24 and is_milvus(out) == (backend == "milvus")
+    if backend == "milvus":
+        from searchcore.milvus import MilvusStore
+
+        store, manifest = MilvusStore.open(str(out), "products")
+        assert manifest["catalog"]["sha256"] == catalog.sha256
+        # a rerun with the same model skips everything and changes nothing
+        assert build_index(catalog, fake_embedder, out).indexed == 0 and len(store) == 24
+    else:
+        store, manifest = HnswIndex.load(out)
+    engine = SearchEngine(catalog, fake_embedder, None, store)
+    # red products are all caps (rows 0, 6, 12, 18 at prices 10, 70, 130, 190)
+    r = engine.search_text("red", k=10, filters=Filters(category="CAPS", max_price=200))
+    assert len(r.hits) == 10 and {h.fields["category"] for h in r.hits} == {"caps"}
+    assert all(float(h.price) <= 200 for h in r.hits)
+    assert {h.id for h in r.hits[:4]} == {"00000", "00006", "00012", "00018"}
+    rows = pd.DataFrame([{"id": "n1", "title": "Purple mug", "image": "images/n1.png",
+                          "category": "mugs", "colour": "purple", "price": "5.00"}])
+    purple = Image.new("RGB", (40, 40), (128, 0, 128))
+    engine.add_products(rows, [purple])
+    assert engine.search_image(purple.resize((200, 200)), k=1, upscale="never").hits[0].id == "n1"
+    engine.remove_products(["n1"])
+    assert "n1" not in [h.id for h in engine.search_text("red", k=30).hits]
+
+
+def test_sharded_milvus_build_fills_one_collection(colour_catalog: Path, fake_embedder,
+                                                  tmp_path: Path) -> None:
+    from searchcore.milvus import MilvusStore
+
+    catalog = load_catalog(colour_catalog)
+    out = tmp_path / "sharded.db"
+    counts = [build_index(catalog, fake_embedder, out, shard=(i, 3)).indexed for i in range(3)]
+    assert counts == [8, 8, 8]
+    store, _ = MilvusStore.open(str(out), "products")
+    assert sorted(store.live_labels().tolist()) == list(range(24))
+    with pytest.raises(Exception, match="Milvus"):
+        build_index(catalog, fake_embedder, tmp_path / "folder", shard=(0, 2))
