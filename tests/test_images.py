@@ -96,9 +96,30 @@ def test_limits() -> None:
         decode_image(data, ImageLimits(max_bytes=100))
 
 
-def test_decompression_bomb_by_header() -> None:
-    # A PNG claiming 30000x30000 pixels in a few hundred bytes.
-    bomb = _bytes(Image.new("1", (30000, 30000)))
-    assert len(bomb) < 200_000
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` pixels, with one empty data chunk."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("size", [(30000, 30000), (100000, 100000), (7000, 7000)])
+def test_decompression_bomb_by_header(size) -> None:
+    # A few dozen bytes claiming gigapixels: refused from the header, before any decoding.
+    bomb = _png_header(*size)
+    assert len(bomb) < 100
     with pytest.raises(ImageError, match="too large"):
         decode_image(bomb)
+
+
+def test_decompression_bomb_by_content() -> None:
+    # A real 6000x6000 PNG of zeros compresses to ~100 kB but decodes to 108 MB.
+    bomb = _bytes(Image.new("L", (6000, 6000)))
+    assert len(bomb) < 200_000
+    with pytest.raises(ImageError, match="too large"):
+        decode_image(bomb, ImageLimits(max_pixels=20_000_000))
