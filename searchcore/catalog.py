@@ -162,14 +162,19 @@ def load_catalog(
     strict: bool = True,
     check_images: bool = False,
     workers: int = 4,
+    root: Path | None = None,
 ) -> Catalog:
-    """Load and validate. With ``strict`` (the default), refusing errors raise CatalogError."""
+    """Load and validate. With ``strict`` (the default), refusing errors raise CatalogError.
+
+    Image paths are relative to ``root``, by default the catalog file's folder (a live shop's
+    catalog snapshot lives in its index folder but keeps pointing at the shop's images).
+    """
     path = Path(path)
     column_map = tuple(column_map)
     df = read_table(path)
     report = ValidationReport(path=str(path), rows=len(df))
     df = _apply_mapping(df, column_map, report)
-    root = path.resolve().parent
+    root = (root or path.parent).resolve()
     if not report.errors:
         _check_rows(df, root, report)
     if not report.errors:

@@ -35,6 +35,21 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--no-decode", action="store_true", help="only check that image files exist")
     val.add_argument("--json", action="store_true")
 
+    for action, text in (("add", "add a product (with its photo) to a live index"),
+                         ("update", "change a product's fields or photo"),
+                         ("remove", "remove products")):
+        live = cat.add_parser(action, help=text)
+        live.add_argument("--index", required=True, help="index folder")
+        live.add_argument("--id", dest="ids", action="append", required=True)
+        if action != "remove":
+            live.add_argument("--image", type=Path, required=action == "add")
+            for field in ("title", "category", "price", "colour"):
+                live.add_argument(f"--{field}")
+            live.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                              help="any other catalog field")
+    chk = cat.add_parser("check", help="check a live index's invariants")
+    chk.add_argument("--index", required=True)
+
     idx = sub.add_parser("index", help="build an index").add_subparsers(dest="action", required=True)
     b = idx.add_parser("build", help="embed a catalog's photos into an index folder")
     _catalog_args(b)
@@ -169,6 +184,61 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _live_shop(args: argparse.Namespace):  # noqa: ANN202
+    from searchcore.live import LiveShop
+    from searchcore.service import open_engine
+
+    settings = _settings(args, upscale=UpscaleSettings(mode="never"))
+    return LiveShop(open_engine(settings, args.index), args.index)
+
+
+def _fields(args: argparse.Namespace) -> dict[str, str]:
+    fields = {f: getattr(args, f) for f in ("title", "category", "price", "colour")
+              if getattr(args, f, None) is not None}
+    for item in getattr(args, "set", []):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set must look like FIELD=VALUE, not {item!r}")
+        fields[key.strip()] = value
+    return fields
+
+
+def _read_photo(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SearchError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def cmd_live(args: argparse.Namespace) -> int:
+    shop = _live_shop(args)
+    if args.action == "add":
+        if len(args.ids) != 1:
+            raise ConfigError("add one product at a time (one --id)")
+        shop.add([{"id": args.ids[0], **_fields(args)}], [_read_photo(args.image)])
+    elif args.action == "update":
+        if len(args.ids) != 1:
+            raise ConfigError("update one product at a time (one --id)")
+        shop.update(args.ids[0], _fields(args), _read_photo(args.image))
+    else:
+        shop.remove(args.ids)
+    print(f"{args.action}: {', '.join(args.ids)} (committed; {len(shop.live_ids)} products live)")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from searchcore.live import check_invariants
+
+    shop = _live_shop(args)
+    problems = check_invariants(shop)
+    for p in problems:
+        print(f"problem: {p}")
+    print(f"{len(shop.live_ids)} products live; " + ("ok" if not problems else f"{len(problems)} problems"))
+    return 1 if problems else 0
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from searchcore.build import build_index
     from searchcore.catalog import load_catalog
@@ -290,6 +360,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 COMMANDS = {
     ("catalog", "generate"): cmd_generate,
     ("catalog", "validate"): cmd_validate,
+    ("catalog", "add"): cmd_live,
+    ("catalog", "update"): cmd_live,
+    ("catalog", "remove"): cmd_live,
+    ("catalog", "check"): cmd_check,
     ("index", "build"): cmd_build,
     ("search", None): cmd_search,
     ("upscale", None): cmd_upscale,

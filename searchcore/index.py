@@ -146,7 +146,9 @@ class HnswIndex:
             raise SearchError("labels must be unique, non-negative integers")
         with self.lock.write():
             new = int(np.count_nonzero(~np.isin(labels, self._labels)))
-            needed = int(self._index.get_current_count()) + new
+            # new labels first fill the slots of deleted ones (replace_deleted below)
+            reusable = len(self._deleted - set(labels.tolist()))  # re-added labels are unmarked
+            needed = int(self._index.get_current_count()) + max(0, new - reusable)
             if needed > self.capacity:
                 self._index.resize_index(max(needed, int(self.capacity * 1.5)))
             for label in set(labels.tolist()) & self._deleted:  # a removed product comes back

@@ -13,7 +13,7 @@ from pathlib import Path
 from searchcore.build import rebuild_command
 from searchcore.catalog import Catalog, load_catalog
 from searchcore.config import Settings
-from searchcore.embed import ClipEmbedder, load_embedder
+from searchcore.embed import ClipEmbedder, Embedder, load_embedder
 from searchcore.engine import SearchEngine
 from searchcore.errors import CatalogError, IndexMismatchError, SearchError
 from searchcore.index import HnswIndex, read_manifest
@@ -40,6 +40,8 @@ def make_embedder(settings: Settings, spec: str | None = None) -> ClipEmbedder:
 def catalog_for_index(location: str, manifest: dict) -> Catalog:
     """The catalog an index was built from, refused if it changed since."""
     meta = manifest.get("catalog") or {}
+    if meta.get("snapshot"):  # a live shop: the catalog is a snapshot inside the index folder
+        return _snapshot_catalog(Path(location), manifest)
     candidates = []
     if meta.get("relative_path") and not is_milvus(location):
         candidates.append((Path(location) / meta["relative_path"]).resolve())
@@ -61,6 +63,20 @@ def catalog_for_index(location: str, manifest: dict) -> Catalog:
     return catalog
 
 
+def _snapshot_catalog(folder: Path, manifest: dict) -> Catalog:
+    meta = manifest["catalog"]
+    name = str(meta["snapshot"])
+    if "/" in name or "\\" in name or not name.startswith("catalog-"):
+        raise IndexMismatchError(f"{folder}/manifest.json names an invalid catalog snapshot {name!r}")
+    path = folder / name
+    if not path.is_file():
+        raise IndexMismatchError(f"catalog snapshot {path} is missing; the index folder is damaged")
+    catalog = load_catalog(path, root=(folder / str(meta.get("root", ".."))))
+    if catalog.sha256 != meta.get("sha256") or len(catalog) != meta.get("rows"):
+        raise IndexMismatchError(f"catalog snapshot {path} does not match its manifest")
+    return catalog
+
+
 def open_store(settings: Settings, location: str) -> tuple[VectorStore, dict]:
     """The vector store at ``location`` (folder or Milvus URI) and its manifest."""
     fix = f"searchcore index build --catalog FILE --out {location}"
@@ -73,8 +89,14 @@ def open_store(settings: Settings, location: str) -> tuple[VectorStore, dict]:
     return HnswIndex.load(Path(location), fix=fix)
 
 
-def open_engine(settings: Settings, index_dir: str | Path | None = None) -> SearchEngine:
-    """Open an index (folder or Milvus) with its catalog and model, and the configured upscaler."""
+def open_engine(
+    settings: Settings, index_dir: str | Path | None = None, *, embedder: Embedder | None = None
+) -> SearchEngine:
+    """Open an index (folder or Milvus) with its catalog and model, and the configured upscaler.
+
+    ``embedder`` replaces the model named in the manifest (tests pass a fake); its
+    fingerprint must still match the index's.
+    """
     location = str(index_dir or settings.index_dir or "")
     if not location:
         raise SearchError("no index given: pass --index DIR or set SEARCHCORE_INDEX")
@@ -84,7 +106,7 @@ def open_engine(settings: Settings, index_dir: str | Path | None = None) -> Sear
         raise IndexMismatchError(f"the manifest of {location} does not name its model; rebuild the index")
     catalog = catalog_for_index(location, manifest)
     fix = rebuild_command(catalog, model_meta["spec"], location)
-    embedder = make_embedder(settings, model_meta["spec"])
+    embedder = embedder or make_embedder(settings, model_meta["spec"])
     if embedder.fingerprint != model_meta.get("fingerprint"):
         raise IndexMismatchError(
             f"model {model_meta['spec']!r} has other weights than when index {location} was built; "

@@ -1,0 +1,78 @@
+"""A writer process for the crash-loop tests: random catalog changes, each printed when acked.
+
+Usage: python live_writer.py INDEX_DIR SEED [--unsafe]
+Prints ``BEGIN op id payload`` before and ``ACK op id payload`` after each committed change.
+``--unsafe`` replaces the atomic manifest write with a plain, slow, in-place write: the negative
+control the crash test must catch.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import ColourEmbedder  # noqa: E402
+
+from searchcore import index as index_module  # noqa: E402
+from searchcore.config import Settings, UpscaleSettings  # noqa: E402
+from searchcore.live import LiveShop  # noqa: E402
+from searchcore.service import open_engine  # noqa: E402
+
+
+def unsafe_write_json(path: Path, data: object) -> None:
+    text = json.dumps(data, indent=2, sort_keys=True)
+    with open(path, "w", encoding="utf-8") as f:  # truncates the live manifest in place
+        f.write(text[: len(text) // 2])
+        f.flush()
+        time.sleep(0.05)
+        f.write(text[len(text) // 2 :])
+
+
+def photo(rng: np.random.Generator) -> tuple[bytes, list[int]]:
+    rgb = [int(x) for x in rng.integers(0, 256, 3)]
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 48), tuple(rgb)).save(buf, format="PNG")
+    return buf.getvalue(), rgb
+
+
+def main() -> None:
+    folder, seed = sys.argv[1], int(sys.argv[2])
+    if "--unsafe" in sys.argv:
+        index_module.write_json_atomic = unsafe_write_json
+    settings = Settings(upscale=UpscaleSettings(mode="never"))
+    shop = LiveShop(open_engine(settings, folder, embedder=ColourEmbedder()), folder)
+    rng = np.random.default_rng(seed)
+    print("READY", flush=True)
+    n = 0
+    while True:
+        n += 1
+        live = shop.live_ids
+        op = rng.choice(["add", "add", "remove", "update"]) if len(live) > 5 else "add"
+        if op == "add":
+            pid = f"w{seed}-{n}"
+            data, rgb = photo(rng)
+            payload = {"title": f"Product {pid}", "rgb": rgb}
+            print(f"BEGIN add {pid} {json.dumps(payload)}", flush=True)
+            shop.add([{"id": pid, "title": payload["title"], "price": "9.50", "category": "mugs"}], [data])
+        elif op == "remove":
+            pid = str(rng.choice(live))
+            payload = {}
+            print(f"BEGIN remove {pid} {{}}", flush=True)
+            shop.remove([pid])
+        else:
+            pid = str(rng.choice(live))
+            payload = {"title": f"Renamed {n}"}
+            print(f"BEGIN update {pid} {json.dumps(payload)}", flush=True)
+            shop.update(pid, {"title": payload["title"]})
+        print(f"ACK {op} {pid} {json.dumps(payload)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
