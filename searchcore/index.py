@@ -292,7 +292,7 @@ class HnswIndex:
             raise IndexMismatchError(
                 f"index file {path} is corrupt (checksum mismatch); rebuild with `{fix}`"
             )
-        _check_hnsw_header(path, manifest, fix)
+        verify_hnsw_file(path, manifest, fix)
         index = hnswlib.Index(space=manifest["space"], dim=manifest["dim"])
         try:
             index.load_index(str(path), max_elements=manifest["capacity"], allow_replace_deleted=True)
@@ -316,32 +316,65 @@ _MANIFEST_TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 
-# hnswlib's file header (hnswalg.h, saveIndex): six size_t, an int, a uint32, three size_t,
-# a double and a size_t (maxM, maxM0, M, mult, ef_construction at the end). hnswlib trusts it blindly, and a lying header can make it read out of
-# bounds or abort, so it is checked against the manifest and the file size first.
+# hnswlib's file (hnswalg.h, saveIndex/loadIndex): a header of six size_t, an int, a uint32,
+# three size_t, a double and a size_t; then `count` level-0 blocks of `per_elem` bytes (a
+# uint32 whose low 16 bits count the links and whose third byte holds the deleted mark, maxM0
+# neighbour ids, the vector, an int64 label); then, per element, a uint32 byte size and that
+# many bytes of upper-level link blocks. hnswlib trusts every number in it: a crafted file can
+# make it allocate without bound, abort, or later read out of bounds through a neighbour id. So
+# the whole structure is checked here, with numpy, before hnswlib reads a byte.
 _HNSW_HEADER = struct.Struct("<6QiI3QdQ")
 
 
-def _check_hnsw_header(path: Path, manifest: dict[str, Any], fix: str) -> None:
-    with open(path, "rb") as f:
-        raw = f.read(_HNSW_HEADER.size)
-    bad = f"index file {path} does not match its manifest"
-    if len(raw) < _HNSW_HEADER.size:
+def verify_hnsw_file(path: Path, manifest: dict[str, Any], fix: str) -> None:
+    """Refuse an index file whose structure hnswlib could not load safely."""
+    bad = f"index file {path} is malformed or does not match its manifest"
+    size = path.stat().st_size
+    if size < _HNSW_HEADER.size:
         raise IndexMismatchError(f"{bad} (too short); rebuild with `{fix}`")
-    (offset0, _max, count, per_elem, label_off, data_off, _lvl, _enter,
-     _maxm, maxm0, m, _mult, _efc) = _HNSW_HEADER.unpack(raw)
-    ok = (
-        offset0 == 0
-        and count == manifest["total"]
-        and m == manifest["M"]
-        and maxm0 == 2 * m
-        and label_off - data_off == 4 * manifest["dim"]
-        and per_elem == label_off + 8
-        and data_off == 4 + 4 * maxm0
-        and path.stat().st_size >= _HNSW_HEADER.size + count * per_elem
+    data = np.memmap(path, dtype=np.uint8, mode="r")
+    (offset0, max_elements, count, per_elem, label_off, data_off, max_level, enter,
+     maxm, maxm0, m, _mult, _efc) = _HNSW_HEADER.unpack(bytes(data[: _HNSW_HEADER.size]))
+    dim = manifest["dim"]
+    level0_end = _HNSW_HEADER.size + count * per_elem
+    header_ok = (
+        offset0 == 0 and count == manifest["total"] and count <= max_elements
+        and m == manifest["M"] and maxm == m and maxm0 == 2 * m
+        and data_off == 4 + 4 * maxm0 and label_off == data_off + 4 * dim
+        and per_elem == label_off + 8 and 0 <= max_level < 64
+        and (count == 0 or enter < count) and level0_end + 4 * count <= size
     )
-    if not ok:
-        raise IndexMismatchError(f"{bad} (dimension, size or parameters differ); rebuild with `{fix}`")
+    if not header_ok:
+        raise IndexMismatchError(f"{bad} (header); rebuild with `{fix}`")
+    if count == 0:
+        return
+    level0 = data[_HNSW_HEADER.size : level0_end].reshape(count, per_elem)
+    n_links = level0[:, 0].astype(np.uint32) | (level0[:, 1].astype(np.uint32) << 8)
+    links = np.ascontiguousarray(level0[:, 4:data_off]).view("<u4")
+    used = np.arange(maxm0)[None, :] < n_links[:, None]
+    labels = np.ascontiguousarray(level0[:, label_off:per_elem]).view("<i8").ravel()
+    if (n_links > maxm0).any() or (links[used] >= count).any():
+        raise IndexMismatchError(f"{bad} (level-0 links); rebuild with `{fix}`")
+    if (labels < 0).any() or len(np.unique(labels)) != count:
+        raise IndexMismatchError(f"{bad} (labels); rebuild with `{fix}`")
+    block = 4 + 4 * maxm  # one upper-level link block
+    pos = level0_end
+    for _ in range(count):  # upper levels: few elements have them (about 1 in M)
+        if pos + 4 > size:
+            raise IndexMismatchError(f"{bad} (truncated link lists); rebuild with `{fix}`")
+        nbytes = int(data[pos : pos + 4].view("<u4")[0])
+        pos += 4
+        if nbytes:
+            if nbytes % block or nbytes // block > max_level or pos + nbytes > size:
+                raise IndexMismatchError(f"{bad} (link list size); rebuild with `{fix}`")
+            blocks = data[pos : pos + nbytes].reshape(-1, block)
+            counts = blocks[:, 0].astype(np.uint32) | (blocks[:, 1].astype(np.uint32) << 8)
+            ids = np.ascontiguousarray(blocks[:, 4:]).view("<u4")
+            if (counts > maxm).any() or (ids[np.arange(maxm)[None, :] < counts[:, None]] >= count).any():
+                raise IndexMismatchError(f"{bad} (upper links); rebuild with `{fix}`")
+            pos += nbytes
+    if pos != size:
+        raise IndexMismatchError(f"{bad} (trailing bytes); rebuild with `{fix}`")
 
 
 def read_manifest(folder: Path, *, fix: str = "searchcore index build") -> dict[str, Any]:

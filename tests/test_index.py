@@ -239,3 +239,63 @@ def test_queries_and_writes_interleave_safely(index: HnswIndex) -> None:
         t.join()
     assert not errors
     assert len(index) == 3000 + 20 * 49
+
+
+def _hostile(folder: Path, patch) -> None:  # noqa: ANN001
+    """Rewrite the index file with ``patch`` and make the manifest vouch for it (an attacker
+    who controls the folder controls both)."""
+    from searchcore.fsutil import file_sha256
+
+    f = _index_file(folder)
+    data = bytearray(f.read_bytes())
+    patch(data)
+    f.write_bytes(bytes(data))
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["index_sha256"], manifest["index_bytes"] = file_sha256(f), len(data)
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+
+
+HEADER = 6 * 8 + 4 + 4 + 3 * 8 + 8 + 8  # hnswlib's header size in bytes
+
+
+def _set_u64(offset: int, value: int):  # noqa: ANN202
+    return lambda d: d.__setitem__(slice(offset, offset + 8), value.to_bytes(8, "little"))
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        _set_u64(8, 10),  # max_elements below the element count
+        _set_u64(16, 10**12),  # element count: a huge allocation
+        _set_u64(24, 10**9),  # bytes per element
+        lambda d: d.__setitem__(slice(52, 56), (2**31).to_bytes(4, "little")),  # entry point
+        lambda d: d.__setitem__(slice(HEADER + 4, HEADER + 8), (10**6).to_bytes(4, "little")),  # a neighbour id
+        lambda d: d.__setitem__(slice(HEADER, HEADER + 2), (500).to_bytes(2, "little")),  # link count
+        lambda d: d.extend(b"\x00" * 16),  # trailing bytes
+    ],
+    ids=["max_elements", "count", "elem_size", "entry", "neighbour", "link_count", "trailing"],
+)
+def test_crafted_index_files_never_reach_hnswlib(tmp_path: Path, patch) -> None:
+    folder = _saved(tmp_path)
+    _hostile(folder, patch)
+    with pytest.raises(IndexMismatchError, match="malformed"):
+        HnswIndex.load(folder)
+
+
+def test_crafted_upper_level_links_are_refused(tmp_path: Path) -> None:
+    idx = HnswIndex(8, m=4)
+    idx.add(_unit(400, 8), np.arange(400))  # with M=4 many elements get upper levels
+    idx.save(tmp_path / "idx")
+    folder = tmp_path / "idx"
+    per_elem = 4 + 4 * 8 + 4 * 8 + 8
+    start = HEADER + 400 * per_elem
+
+    def patch(d: bytearray) -> None:
+        pos = start
+        while int.from_bytes(d[pos : pos + 4], "little") == 0:
+            pos += 4
+        d[pos + 8 : pos + 12] = (99_999).to_bytes(4, "little")  # first upper neighbour id
+
+    _hostile(folder, patch)
+    with pytest.raises(IndexMismatchError, match="upper links"):
+        HnswIndex.load(folder)
