@@ -31,6 +31,7 @@ from searchcore.images import decode_image
 REQUIRED = ("id", "title", "image")
 OPTIONAL = ("category", "price", "colour")
 MAX_LISTED = 20  # problems shown per kind in a report; all are counted
+MAX_FIELD = 10_000  # characters in one catalog cell: a title is not a novel
 
 
 @dataclass(frozen=True)
@@ -230,9 +231,13 @@ def _check_rows(df: pd.DataFrame, root: Path, report: ValidationReport) -> None:
     errors = report.errors
     ids = df["id"].astype(str)
     for col in df.columns:
-        bad = df[col].astype(str).str.contains("\x00", regex=False)
+        text = df[col].astype(str)
+        bad = text.str.contains("\x00", regex=False)
         for row in np.flatnonzero(bad.to_numpy()):
             errors.append(Problem("nul", f"column {col} contains a NUL byte", int(row), ids.iat[row]))
+        for row in np.flatnonzero((text.str.len() > MAX_FIELD).to_numpy()):
+            errors.append(Problem("size", f"column {col} is over {MAX_FIELD} characters", int(row),
+                                  ids.iat[row][:40]))
     stripped = ids.str.strip()
     for row in np.flatnonzero((stripped == "").to_numpy()):
         errors.append(Problem("id", "empty id", int(row)))

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from searchcore.build import catalog_meta
-from searchcore.catalog import REQUIRED, Catalog, _image_path_problem, _parse_price
+from searchcore.catalog import MAX_FIELD, REQUIRED, Catalog, _image_path_problem, _parse_price
 from searchcore.engine import SearchEngine
 from searchcore.errors import CatalogError, SearchError
 from searchcore.fsutil import file_sha256, fsync_dir, fsync_file
@@ -43,7 +43,6 @@ REMOVED = "_removed"
 IMAGE_SHA = "image_sha256"
 LIVE_DIR = Path("images") / "live"
 FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
-MAX_FIELD = 10_000  # characters per catalog field
 
 
 class LiveShop:
