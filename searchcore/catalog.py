@@ -110,7 +110,11 @@ class Catalog:
         """Prices as float64, NaN where a product has none."""
         if "price" not in self.df:
             return np.full(len(self.df), np.nan)
-        return np.array([_parse_price(v)[0] for v in self.df["price"]], dtype=np.float64)
+        # Vectorised (this runs for every price-filtered query); same rules as _parse_price.
+        text = self.df["price"].astype(str).str.strip().str.replace(",", "", regex=False)
+        prices = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
+        prices[~np.isfinite(prices) | (prices < 0)] = np.nan
+        return prices
 
     def image_path(self, row: int) -> Path:
         return self.root / self.df["image"].iat[row]
