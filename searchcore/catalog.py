@@ -112,7 +112,7 @@ class Catalog:
             return np.full(len(self.df), np.nan)
         # Vectorised (this runs for every price-filtered query); same rules as _parse_price.
         text = self.df["price"].astype(str).str.strip().str.replace(",", "", regex=False)
-        prices = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
+        prices = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, copy=True)
         prices[~np.isfinite(prices) | (prices < 0)] = np.nan
         return prices
 
