@@ -1,0 +1,585 @@
+"""The shopper's page: find products by photo, by words, or both.
+
+``build_demo(engine)`` builds the Gradio page around a ready :class:`SearchEngine`; ``main()``
+reads flags and ``SEARCHCORE_*`` variables, makes sure the catalog and its index exist (the demo
+shop is drawn and indexed on first start, then reused), calibrates the "no good match"
+threshold and serves the page. Handlers only check input, call the engine, turn results into
+gallery items and turn ``searchcore`` errors into ``gr.Error``. Nothing heavy happens at import.
+
+    python app.py                          # the demo shop, offline, on http://127.0.0.1:7860
+    python app.py --catalog shop.csv --model ViT-B-32:openai --index shop-index
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry calls from an offline demo
+
+import gradio as gr
+import numpy as np
+from PIL import Image, ImageFilter
+
+from searchcore.config import UPSCALE_MODES, Settings
+from searchcore.engine import Filters, SearchEngine, SearchResult
+from searchcore.errors import ImageError, IndexMismatchError, SearchError
+
+ROOT = Path(__file__).resolve().parent
+DEMO_CATALOG = ROOT / "catalog" / "demo" / "products.csv"
+EXAMPLES = ROOT / "assets" / "examples"
+ALL = "All categories"
+MAX_RESULTS = 48
+MAX_TEXT = 300
+EXAMPLE_PHOTOS = ("tiny-red-sneakers.png", "blurry-striped-tshirt.jpg", "lowres-orange-handbag.jpg",
+                  "blurry-yellow-mug.jpg", "sharp-grey-watch.jpg")
+EXAMPLE_TEXTS = ("red sneakers with white soles", "navy striped t-shirt", "black leather handbag",
+                 "yellow mug with dots", "green checked backpack")
+CALIBRATION_FILE = "calibration.json"
+log = logging.getLogger("app")
+
+# --------------------------------------------------------------------------- "no good match"
+
+
+@dataclass(frozen=True)
+class MatchGate:
+    """Scores below which the best hit is "no good match", per kind of query.
+
+    Image-to-image and text-to-image cosine scores live on different scales in CLIP, so each
+    has its own threshold; an image+text query uses the blend of the two by the text weight.
+    """
+
+    image: float = -1.0
+    text: float = -1.0
+    how: str = "off"
+
+    def threshold(self, has_image: bool, has_text: bool, text_weight: float) -> float:
+        if has_image and has_text:
+            return (1 - text_weight) * self.image + text_weight * self.text
+        return self.image if has_image else self.text
+
+
+NONSENSE_TEXT = (
+    "a tax return form", "the moon over a lake", "qwerty asdf zxcv", "pizza with mushrooms",
+    "a cat asleep on a sofa", "quarterly sales spreadsheet", "mountain landscape at dawn",
+    "a diesel engine", "snow on a pine forest", "a bowl of ramen", "railway timetable",
+    "an x-ray of a hand", "lorem ipsum dolor sit amet", "a flock of seagulls", "a traffic jam",
+    "wedding cake", "an electric guitar", "the periodic table", "a burning candle", "sand dunes",
+)
+
+
+def _degrade(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A catalog photo as a shopper might send it: smaller and softer."""
+    side = int(rng.integers(48, 112))
+    img = img.resize((side, side), Image.Resampling.BILINEAR)
+    return img.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.0, 1.5))))
+
+
+def _nonsense_image(rng: np.random.Generator, side: int = 96) -> Image.Image:
+    """Not a product: noise, a flat colour field or a smooth gradient."""
+    kind = int(rng.integers(3))
+    if kind == 0:
+        arr = rng.integers(0, 256, (side, side, 3))
+    elif kind == 1:
+        arr = np.broadcast_to(rng.integers(0, 256, 3), (side, side, 3))
+    else:
+        t = np.linspace(0, 1, side)[:, None, None]
+        arr = rng.integers(0, 256, 3) * t + rng.integers(0, 256, 3) * (1 - t)
+        arr = np.broadcast_to(arr, (side, side, 3))
+    return Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8))
+
+
+def calibrate(engine: SearchEngine, index_dir: str, percentile: float = 5.0, n: int = 80) -> MatchGate:
+    """Thresholds from the index's own score distribution, cached next to the index.
+
+    Genuine queries are degraded photos and titles of ``n`` catalog products; the threshold is
+    the ``percentile`` of their top-1 scores, so about that share of genuine queries would be
+    called "no good match". Nonsense queries (noise, flat colours, off-topic phrases) are scored
+    too, and the share of them the threshold rejects is logged and shown on the page. Costs
+    about ``1.5 n`` image embeddings, once per index (seconds on a CPU).
+    """
+    from searchcore.fsutil import write_json_atomic
+    from searchcore.images import decode_image
+    from searchcore.index import read_manifest
+    from searchcore.store import is_milvus
+
+    cache = None if is_milvus(index_dir) else Path(index_dir) / CALIBRATION_FILE
+    if cache is not None:  # keyed by the index file's checksum: a rebuilt index recalibrates
+        key = {"index": read_manifest(Path(index_dir))["index_sha256"], "percentile": percentile,
+               "model": engine.embedder.fingerprint, "n": n, "version": 1}
+        try:
+            saved = json.loads(cache.read_text(encoding="utf-8"))
+            if saved.get("key") == key:
+                return MatchGate(saved["image"], saved["text"], saved["how"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+    rng = np.random.default_rng(0)
+    live = engine.index.live_labels()
+    rows = rng.choice(live, size=min(n, len(live)), replace=False)
+    photos = []
+    for r in rows:
+        try:
+            photos.append(_degrade(decode_image(engine.catalog.image_path(int(r))), rng))
+        except ImageError:  # a photo that went bad after indexing: calibrate without it
+            continue
+    titles = engine.catalog.df["title"].iloc[rows].tolist()
+
+    def top1(vectors: np.ndarray) -> np.ndarray:
+        return np.array([engine.index.search(v, 1).scores[0] for v in vectors])
+
+    good_img = top1(engine.embedder.embed_images(photos))
+    bad_img = top1(engine.embedder.embed_images([_nonsense_image(rng) for _ in range(n // 2)]))
+    good_txt = top1(engine.embedder.embed_texts(titles))
+    bad_txt = top1(engine.embedder.embed_texts(list(NONSENSE_TEXT)))
+    t_img, t_txt = (float(np.percentile(g, percentile)) for g in (good_img, good_txt))
+    how = (f"the {percentile:g}th percentile of the best scores of {len(photos)} degraded catalog "
+           f"photos ({t_img:.3f}) and titles ({t_txt:.3f}); it turns away "
+           f"{np.mean(bad_img < t_img):.0%} of {len(bad_img)} non-product images and "
+           f"{np.mean(bad_txt < t_txt):.0%} of {len(bad_txt)} off-topic phrases")
+    if cache is not None:
+        try:
+            write_json_atomic(cache, {"key": key, "image": t_img, "text": t_txt, "how": how})
+        except OSError as exc:  # a read-only index folder: calibrate again next start
+            log.warning("cannot save %s: %s", cache, exc)
+    return MatchGate(t_img, t_txt, how)
+
+
+# --------------------------------------------------------------------------- the page
+
+
+def _error(exc: BaseException) -> gr.Error:
+    # Messages can name an uploaded file: never let them be rendered as HTML.
+    return gr.Error(html.escape(str(exc)), print_exception=False)
+
+
+@contextmanager
+def _edge() -> Iterator[None]:
+    """searchcore errors become a short message on the page; anything else is logged once."""
+    try:
+        yield
+    except gr.Error:
+        raise
+    except SearchError as exc:
+        raise _error(exc) from None
+    except Exception:
+        log.exception("unexpected error while searching")
+        raise gr.Error("Something went wrong on our side; please try again.", print_exception=False) from None
+
+
+def _number(value: Any, name: str) -> float | None:
+    if value in (None, ""):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise gr.Error(f"{name} must be a number", print_exception=False) from None
+
+
+def _photo_path(value: Any) -> str | None:
+    # Events that take a photo run with preprocess=False: Gradio hands over its upload record
+    # and never opens the file, so only searchcore's safe decoder ever decodes an upload.
+    if value in (None, ""):
+        return None
+    path = value.get("path") if isinstance(value, dict) else None
+    if not path:
+        raise gr.Error("The photo did not arrive; please upload it again.", print_exception=False)
+    return str(path)
+
+
+def _query(k: Any, category: Any, min_price: Any, max_price: Any) -> tuple[int, Filters]:
+    try:
+        k = int(k if k is not None else 12)
+    except (TypeError, ValueError):
+        raise gr.Error("number of results must be a whole number", print_exception=False) from None
+    if not 1 <= k <= MAX_RESULTS:
+        raise gr.Error(f"number of results must be between 1 and {MAX_RESULTS}", print_exception=False)
+    category = None if category in (None, "", ALL) else str(category)
+    # The page's number boxes cannot be empty (Gradio sends 0), so 0 means "no limit".
+    low, high = _number(min_price, "min price") or None, _number(max_price, "max price") or None
+    return k, Filters(category=category, min_price=low, max_price=high)
+
+
+class Page:
+    """The handlers, bound to one engine and its match gate."""
+
+    def __init__(self, engine: SearchEngine, gate: MatchGate, currency: str = "€") -> None:
+        self.engine = engine
+        self.gate = gate
+        self.currency = currency
+        self.prices = engine.catalog.prices
+
+    # -- the engine, through the edge ---------------------------------------------------------
+    def run(self, photo: Any, text: Any, text_weight: Any, k: Any, category: Any, min_price: Any,
+            max_price: Any, upscale: Any) -> tuple[SearchResult, float]:
+        path = _photo_path(photo)
+        text = (text or "").strip()
+        if len(text) > MAX_TEXT:
+            raise gr.Error(f"please describe it in at most {MAX_TEXT} characters", print_exception=False)
+        if path is None and not text:
+            raise gr.Error("Add a photo, a description, or both.", print_exception=False)
+        with _edge():
+            n, filters = _query(k, category, min_price, max_price)
+            weight = _number(text_weight, "text weight")
+            weight = 0.5 if weight is None else weight
+            label = "photo" + (f" + {text!r}" if text else "") if path else text
+            result = self.engine.search(image=path, text=text or None, text_weight=weight, k=n,
+                                        filters=filters, upscale=upscale or None, query_label=label)
+        return result, self.gate.threshold(path is not None, bool(text), weight)
+
+    def api(self, result: SearchResult, threshold: float) -> dict[str, Any]:
+        out = result.to_dict()
+        for hit, row in zip(result.hits, out["results"], strict=True):
+            row["image"] = hit.fields.get("image", "")  # catalog-relative, not a server path
+        best = result.best_score
+        out["good_match"] = best is not None and best >= threshold
+        out["min_score"] = round(threshold, 6)
+        return out
+
+    # -- API endpoints (JSON) -----------------------------------------------------------------
+    def search_image(self, image: Any, k: Any, category: Any, min_price: Any, max_price: Any,
+                     upscale: Any) -> dict[str, Any]:
+        if _photo_path(image) is None:
+            raise gr.Error("give a photo", print_exception=False)
+        return self.api(*self.run(image, None, 0.0, k, category, min_price, max_price, upscale))
+
+    def search_text(self, text: Any, k: Any, category: Any, min_price: Any, max_price: Any) -> dict[str, Any]:
+        if not (text or "").strip():
+            raise gr.Error("give a description", print_exception=False)
+        return self.api(*self.run(None, text, 1.0, k, category, min_price, max_price, None))
+
+    def search_combined(self, image: Any, text: Any, text_weight: Any, k: Any, category: Any,
+                        min_price: Any, max_price: Any, upscale: Any) -> dict[str, Any]:
+        return self.api(*self.run(image, text, text_weight, k, category, min_price, max_price, upscale))
+
+    # -- the page -----------------------------------------------------------------------------
+    def price(self, row: int, raw: str) -> str:
+        value = self.prices[row] if row < len(self.prices) else float("nan")
+        return f"{self.currency}{value:,.2f}" if np.isfinite(value) else raw
+
+    def show(self, result: SearchResult, threshold: float, what: str) -> tuple:
+        hits = result.hits
+        items = [(str(h.image), f"{h.title} · {self.price(h.row, h.price)} · {h.score:.2f}") for h in hits]
+        state = [{"id": h.id, "title": h.title, "price": self.price(h.row, h.price), "score": h.score,
+                  **{k: h.fields.get(k, "") for k in ("category", "colour", "material")}} for h in hits]
+        if not hits:
+            status = "### Nothing passes these filters\nWiden the price range or pick another category."
+        elif hits[0].score < threshold:
+            status = (f"### No good match\nNothing in the shop is close to {what}: the best score is "
+                      f"{hits[0].score:.2f}, a good match scores at least {threshold:.2f}. The nearest "
+                      "products are below, but they are probably not what you are looking for.")
+        else:
+            status = f"**{len(hits)} products** for {what}. Click one to see more like it."
+        return gr.update(value=items, selected_index=None), status, state
+
+    def seen(self, result: SearchResult, lead: str = "") -> tuple:
+        """The query as the system saw it: photos side by side, upscaling and timings."""
+        lines = [lead] if lead else []
+        d = result.decision
+        if d is not None:
+            size = f"{d.width}×{d.height} px" + (f", sharpness {d.sharpness:.0f}" if d.sharpness is not None else "")
+            if result.upscaled and result.embedded is not None:
+                lines.append(f"**Upscaled** with Real-ESRGAN to {result.embedded.width}×"
+                             f"{result.embedded.height} px ({d.reason}).")
+            elif d.upscale:
+                lines.append(f"**Not upscaled**, though it would help ({d.reason}): the upscaler "
+                             "is not available on this server (see About this demo).")
+            else:
+                lines.append(f"**Not upscaled** ({d.reason}).")
+            lines.append(f"Your photo: {size}.")
+        lines += [f"_Note: {html.escape(n)}_" for n in result.notes if not n.startswith("upscaling skipped")]
+        names = {"decode": "decode", "upscale_check": "upscale check", "upscale": "upscale",
+                 "embed": "embed photo", "embed_text": "embed words", "lookup": "look up",
+                 "search": "index search", "assemble": "assemble", "total": "total"}
+        t = result.timings_ms
+        lines.append("| " + " | ".join(names.get(s, s) for s in t) + " |\n|"
+                     + "---|" * len(t) + "\n| " + " | ".join(f"{v:.3g} ms" for v in t.values()) + " |")
+        seen_img = result.embedded
+        label = "What the model saw: " + (
+            f"upscaled to {seen_img.width}×{seen_img.height}" if result.upscaled else "your photo as it is")
+        return (gr.update(visible=result.original is not None), result.original,
+                gr.update(value=seen_img, label=label), "\n\n".join(lines))
+
+    def ui_search(self, photo, text, text_weight, k, category, min_price, max_price, upscale) -> tuple:
+        result, threshold = self.run(photo, text, text_weight, k, category, min_price, max_price, upscale)
+        text = (text or "").strip()
+        what = (f"your photo and “{html.escape(text)}”" if text else "your photo") if photo else f"“{html.escape(text)}”"
+        lead = f"Your words, {what}, went through the model's text encoder." if not photo else ""
+        return (*self.show(result, threshold, what), *self.seen(result, lead), gr.update(visible=False))
+
+    def ui_select(self, state: list[dict], evt: gr.SelectData) -> tuple:
+        if not state or evt.index is None or not 0 <= int(evt.index) < len(state):
+            return gr.update(visible=False), "", ""
+        h = state[int(evt.index)]
+        details = " · ".join(html.escape(str(h[k])) for k in ("category", "colour", "material") if h.get(k))
+        card = (f"**{html.escape(h['title'])}**  \n{h['price']} · {details}  \n"
+                f"product {html.escape(h['id'])} · similarity {h['score']:.2f}")
+        return gr.update(visible=True), card, h["id"]
+
+    def ui_similar(self, product_id, k, category, min_price, max_price) -> tuple:
+        if not product_id:
+            raise gr.Error("Click a result first.", print_exception=False)
+        with _edge():
+            n, filters = _query(k, category, min_price, max_price)
+            result = self.engine.similar(str(product_id), k=n, filters=filters)
+            row = self.engine.catalog.rows_for_ids([str(product_id)])[0]
+        what = f"“{html.escape(str(self.engine.catalog.df['title'].iat[row]))}”"
+        lead = f"Products whose photos look like {what} (its stored vector, no new embedding)."
+        return (*self.show(result, self.gate.image, what), *self.seen(result, lead), gr.update(visible=False))
+
+
+# Gallery captions sit under the photo instead of over it, and wrap instead of being cut off.
+CSS = """
+#results .thumbnail-item { aspect-ratio: auto; display: flex; flex-direction: column; }
+#results .thumbnail-item img { aspect-ratio: 1 / 1; width: 100%; height: auto !important;
+  object-fit: contain; }
+#results .caption-label { position: static; max-width: 100%; white-space: normal; border: none;
+  border-top: 1px solid var(--border-color-primary); border-radius: 0; background: transparent;
+  font-size: 0.85rem; line-height: 1.3; padding: 6px 8px; }
+#results .fixed-height { max-height: none; }
+/* Both pictures of the query at the same size, the original's pixels left visible. */
+#seen-original img, #seen-model img { height: 220px !important; width: auto !important;
+  max-width: 100%; object-fit: contain; }
+#seen-original img { image-rendering: pixelated; }
+#status h3 { margin: 0.2rem 0; }
+"""
+
+
+def build_demo(engine: SearchEngine, gate: MatchGate | None = None, about: str = "",
+               currency: str = "€") -> gr.Blocks:
+    """The page around a ready engine. ``gate`` sets the "no good match" thresholds."""
+    page = Page(engine, gate or MatchGate(), currency)
+    categories = [ALL, *engine.catalog.categories()]
+    with gr.Blocks(title="Find it by photo", delete_cache=(300, 900)) as demo:
+        gr.Markdown("# Find it by photo\nUpload a photo of something you like (a small or blurry one "
+                    "is fine: we sharpen it first), describe it in words, or both.")
+        hits = gr.State([])
+        selected = gr.State("")
+        with gr.Row():
+            with gr.Column(scale=2, min_width=300):
+                photo = gr.Image(label="Photo", type="filepath", image_mode=None, height=260,
+                                 sources=["upload", "webcam", "clipboard"], elem_id="photo")
+                text = gr.Textbox(label="Describe it, or refine the photo", max_length=MAX_TEXT,
+                                  placeholder="e.g. red sneakers with white soles — or, with a photo: in red",
+                                  elem_id="text")
+                weight = gr.Slider(0, 1, value=0.5, step=0.05, label="Words vs. photo",
+                                   info="With both: 0 = only the photo, 1 = only the words")
+                with gr.Accordion("Filters and options", open=True):
+                    k = gr.Slider(1, MAX_RESULTS, value=12, step=1, label="Number of results")
+                    category = gr.Dropdown(categories, value=ALL, label="Category")
+                    with gr.Row():
+                        min_price = gr.Number(0, label=f"Min price ({currency})", minimum=0, info="0 = any")
+                        max_price = gr.Number(0, label=f"Max price ({currency})", minimum=0, info="0 = any")
+                    upscale = gr.Radio(list(UPSCALE_MODES), value="auto", label="Upscaling",
+                                       info="auto: only small or blurry photos")
+                with gr.Row():
+                    search = gr.Button("Search", variant="primary", elem_id="search")
+                    gr.ClearButton([photo, text], value="Clear")
+            with gr.Column(scale=3, min_width=360):
+                status = gr.Markdown("Results will appear here.", elem_id="status")
+                gallery = gr.Gallery(label="Results", columns=4, height="auto", object_fit="contain",
+                                     allow_preview=False, elem_id="results")
+                with gr.Group(visible=False) as card_box:
+                    card = gr.Markdown()
+                    more = gr.Button("More like this", size="sm", elem_id="more")
+        with gr.Accordion("How the system saw your query", open=True):
+            with gr.Row(visible=False) as seen_row:
+                original = gr.Image(label="Your photo", type="pil", height=240, interactive=False,
+                                    elem_id="seen-original")
+                embedded = gr.Image(label="What the model saw", type="pil", height=240,
+                                    interactive=False, elem_id="seen-model")
+            seen = gr.Markdown()
+        photos = [str(EXAMPLES / p) for p in EXAMPLE_PHOTOS if (EXAMPLES / p).is_file()]
+        with gr.Row():
+            ex_photo = gr.Examples([[p] for p in photos], [photo], examples_per_page=8,
+                                   label="Try a small or blurry photo: watch the upscaler step in")
+            texts = [[None, t] for t in EXAMPLE_TEXTS]
+            texts += [[photos[0], "in blue"]] if photos else []
+            ex_text = gr.Examples(texts, [photo, text], label="…or describe it, or refine a photo in words",
+                                  example_labels=[*EXAMPLE_TEXTS, "tiny red sneakers + “in blue”"][: len(texts)])
+        if about:
+            with gr.Accordion("About this demo", open=False):
+                gr.Markdown(about)
+
+        query = [photo, text, weight, k, category, min_price, max_price, upscale]
+        shown = [gallery, status, hits, seen_row, original, embedded, seen, card_box]
+        # Anything that may upscale or embed a photo takes one shared slot: on a 2-vCPU Space one
+        # photo already keeps torch on both cores, and Real-ESRGAN is never run concurrently.
+        heavy = {"concurrency_id": "photo", "concurrency_limit": 1, "preprocess": False}
+        for trigger in (search.click, text.submit):
+            trigger(page.ui_search, query, shown, api_visibility="private", **heavy)
+        # A photo example starts a photo-only search: clear any words left from before.
+        ex_photo.load_input_event.then(lambda: "", None, text, queue=False, api_visibility="private").then(
+            page.ui_search, query, shown, api_visibility="private", **heavy)
+        ex_text.load_input_event.then(page.ui_search, query, shown, api_visibility="private", **heavy)
+        gallery.select(page.ui_select, [hits], [card_box, card, selected], api_visibility="private")
+        more.click(page.ui_similar, [selected, k, category, min_price, max_price], shown,
+                   api_visibility="private")
+
+        # Named JSON endpoints for programs (gradio_client); hidden buttons carry them.
+        out = gr.JSON(visible=False)
+        gr.Button(visible=False).click(page.search_image, [photo, k, category, min_price, max_price, upscale],
+                                       out, api_name="search_image", **heavy)
+        gr.Button(visible=False).click(page.search_text, [text, k, category, min_price, max_price],
+                                       out, api_name="search_text", preprocess=False)
+        gr.Button(visible=False).click(page.search_combined, query, out, api_name="search_combined", **heavy)
+    return demo
+
+
+# --------------------------------------------------------------------------- start-up
+
+
+def say(msg: str) -> None:
+    print(f"app: {msg}", file=sys.stderr, flush=True)
+
+
+def open_or_build(settings: Settings, catalog: Path, index_dir: str, *, demo: bool) -> SearchEngine:
+    """Open the index (a folder or a Milvus URI); draw the demo shop and (re)build it when needed."""
+    from searchcore.build import build_index
+    from searchcore.catalog import load_catalog
+    from searchcore.service import make_embedder, open_engine
+    from searchcore.store import is_milvus
+
+    if not catalog.is_file():
+        if not demo:
+            raise SearchError(f"catalog {catalog} not found")
+        from searchcore.synth import generate_catalog
+
+        say(f"drawing the demo shop into {catalog.parent} (first start only) ...")
+        started = time.perf_counter()
+        generate_catalog(catalog.parent, progress=True)
+        say(f"drew {catalog} in {time.perf_counter() - started:.1f} s")
+    try:
+        if not is_milvus(index_dir):
+            _check_asked_for(settings, catalog, Path(index_dir))
+        return open_engine(settings, index_dir)
+    except IndexMismatchError as exc:
+        say(f"building the index in {index_dir} ({exc}) ...")
+        report = build_index(load_catalog(catalog, settings.column_map), make_embedder(settings),
+                             index_dir, progress=True, collection=settings.milvus_collection,
+                             token=settings.milvus_token)
+        say(report.summary())
+        return open_engine(settings, index_dir)
+
+
+def _check_asked_for(settings: Settings, catalog: Path, folder: Path) -> None:
+    """open_engine trusts the index's own record of its catalog and model: check they are the
+    ones asked for, so a changed --model or --catalog rebuilds instead of serving a stale index."""
+    from searchcore.index import read_manifest
+
+    meta = read_manifest(folder)
+    model = meta["model"].get("spec") if isinstance(meta.get("model"), dict) else None
+    if model != settings.model:
+        raise IndexMismatchError(f"it was built for model {model!r}, not {settings.model!r}")
+    cat = meta["catalog"] if isinstance(meta.get("catalog"), dict) else {}
+    if cat.get("snapshot"):  # a live shop: its catalog is the snapshot kept in the index folder
+        return
+    known = {Path(cat["path"])} if cat.get("path") else set()
+    if cat.get("relative_path"):  # a shop folder moved together with its index
+        known.add((folder / cat["relative_path"]).resolve())
+    if catalog.resolve() not in known:
+        raise IndexMismatchError("it was built for another catalog")
+
+
+def about_text(engine: SearchEngine, gate: MatchGate, catalog: Path) -> str:
+    from searchcore.embed import ModelSpec
+
+    spec = engine.embedder.spec
+    model = f"`{spec}`"
+    if ModelSpec.parse(spec).kind == "arch":
+        model += (" with **random weights** (a stand-in until the trained model ships): the page "
+                  "works end to end, but which products come back is not meaningful yet")
+    up = engine.upscaler
+    upscaler = (f"`{up.name}`, weights from `{getattr(up, 'weights', '?')}`; photos are shrunk to "
+                f"{engine.policy.settings.max_input_side} px before upscaling" if up is not None
+                else f"unavailable ({html.escape(engine.upscaler_problem or 'none configured')}), "
+                "so photos are searched as they are")
+    return (f"- **Catalog:** {len(engine.catalog)} products from `{catalog}`\n"
+            f"- **Model:** {model}\n- **Upscaler:** {upscaler}\n"
+            f"- **No good match** below {gate.image:.3f} (photos) / {gate.text:.3f} (words): {gate.how}\n"
+            "- Uploads are decoded by searchcore's checked decoder only, and deleted after 15 minutes.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(description="The visual product search page.")
+    p.add_argument("--catalog", type=Path, help="catalog CSV or Parquet (env SEARCHCORE_CATALOG; "
+                   f"default: the demo shop {DEMO_CATALOG.relative_to(ROOT)}, drawn on first start)")
+    p.add_argument("--model", help="model spec (env SEARCHCORE_MODEL; default: the shipped model)")
+    p.add_argument("--index", type=Path, help="index folder (env SEARCHCORE_INDEX; default: "
+                   "an 'index' folder next to the catalog), built on first start")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1, or $GRADIO_SERVER_NAME)")
+    p.add_argument("--port", type=int, help="port (default 7860, or $GRADIO_SERVER_PORT)")
+    p.add_argument("--max-upload-mb", type=float, default=float(env("SEARCHCORE_MAX_UPLOAD_MB") or 10))
+    p.add_argument("--min-image-score", type=float, default=_env_float("SEARCHCORE_MIN_IMAGE_SCORE"),
+                   help="'no good match' threshold for photos (default: calibrated)")
+    p.add_argument("--min-text-score", type=float, default=_env_float("SEARCHCORE_MIN_TEXT_SCORE"),
+                   help="'no good match' threshold for words (default: calibrated)")
+    p.add_argument("--match-percentile", type=float, default=float(env("SEARCHCORE_MATCH_PERCENTILE") or 5),
+                   help="calibration: share (%%) of genuine queries allowed below the threshold")
+    p.add_argument("--queue-size", type=int, default=int(env("SEARCHCORE_QUEUE_SIZE") or 16))
+    return p
+
+
+def _env_float(name: str) -> float | None:
+    value = os.environ.get(name)
+    return float(value) if value else None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    started = time.perf_counter()
+    # First line of defence, before anything opens an image: Pillow refuses huge headers, and its
+    # "might be a decompression bomb" warning becomes an error everywhere in this process.
+    from searchcore.images import DEFAULT_LIMITS
+
+    Image.MAX_IMAGE_PIXELS = DEFAULT_LIMITS.max_pixels
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
+    try:
+        from searchcore.service import set_threads
+
+        on_space = bool(os.environ.get("SPACE_ID"))  # Hugging Face Spaces: weights may download
+        settings = Settings.from_env(
+            catalog=args.catalog, model=args.model, index_dir=args.index,
+            allow_download=True if on_space and not os.environ.get("SEARCHCORE_ALLOW_DOWNLOAD") else None)
+        set_threads(settings.threads)
+        catalog = Path(settings.catalog or DEMO_CATALOG)
+        index_dir = str(settings.index_dir or catalog.parent / "index")
+        engine = open_or_build(settings, catalog, index_dir, demo=catalog.resolve() == DEMO_CATALOG)
+        if engine.upscaler is not None and hasattr(engine.upscaler, "load"):
+            engine.upscaler.load()  # bad weights fail now, not on a shopper's first photo
+        calibrating = time.perf_counter()
+        gate = calibrate(engine, index_dir, args.match_percentile)
+        say(f"match threshold ready in {time.perf_counter() - calibrating:.1f} s")
+        if args.min_image_score is not None or args.min_text_score is not None:
+            gate = MatchGate(gate.image if args.min_image_score is None else args.min_image_score,
+                             gate.text if args.min_text_score is None else args.min_text_score,
+                             "set by --min-image-score / --min-text-score")
+        say(f"no good match below {gate.image:.3f} (photos) / {gate.text:.3f} (words): {gate.how}")
+        demo = build_demo(engine, gate, about_text(engine, gate, catalog))
+    except SearchError as exc:
+        say(f"error: {exc}")
+        return getattr(exc, "exit_code", 1)
+    say(f"ready in {time.perf_counter() - started:.1f} s")
+    images = os.path.commonpath([str(p.parent) for p in engine.catalog.image_paths()] or [str(catalog.parent)])
+    # Bounded queue; two workers for cheap events, photo events one at a time (see build_demo).
+    demo.queue(max_size=args.queue_size, default_concurrency_limit=2)
+    demo.launch(server_name=args.host, server_port=args.port, allowed_paths=[images],
+                max_file_size=int(args.max_upload_mb * 1024 * 1024), show_error=False,
+                ssr_mode=False, theme=gr.themes.Soft(), css=CSS, footer_links=["api"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

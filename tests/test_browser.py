@@ -1,0 +1,89 @@
+"""A shopper in a real browser: Debian's chromium driven by the ``playwright`` package.
+
+``bash .ci/bootstrap test`` installs chromium when it is missing (and sets
+SEARCHCORE_REQUIRE_BROWSER=1, so CI fails instead of skipping). Elsewhere the test skips, with
+the reason, when there is no chromium. ``playwright install`` is never needed: the system
+browser is driven through ``executable_path``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_app import make_shop, running_app
+
+CHROMIUM = Path(os.environ.get("SEARCHCORE_CHROMIUM", "/usr/bin/chromium"))
+# Without the networking flags chromium keeps calling home, which a closed network answers slowly.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update"]
+REQUIRED = os.environ.get("SEARCHCORE_REQUIRE_BROWSER") == "1"
+pytestmark = pytest.mark.slow
+
+
+def _unavailable() -> str | None:
+    if not CHROMIUM.is_file():
+        return f"{CHROMIUM} is missing (`apt-get install -y chromium`, or run `bash .ci/bootstrap test` as root)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright package is not installed (pip install -e '.[test]')"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    why = _unavailable()
+    if why:
+        if REQUIRED:
+            pytest.fail(f"SEARCHCORE_REQUIRE_BROWSER=1 but {why}")
+        pytest.skip(why)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory, tiny_clip: str, browser) -> Iterator[str]:
+    shop = make_shop(tmp_path_factory.mktemp("browser"), tiny_clip)
+    with running_app(shop) as (url, _):
+        yield url
+
+
+def test_search_by_photo_in_a_browser(browser, app_url: str, tmp_path: Path, tiny_clip: str) -> None:
+    page = browser.new_page(viewport={"width": 1360, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(app_url, wait_until="load")  # never "networkidle": the queue keeps a stream open
+    page.locator("#search").wait_for(timeout=30_000)
+
+    photo = Path(__file__).resolve().parents[1] / "assets" / "examples" / "tiny-red-sneakers.png"
+    page.locator("#photo input[type=file]").set_input_files(str(photo))
+    page.locator("#photo img").first.wait_for(timeout=10_000)  # the upload shows before searching
+    page.locator("#search").click()
+
+    captions = page.locator("#results .caption-label")
+    captions.first.wait_for(timeout=30_000)
+    first = captions.first.inner_text()
+    title, price, score = first.split(" · ")
+    assert title.strip() and price.startswith("€") and 0.0 <= float(score) <= 1.0001, first
+    assert captions.count() == 12
+    # the query as the system saw it: the 40 px photo, and why it was (not) upscaled
+    assert "40×40 px" in page.locator("body").inner_text()
+    page.screenshot(path=str(tmp_path / "search.png"), full_page=True)
+
+    # "more like this" from a result
+    page.locator("#results .thumbnail-item").nth(1).click()
+    page.locator("#more").wait_for(state="visible", timeout=10_000)
+    picked = captions.nth(1).inner_text().split(" · ")[0]
+    page.locator("#more").click()
+    page.get_by_text(f"“{picked}”").first.wait_for(timeout=30_000)
+    assert captions.count() == 12
+    page.screenshot(path=str(tmp_path / "more-like-this.png"), full_page=True)
+    assert (tmp_path / "search.png").stat().st_size > 20_000
+    assert not errors, errors
