@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import json
 import logging
 import os
 import sys
@@ -22,7 +21,6 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +28,12 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry calls
 
 import gradio as gr
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
-from searchcore.config import UPSCALE_MODES, Settings
+from searchcore.config import UPSCALE_MODES, ImageLimits, Settings
 from searchcore.engine import Filters, SearchEngine, SearchResult
-from searchcore.errors import ImageError, IndexMismatchError, SearchError
+from searchcore.calibrate import MatchGate, calibrate
+from searchcore.errors import SearchError
 
 ROOT = Path(__file__).resolve().parent
 DEMO_CATALOG = ROOT / "catalog" / "demo" / "products.csv"
@@ -46,113 +45,9 @@ EXAMPLE_PHOTOS = ("tiny-red-sneakers.png", "blurry-striped-tshirt.jpg", "lowres-
                   "blurry-yellow-mug.jpg", "sharp-grey-watch.jpg")
 EXAMPLE_TEXTS = ("red sneakers with white soles", "navy striped t-shirt", "black leather handbag",
                  "yellow mug with dots", "green checked backpack")
-CALIBRATION_FILE = "calibration.json"
 log = logging.getLogger("app")
 
 # --------------------------------------------------------------------------- "no good match"
-
-
-@dataclass(frozen=True)
-class MatchGate:
-    """Scores below which the best hit is "no good match", per kind of query.
-
-    Image-to-image and text-to-image cosine scores live on different scales in CLIP, so each
-    has its own threshold; an image+text query uses the blend of the two by the text weight.
-    """
-
-    image: float = -1.0
-    text: float = -1.0
-    how: str = "off"
-
-    def threshold(self, has_image: bool, has_text: bool, text_weight: float) -> float:
-        if has_image and has_text:
-            return (1 - text_weight) * self.image + text_weight * self.text
-        return self.image if has_image else self.text
-
-
-NONSENSE_TEXT = (
-    "a tax return form", "the moon over a lake", "qwerty asdf zxcv", "pizza with mushrooms",
-    "a cat asleep on a sofa", "quarterly sales spreadsheet", "mountain landscape at dawn",
-    "a diesel engine", "snow on a pine forest", "a bowl of ramen", "railway timetable",
-    "an x-ray of a hand", "lorem ipsum dolor sit amet", "a flock of seagulls", "a traffic jam",
-    "wedding cake", "an electric guitar", "the periodic table", "a burning candle", "sand dunes",
-)
-
-
-def _degrade(img: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """A catalog photo as a shopper might send it: smaller and softer."""
-    side = int(rng.integers(48, 112))
-    img = img.resize((side, side), Image.Resampling.BILINEAR)
-    return img.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.0, 1.5))))
-
-
-def _nonsense_image(rng: np.random.Generator, side: int = 96) -> Image.Image:
-    """Not a product: noise, a flat colour field or a smooth gradient."""
-    kind = int(rng.integers(3))
-    if kind == 0:
-        arr = rng.integers(0, 256, (side, side, 3))
-    elif kind == 1:
-        arr = np.broadcast_to(rng.integers(0, 256, 3), (side, side, 3))
-    else:
-        t = np.linspace(0, 1, side)[:, None, None]
-        arr = rng.integers(0, 256, 3) * t + rng.integers(0, 256, 3) * (1 - t)
-        arr = np.broadcast_to(arr, (side, side, 3))
-    return Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8))
-
-
-def calibrate(engine: SearchEngine, index_dir: str, percentile: float = 5.0, n: int = 80) -> MatchGate:
-    """Thresholds from the index's own score distribution, cached next to the index.
-
-    Genuine queries are degraded photos and titles of ``n`` catalog products; the threshold is
-    the ``percentile`` of their top-1 scores, so about that share of genuine queries would be
-    called "no good match". Nonsense queries (noise, flat colours, off-topic phrases) are scored
-    too, and the share of them the threshold rejects is logged and shown on the page. Costs
-    about ``1.5 n`` image embeddings, once per index (seconds on a CPU).
-    """
-    from searchcore.fsutil import write_json_atomic
-    from searchcore.images import decode_image
-    from searchcore.index import read_manifest
-    from searchcore.store import is_milvus
-
-    cache = None if is_milvus(index_dir) else Path(index_dir) / CALIBRATION_FILE
-    if cache is not None:  # keyed by the index file's checksum: a rebuilt index recalibrates
-        key = {"index": read_manifest(Path(index_dir))["index_sha256"], "percentile": percentile,
-               "model": engine.embedder.fingerprint, "n": n, "version": 1}
-        try:
-            saved = json.loads(cache.read_text(encoding="utf-8"))
-            if saved.get("key") == key:
-                return MatchGate(saved["image"], saved["text"], saved["how"])
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            pass
-    rng = np.random.default_rng(0)
-    live = engine.index.live_labels()
-    rows = rng.choice(live, size=min(n, len(live)), replace=False)
-    photos = []
-    for r in rows:
-        try:
-            photos.append(_degrade(decode_image(engine.catalog.image_path(int(r))), rng))
-        except ImageError:  # a photo that went bad after indexing: calibrate without it
-            continue
-    titles = engine.catalog.df["title"].iloc[rows].tolist()
-
-    def top1(vectors: np.ndarray) -> np.ndarray:
-        return np.array([engine.index.search(v, 1).scores[0] for v in vectors])
-
-    good_img = top1(engine.embedder.embed_images(photos))
-    bad_img = top1(engine.embedder.embed_images([_nonsense_image(rng) for _ in range(n // 2)]))
-    good_txt = top1(engine.embedder.embed_texts(titles))
-    bad_txt = top1(engine.embedder.embed_texts(list(NONSENSE_TEXT)))
-    t_img, t_txt = (float(np.percentile(g, percentile)) for g in (good_img, good_txt))
-    how = (f"the {percentile:g}th percentile of the best scores of {len(photos)} degraded catalog "
-           f"photos ({t_img:.3f}) and titles ({t_txt:.3f}); it turns away "
-           f"{np.mean(bad_img < t_img):.0%} of {len(bad_img)} non-product images and "
-           f"{np.mean(bad_txt < t_txt):.0%} of {len(bad_txt)} off-topic phrases")
-    if cache is not None:
-        try:
-            write_json_atomic(cache, {"key": key, "image": t_img, "text": t_txt, "how": how})
-        except OSError as exc:  # a read-only index folder: calibrate again next start
-            log.warning("cannot save %s: %s", cache, exc)
-    return MatchGate(t_img, t_txt, how)
 
 
 # --------------------------------------------------------------------------- the page
@@ -443,54 +338,6 @@ def say(msg: str) -> None:
     print(f"app: {msg}", file=sys.stderr, flush=True)
 
 
-def open_or_build(settings: Settings, catalog: Path, index_dir: str, *, demo: bool) -> SearchEngine:
-    """Open the index (a folder or a Milvus URI); draw the demo shop and (re)build it when needed."""
-    from searchcore.build import build_index
-    from searchcore.catalog import load_catalog
-    from searchcore.service import make_embedder, open_engine
-    from searchcore.store import is_milvus
-
-    if not catalog.is_file():
-        if not demo:
-            raise SearchError(f"catalog {catalog} not found")
-        from searchcore.synth import generate_catalog
-
-        say(f"drawing the demo shop into {catalog.parent} (first start only) ...")
-        started = time.perf_counter()
-        generate_catalog(catalog.parent, progress=True)
-        say(f"drew {catalog} in {time.perf_counter() - started:.1f} s")
-    try:
-        if not is_milvus(index_dir):
-            _check_asked_for(settings, catalog, Path(index_dir))
-        return open_engine(settings, index_dir)
-    except IndexMismatchError as exc:
-        say(f"building the index in {index_dir} ({exc}) ...")
-        report = build_index(load_catalog(catalog, settings.column_map), make_embedder(settings),
-                             index_dir, progress=True, collection=settings.milvus_collection,
-                             token=settings.milvus_token)
-        say(report.summary())
-        return open_engine(settings, index_dir)
-
-
-def _check_asked_for(settings: Settings, catalog: Path, folder: Path) -> None:
-    """open_engine trusts the index's own record of its catalog and model: check they are the
-    ones asked for, so a changed --model or --catalog rebuilds instead of serving a stale index."""
-    from searchcore.index import read_manifest
-
-    meta = read_manifest(folder)
-    model = meta["model"].get("spec") if isinstance(meta.get("model"), dict) else None
-    if model != settings.model:
-        raise IndexMismatchError(f"it was built for model {model!r}, not {settings.model!r}")
-    cat = meta["catalog"] if isinstance(meta.get("catalog"), dict) else {}
-    if cat.get("snapshot"):  # a live shop: its catalog is the snapshot kept in the index folder
-        return
-    known = {Path(cat["path"])} if cat.get("path") else set()
-    if cat.get("relative_path"):  # a shop folder moved together with its index
-        known.add((folder / cat["relative_path"]).resolve())
-    if catalog.resolve() not in known:
-        raise IndexMismatchError("it was built for another catalog")
-
-
 def about_text(engine: SearchEngine, gate: MatchGate, catalog: Path) -> str:
     from searchcore.embed import ModelSpec
 
@@ -516,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--catalog", type=Path, help="catalog CSV or Parquet (env SEARCHCORE_CATALOG; "
                    f"default: the demo shop {DEMO_CATALOG.relative_to(ROOT)}, drawn on first start)")
     p.add_argument("--model", help="model spec (env SEARCHCORE_MODEL; default: the shipped model)")
-    p.add_argument("--index", type=Path, help="index folder (env SEARCHCORE_INDEX; default: "
+    p.add_argument("--index", help="index folder or Milvus URI (env SEARCHCORE_INDEX; default: "
                    "an 'index' folder next to the catalog), built on first start")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1, or $GRADIO_SERVER_NAME)")
     p.add_argument("--port", type=int, help="port (default 7860, or $GRADIO_SERVER_PORT)")
@@ -547,16 +394,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     Image.MAX_IMAGE_PIXELS = DEFAULT_LIMITS.max_pixels
     warnings.simplefilter("error", Image.DecompressionBombWarning)
     try:
-        from searchcore.service import set_threads
+        from searchcore.service import open_or_build, set_threads
 
         on_space = bool(os.environ.get("SPACE_ID"))  # Hugging Face Spaces: weights may download
         settings = Settings.from_env(
             catalog=args.catalog, model=args.model, index_dir=args.index,
+            images=ImageLimits(max_bytes=int(args.max_upload_mb * 1024 * 1024)),
             allow_download=True if on_space and not os.environ.get("SEARCHCORE_ALLOW_DOWNLOAD") else None)
         set_threads(settings.threads)
         catalog = Path(settings.catalog or DEMO_CATALOG)
         index_dir = str(settings.index_dir or catalog.parent / "index")
-        engine = open_or_build(settings, catalog, index_dir, demo=catalog.resolve() == DEMO_CATALOG)
+        engine = open_or_build(settings, catalog, index_dir, demo=catalog.resolve() == DEMO_CATALOG,
+                               say=say)
         if engine.upscaler is not None and hasattr(engine.upscaler, "load"):
             engine.upscaler.load()  # bad weights fail now, not on a shopper's first photo
         calibrating = time.perf_counter()

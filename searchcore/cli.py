@@ -330,27 +330,13 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from searchcore.build import build_index
-    from searchcore.catalog import load_catalog
-    from searchcore.errors import IndexMismatchError
-    from searchcore.service import make_embedder, open_engine
-    from searchcore.synth import generate_catalog
+    """The command-line demo: the demo shop, its index (built once), a few text queries."""
+    from searchcore.service import open_or_build
 
     settings = _settings(args)
-    csv = args.dir / "products.csv"
-    if not csv.is_file():
-        print(f"generating the demo shop in {args.dir} ...", flush=True)
-        generate_catalog(args.dir, progress=True)
     index_dir = str(args.index or args.dir / "index")
-    try:
-        engine = open_engine(settings, index_dir)
-        print(f"using the index in {index_dir}")
-    except IndexMismatchError as exc:
-        print(f"building the index ({exc}) ...", flush=True)
-        report = build_index(load_catalog(csv), make_embedder(settings), index_dir,
-                             progress=sys.stderr.isatty())
-        print(report.summary())
-        engine = open_engine(settings, index_dir)
+    engine = open_or_build(settings, args.dir / "products.csv", index_dir, demo=True,
+                           say=lambda m: print(m, flush=True), progress=sys.stderr.isatty())
     for text in DEMO_QUERIES:
         print()
         print(_format(engine.search(text=text, k=5)))

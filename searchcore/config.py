@@ -48,6 +48,17 @@ class UpscaleSettings:
 
 
 @dataclass(frozen=True)
+class ImageLimits:
+    """What the pipeline can afford to decode (see :func:`searchcore.images.decode_image`)."""
+
+    max_bytes: int = 20 * 1024 * 1024
+    # 36 MP: a 6000x6000 photo decodes to ~108 MB of RGB, which one worker can hold.
+    max_pixels: int = 36_000_000
+    min_side: int = 8
+    max_aspect: float = 20.0
+
+
+@dataclass(frozen=True)
 class IndexSettings:
     """HNSW parameters; ``ef_search`` is the default query-time beam width."""
 
@@ -83,6 +94,7 @@ class Settings:
     batch_size: int = 32
     upscale: UpscaleSettings = field(default_factory=UpscaleSettings)
     index: IndexSettings = field(default_factory=IndexSettings)
+    images: ImageLimits = field(default_factory=ImageLimits)
 
     @property
     def columns(self) -> dict[str, str]:

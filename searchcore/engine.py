@@ -45,8 +45,10 @@ class Hit:
         return self.fields.get("price", "")
 
     def to_dict(self) -> dict[str, Any]:
+        # "image" stays as the catalog has it (relative to the catalog's folder): a server's
+        # own paths are nobody's business, and the relative path is what a client can map.
         return {**self.fields, "id": self.id, "title": self.title, "rank": self.rank,
-                "score": round(self.score, 6), "image": str(self.image)}
+                "score": round(self.score, 6)}
 
 
 @dataclass

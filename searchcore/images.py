@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from searchcore.config import ImageLimits
 from searchcore.errors import ImageError
 
 # Only well-known raster formats: Pillow can also open EPS (which runs Ghostscript), PSD, ICNS
@@ -25,18 +25,8 @@ ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 SUPPORTED = "JPEG, PNG, WebP, GIF, BMP or TIFF"
 
 
-@dataclass(frozen=True)
-class ImageLimits:
-    """What the pipeline can afford to decode."""
-
-    max_bytes: int = 20 * 1024 * 1024
-    # 36 MP: a 6000x6000 photo decodes to ~108 MB of RGB, which one worker can hold.
-    max_pixels: int = 36_000_000
-    min_side: int = 8
-    max_aspect: float = 20.0
-
-
 DEFAULT_LIMITS = ImageLimits()
+__all__ = ["ALLOWED_FORMATS", "DEFAULT_LIMITS", "ImageLimits", "decode_image"]
 
 
 def decode_image(

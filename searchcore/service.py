@@ -8,6 +8,8 @@ with the command that rebuilds it.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from searchcore.build import rebuild_command
@@ -120,7 +122,57 @@ def open_engine(
                                  f"rebuild with `{fix}`")
     upscaler, problem = make_upscaler(settings)
     return SearchEngine(catalog, embedder, upscaler, store, upscale=settings.upscale,
-                        upscaler_problem=problem)
+                        upscaler_problem=problem, image_limits=settings.images)
+
+
+def open_or_build(
+    settings: Settings, catalog: Path, index_dir: str, *, demo: bool = False,
+    say: Callable[[str], None] = log.info, progress: bool = True,
+) -> SearchEngine:
+    """Open the index (a folder or a Milvus URI); draw the demo shop and (re)build it when needed.
+
+    The index is rebuilt when it is missing, damaged, or was built for another model or
+    catalog than the ones asked for (``open_engine`` alone trusts the index's own record).
+    """
+    from searchcore.build import build_index
+
+    if not catalog.is_file():
+        if not demo:
+            raise SearchError(f"catalog {catalog} not found")
+        from searchcore.synth import generate_catalog
+
+        say(f"drawing the demo shop into {catalog.parent} (first start only) ...")
+        started = time.perf_counter()
+        generate_catalog(catalog.parent, progress=progress)
+        say(f"drew {catalog} in {time.perf_counter() - started:.1f} s")
+    try:
+        if not is_milvus(index_dir):
+            _check_asked_for(settings, catalog, Path(index_dir))
+        return open_engine(settings, index_dir)
+    except IndexMismatchError as exc:
+        say(f"building the index in {index_dir} ({exc}) ...")
+        report = build_index(load_catalog(catalog, settings.column_map), make_embedder(settings),
+                             index_dir, progress=progress, collection=settings.milvus_collection,
+                             token=settings.milvus_token)
+        say(report.summary())
+        return open_engine(settings, index_dir)
+
+
+def _check_asked_for(settings: Settings, catalog: Path, folder: Path) -> None:
+    """open_engine trusts the index's own record of its catalog and model: check they are the
+    ones asked for, so a changed --model or --catalog rebuilds instead of serving a stale index."""
+    meta = read_manifest(folder)
+    model = meta["model"].get("spec") if isinstance(meta.get("model"), dict) else None
+    if model != settings.model:
+        raise IndexMismatchError(f"it was built for model {model!r}, not {settings.model!r}")
+    cat = meta["catalog"] if isinstance(meta.get("catalog"), dict) else {}
+    if cat.get("snapshot"):  # a live shop: its catalog is the snapshot kept in the index folder
+        return
+    known = {Path(cat["path"])} if cat.get("path") else set()
+    if cat.get("relative_path"):  # a shop folder moved together with its index
+        known.add((folder / cat["relative_path"]).resolve())
+    if catalog.resolve() not in known:
+        raise IndexMismatchError("it was built for another catalog")
 
 
 def make_upscaler(settings: Settings):  # -> tuple[Upscaler | None, str | None]

@@ -1,0 +1,61 @@
+"""Wiring: open-or-build, and the calibrated "no good match" threshold."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from searchcore.calibrate import CALIBRATION_FILE, MatchGate, calibrate
+from searchcore.config import Settings, UpscaleSettings
+from searchcore.service import open_engine, open_or_build
+
+
+@pytest.fixture
+def settings(tiny_clip: str) -> Settings:
+    return Settings(model=tiny_clip, upscale=UpscaleSettings(mode="never"))
+
+
+def test_open_or_build_builds_once_then_reuses(settings: Settings, colour_catalog: Path, tmp_path: Path) -> None:
+    said: list[str] = []
+    index = str(tmp_path / "ix")
+    open_or_build(settings, colour_catalog, index, say=said.append, progress=False)
+    assert any("building the index" in m for m in said)
+    said.clear()
+    engine = open_or_build(settings, colour_catalog, index, say=said.append, progress=False)
+    assert said == [] and len(engine.index) == 24
+
+
+def test_open_or_build_rebuilds_for_another_model(settings: Settings, colour_catalog: Path,
+                                                 tmp_path: Path) -> None:
+    index = str(tmp_path / "ix")
+    open_or_build(settings, colour_catalog, index, progress=False)
+    said: list[str] = []
+    other = settings.with_(model="sc-small")
+    engine = open_or_build(other, colour_catalog, index, say=said.append, progress=False)
+    assert any("built for model" in m for m in said) and engine.embedder.spec == "sc-small"
+
+
+def test_open_or_build_draws_the_demo_shop(settings: Settings, tmp_path: Path, monkeypatch) -> None:
+    import searchcore.synth as synth
+
+    real = synth.generate_catalog
+    monkeypatch.setattr(synth, "generate_catalog", lambda out, progress=False: real(out, n=30, size=64))
+    engine = open_or_build(settings, tmp_path / "demo" / "products.csv", str(tmp_path / "demo" / "index"),
+                           demo=True, progress=False)
+    assert len(engine.catalog) == 30
+
+
+def test_calibration_is_cached_and_reported(settings: Settings, colour_catalog: Path, tmp_path: Path) -> None:
+    index = str(tmp_path / "ix")
+    engine = open_or_build(settings, colour_catalog, index, progress=False)
+    gate = calibrate(engine, index, percentile=10, n=20)
+    assert isinstance(gate, MatchGate) and -1 <= gate.image <= 1 and -1 <= gate.text <= 1
+    assert "10th percentile" in gate.how and "non-product images" in gate.how
+    saved = json.loads((Path(index) / CALIBRATION_FILE).read_text())
+    assert saved["image"] == gate.image
+    again = calibrate(open_engine(settings, index), index, percentile=10, n=20)
+    assert again == gate
+    assert calibrate(engine, index, percentile=50, n=20).image >= gate.image  # a new key: recalibrated
+    assert gate.threshold(True, True, 0.25) == pytest.approx(0.75 * gate.image + 0.25 * gate.text)
