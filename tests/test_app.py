@@ -8,80 +8,22 @@ app runs exactly as it does offline on a fresh clone.
 from __future__ import annotations
 
 import io
-import os
-import socket
 import struct
 import subprocess
 import sys
-import time
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_CLIP_CONFIG
+from apphelpers import make_shop, running_app, search_combined, search_image, search_text
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-def make_shop(base: Path, tiny_clip: str) -> dict[str, Path]:
-    """A small generated shop and a tiny model folder any process can load."""
-    from searchcore.embed import load_embedder, save_model
-    from searchcore.synth import generate_catalog
-
-    csv = generate_catalog(base / "shop", n=60, seed=1, size=128)
-    model = save_model(load_embedder(tiny_clip), base / "model", TINY_CLIP_CONFIG)
-    return {"base": base, "csv": csv, "model": model, "index": base / "index"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def running_app(shop: dict[str, Path], *args: str, log_name: str = "app.log") -> Iterator[tuple[str, Path]]:
-    """``python app.py`` on a free port; yields its URL and log file, and stops it afterwards."""
-    port = _free_port()
-    base = shop["base"]
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SEARCHCORE_", "GRADIO_")) and k != "SPACE_ID"}
-    env.update(SEARCHCORE_CACHE=str(base / "cache"), GRADIO_TEMP_DIR=str(base / "gradio-tmp"),
-               HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, str(ROOT / "app.py"), "--catalog", str(shop["csv"]), "--model", str(shop["model"]),
-           "--index", str(shop["index"]), "--host", "127.0.0.1", "--port", str(port), *args]
-    log = base / log_name
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=base, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"app.py exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(url, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"app.py did not answer in 120 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield url, log
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -101,26 +43,6 @@ def app(shop) -> Iterator[dict]:
 @pytest.fixture(scope="module")
 def images(shop) -> Path:
     return shop["csv"].parent / "images"
-
-
-def search_text(client, text: str, **kw):
-    args = {"k": 5, "category": "All categories", "min_price": None, "max_price": None, **kw}
-    return client.predict(text=text, api_name="/search_text", **args)
-
-
-def search_image(client, path: str | Path, **kw):
-    from gradio_client import handle_file
-
-    args = {"k": 5, "category": "All categories", "min_price": None, "max_price": None, "upscale": "auto", **kw}
-    return client.predict(image=handle_file(str(path)), api_name="/search_image", **args)
-
-
-def search_combined(client, path: str | Path, text: str, weight: float, **kw):
-    from gradio_client import handle_file
-
-    args = {"k": 5, "category": "All categories", "min_price": None, "max_price": None, "upscale": "auto", **kw}
-    return client.predict(image=handle_file(str(path)), text=text, text_weight=weight,
-                          api_name="/search_combined", **args)
 
 
 def test_named_endpoints(app) -> None:
