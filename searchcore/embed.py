@@ -14,6 +14,7 @@ Model specs (``--model`` / ``SEARCHCORE_MODEL``):
 ``hf-hub:ORG/REPO``             an open_clip model on the Hugging Face Hub
 ``PATH`` or ``local-dir:PATH``  a folder with ``open_clip_config.json`` and
                                 ``open_clip_model.safetensors`` (what ``finetune`` writes)
+``pixels`` / ``pixels:SIZE``    the raw-pixels baseline (no model; photos only)
 ==============================  ==========================================================
 
 Custom architectures are open_clip JSON configs (``model_configs/*.json`` here, or any file
@@ -180,12 +181,53 @@ class ClipEmbedder:
         return self.model.encode_text(tokens, normalize=True)
 
 
+class PixelEmbedder:
+    """The traditional baseline: the photo's own pixels, shrunk to ``size`` x ``size``.
+
+    Spec ``pixels`` or ``pixels:SIZE``. Each image is squashed to a square, centred per
+    channel and L2-normalised, so the index's cosine score is the pixels' correlation. It has
+    no text tower: text queries are refused with a clear message.
+    """
+
+    def __init__(self, size: int = 16, spec: str = "pixels") -> None:
+        if not 2 <= size <= 128:
+            raise ConfigError(f"pixels:SIZE needs 2 <= SIZE <= 128, not {size}")
+        self.size, self.spec, self.dim = size, spec, 3 * size * size
+        self.fingerprint = hashlib.sha256(f"pixels:{size}:v1".encode()).hexdigest()
+        self.batch_size = 256
+
+    def preprocess(self, img: Image.Image) -> Any:
+        import torch
+
+        small = img.convert("RGB").resize((self.size, self.size), Image.Resampling.BILINEAR)
+        return torch.from_numpy(np.asarray(small, dtype=np.float32).reshape(-1) / 255.0)
+
+    def embed_pixels(self, pixels: Any) -> np.ndarray:
+        x = np.asarray(pixels, dtype=np.float32).reshape(len(pixels), self.size * self.size, 3)
+        x = (x - x.mean(axis=1, keepdims=True)).reshape(len(pixels), -1)
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        return self.embed_pixels(np.stack([np.asarray(self.preprocess(i)) for i in images]))
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        raise ConfigError("the raw-pixels baseline cannot search by words; use a CLIP model")
+
+
 def load_embedder(
     spec: str, *, cache_dir: Path | None = None, allow_download: bool = False,
     device: str = "cpu", batch_size: int = 32, seed: int = DEFAULT_SEED,
-) -> ClipEmbedder:
-    """Build a :class:`ClipEmbedder` from a spec string (see the module docstring)."""
+) -> ClipEmbedder | PixelEmbedder:
+    """Build an embedder from a spec string (see the module docstring)."""
     import torch
+
+    if spec == "pixels" or spec.startswith("pixels:"):
+        size = spec.partition(":")[2] or "16"
+        if not size.isdigit():
+            raise ConfigError(f"pixels:SIZE needs a whole number, not {size!r}")
+        return PixelEmbedder(int(size), spec=spec)
 
     from searchcore._compat import hf_hub_offline
 

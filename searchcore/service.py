@@ -15,7 +15,7 @@ from pathlib import Path
 from searchcore.build import rebuild_command
 from searchcore.catalog import Catalog, load_catalog
 from searchcore.config import Settings
-from searchcore.embed import ClipEmbedder, Embedder, load_embedder
+from searchcore.embed import ClipEmbedder, Embedder, PixelEmbedder, load_embedder
 from searchcore.engine import SearchEngine
 from searchcore.errors import CatalogError, IndexMismatchError, SearchError
 from searchcore.index import HnswIndex, read_manifest
@@ -32,7 +32,7 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def make_embedder(settings: Settings, spec: str | None = None) -> ClipEmbedder:
+def make_embedder(settings: Settings, spec: str | None = None) -> ClipEmbedder | PixelEmbedder:
     return load_embedder(
         spec or settings.model, cache_dir=settings.cache_dir, allow_download=settings.allow_download,
         device=settings.device, batch_size=settings.batch_size,

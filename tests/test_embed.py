@@ -90,3 +90,23 @@ def test_importing_the_package_is_light() -> None:
             "print(heavy); sys.exit(1 if heavy else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_raw_pixels_baseline(colour_catalog: Path, tmp_path: Path) -> None:
+    from searchcore.build import build_index
+    from searchcore.catalog import load_catalog
+    from searchcore.engine import SearchEngine
+    from searchcore.index import HnswIndex
+
+    emb = load_embedder("pixels:8")
+    v = emb.embed_images(_images())
+    assert v.shape == (3, 192) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    with pytest.raises(ConfigError, match="words"):
+        emb.embed_texts(["red"])
+    with pytest.raises(ConfigError):
+        load_embedder("pixels:x")
+    catalog = load_catalog(colour_catalog)
+    build_index(catalog, emb, tmp_path / "ix")
+    engine = SearchEngine(catalog, emb, None, HnswIndex.load(tmp_path / "ix")[0])
+    photo = Image.open(catalog.image_path(5))
+    assert engine.search_image(photo.resize((90, 90)), k=1, upscale="never").hits[0].id == "00005"
