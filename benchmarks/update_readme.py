@@ -1,0 +1,90 @@
+"""Paste the latest results into ``benchmarks/README.md`` (between its ``results`` markers).
+
+Builds a "targets at a glance" table from the JSON files and appends each result's markdown.
+Files with a ``--tag`` suffix are included only when named with ``--also`` (e.g. ``ann-1m``).
+
+    python benchmarks/update_readme.py --also ann-1m
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import _common as C
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+ORDER = ("query_latency", "indexing_throughput", "ann", "upscale_cost", "backends")
+
+
+def load(results: Path, name: str) -> dict[str, Any] | None:
+    path = results / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def glance(results: Path, names: list[str]) -> str:
+    rows: list[list[Any]] = []
+    q = load(results, "query_latency")
+    if q:
+        for key, v in q["results"].get("targets", {}).items():
+            scenario, threads = key.split("@")
+            rows.append([f"{scenario} p50 (engine)", f"{threads} thread(s)",
+                         f"{C.fmt(v['p50_ms'])} ms", f"<= {v['target_ms']:g} ms", v["verdict"],
+                         "query_latency"])
+    ix = load(results, "indexing_throughput")
+    if ix:
+        for catalog, runs in ix["results"]["catalogs"].items():
+            for r in runs:
+                ratio = r["ratio_build_to_forward"]
+                verdict = "unreliable (load)" if ratio > 1.05 else C.verdict(ratio, 0.85, True)
+                rows.append([f"build / forward limit, {catalog}", f"{r['threads']} thread(s)",
+                             f"{ratio:.0%}", ">= 85%", verdict, "indexing_throughput"])
+    for name in [n for n in names if n.startswith("ann")]:
+        a = load(results, name)
+        for ds, s in (a or {}).get("results", {}).get("datasets", {}).items():
+            speed, rel = s.get("hnswlib_speedup_over_exact"), s.get("hnswlib_qps_vs_faiss_hnsw")
+            mem = s.get("hnswlib_rss_bytes_per_vector_over_formula")
+            if "1M" in ds:
+                rows.append([f"hnswlib vs exact at recall>=0.98, {ds}", "1 thread",
+                             f"{C.fmt(speed)}x", ">= 20x", C.verdict(speed, 20, True), name])
+            rows.append([f"hnswlib vs FAISS HNSW QPS, {ds}", "1 thread", f"{C.fmt(rel)}x",
+                         ">= 0.8x", C.verdict(rel, 0.8, True), name])
+            rows.append([f"hnswlib RSS / (4d+8M), {ds}", "-", f"{C.fmt(mem)}x", "<= 1.1x",
+                         C.verdict(mem, 1.1, False), name])
+    return C.md_table(["target", "setting", "measured", "target", "verdict", "details"], rows)
+
+
+def body(results: Path, name: str) -> str:
+    text = (results / f"{name}.md").read_text()
+    text = re.sub(r"^# .*\n", "", text, count=1)
+    text = re.sub(r"^## ", "#### ", text, flags=re.MULTILINE)  # nest under the README's headings
+    text = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", r"![\1](results/\2)", text)
+    return f"### {name}\n\n{text.strip()}\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--results", type=Path, default=C.RESULTS)
+    p.add_argument("--readme", type=Path, default=C.HERE / "README.md")
+    p.add_argument("--also", default="", help="tagged result names to include (comma separated)")
+    args = p.parse_args(argv)
+    names = [n for n in ORDER if (args.results / f"{n}.md").is_file()]
+    names += [n for n in args.also.split(",") if n and (args.results / f"{n}.md").is_file()]
+    block = "\n".join([START, "", "### Targets at a glance", "", glance(args.results, names), "",
+                       *[body(args.results, n) for n in names], END])
+    readme = args.readme.read_text()
+    if START in readme and END in readme:
+        readme = readme[:readme.index(START)] + block + readme[readme.index(END) + len(END):]
+    else:
+        readme = readme.rstrip() + "\n\n" + block + "\n"
+    args.readme.write_text(readme)
+    print(f"updated {args.readme} with {', '.join(names)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
