@@ -401,7 +401,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             catalog=args.catalog, model=args.model, index_dir=args.index,
             images=ImageLimits(max_bytes=int(args.max_upload_mb * 1024 * 1024)),
             allow_download=True if on_space and not os.environ.get("SEARCHCORE_ALLOW_DOWNLOAD") else None)
-        set_threads(settings.threads)
+        # Serving: one torch thread per request unless told otherwise. With two on a 2-vCPU
+        # machine every model call contends (image embed 40 -> 983 ms, bench_query.py); the queue
+        # runs requests side by side instead.
+        set_threads(settings.threads or 1)
         catalog = Path(settings.catalog or DEMO_CATALOG)
         index_dir = str(settings.index_dir or catalog.parent / "index")
         engine = open_or_build(settings, catalog, index_dir, demo=catalog.resolve() == DEMO_CATALOG,

@@ -106,6 +106,7 @@ class HnswIndex:
         self._index.set_ef(self.ef_search)
         self._deleted: set[int] = set(_deleted or ())
         self._labels = np.asarray(self._index.get_ids_list(), dtype=np.int64)
+        self._live_cache: np.ndarray | None = None  # sorted live labels, cleared by writes
         self.lock = RWLock()
 
     # -- sizes ------------------------------------------------------------------------------
@@ -122,10 +123,16 @@ class HnswIndex:
             return self._live_labels()
 
     def _live_labels(self) -> np.ndarray:
+        cached = self._live_cache
+        if cached is not None:
+            return cached
         if not self._deleted:
-            return np.sort(self._labels)
-        dead = np.fromiter(self._deleted, dtype=np.int64, count=len(self._deleted))
-        return np.sort(self._labels[~np.isin(self._labels, dead)])
+            live = np.sort(self._labels)
+        else:
+            dead = np.fromiter(self._deleted, dtype=np.int64, count=len(self._deleted))
+            live = np.sort(self._labels[~np.isin(self._labels, dead)])
+        self._live_cache = live
+        return live
 
     # -- writes -----------------------------------------------------------------------------
     def add(
@@ -156,6 +163,7 @@ class HnswIndex:
                 self._deleted.discard(label)
             # New labels take the slots of deleted ones first, so churn does not grow the index.
             self._index.add_items(vectors, labels, replace_deleted=True)
+            self._live_cache = None
             self._labels = np.asarray(self._index.get_ids_list(), dtype=np.int64)
             self._deleted &= set(self._labels.tolist())  # replaced slots drop their old label
 
@@ -167,6 +175,7 @@ class HnswIndex:
             unknown = [x for x in labels if x not in present or x in self._deleted]
             if unknown:
                 raise SearchError(f"cannot remove labels not in the index: {unknown[:5]}")
+            self._live_cache = None
             for x in labels:
                 self._index.mark_deleted(x)
                 self._deleted.add(x)
@@ -184,6 +193,15 @@ class HnswIndex:
         """
         q = self._check_vectors(np.atleast_2d(query))[0:1]
         with self.lock.read():
+            if allowed is None:  # the common case: straight to the graph, no label bookkeeping
+                k = min(int(k), len(self))
+                if k <= 0:
+                    return Neighbours(np.empty(0, np.int64), np.empty(0, np.float32))
+                try:
+                    labels, dist = self._index.knn_query(q, k=k, num_threads=1)
+                except RuntimeError:  # the walk found fewer than k: answer exactly instead
+                    return self._exact(q, self._live_labels(), k)
+                return Neighbours(labels[0].astype(np.int64), self._similarity(dist[0]))
             live = self._live_labels()
             if allowed is not None:
                 allowed = np.asarray(allowed, dtype=bool)

@@ -219,19 +219,19 @@ class MilvusStore:
         k = int(k)
         if k < 1:
             return _empty()
+        ef = max(self.ef_search, k)
+        if expr:
+            # Milvus's filtered HNSW walk returns k results that can miss true neighbours
+            # (recall@10 0.81-0.96 measured on category filters, bench_backends.py): answer
+            # small filtered sets exactly, and widen the walk as the filter gets selective.
+            matching = self._count(expr)
+            if matching <= EXACT_MAX:
+                return self._exact(q, expr, k) if matching else _empty()
+            ef = min(32768, max(ef, int(ef * len(self) / matching)))
         res = self.client.search(
             self.collection, data=[q.tolist()], limit=min(k, 16384), filter=expr,
-            output_fields=["row"], search_params={"params": {"ef": max(self.ef_search, k)}},
+            output_fields=["row"], search_params={"params": {"ef": ef}},
         )[0]
-        if len(res) < k and expr:
-            matching = self._count(expr)
-            if matching > len(res):
-                if matching <= EXACT_MAX:
-                    return self._exact(q, expr, k)
-                res = self.client.search(  # a wider walk; Milvus caps ef itself
-                    self.collection, data=[q.tolist()], limit=min(k, 16384), filter=expr,
-                    output_fields=["row"], search_params={"params": {"ef": min(matching, 32768)}},
-                )[0]
         labels = np.array([h["entity"]["row"] for h in res], dtype=np.int64)
         scores = np.array([h["distance"] for h in res], dtype=np.float32)  # COSINE: similarity
         return Neighbours(labels, scores)
