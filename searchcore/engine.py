@@ -28,6 +28,9 @@ from searchcore.store import Filters, VectorStore
 from searchcore.upscale import UpscaleDecision, Upscaler, UpscalePolicy
 
 DISPLAY_COLUMNS = ("id", "title", "price", "category", "colour", "image")
+# Query JPEGs are decoded at a reduced scale keeping >= 512 px a side: well above what the
+# upscale policy (160 px) and the model (<= 224 px) look at.
+QUERY_DRAFT = 512
 
 
 @dataclass(frozen=True)
@@ -185,7 +188,7 @@ class SearchEngine:
     def _image_vector(
         self, image: Any, mode: str | None, clock: _Clock, result: SearchResult
     ) -> np.ndarray:
-        img = decode_image(image, self.image_limits)
+        img = decode_image(image, self.image_limits, draft=QUERY_DRAFT)
         result.original = img
         clock.lap("decode")
         decision = self.policy.decide(img, mode)
