@@ -123,6 +123,9 @@ class ClipEmbedder:
         import torch
 
         self.model = model.eval().to(device)
+        # channels_last: oneDNN's convolutions run 1.7x faster on it on CPU (110 -> 184 img/s
+        # for the default ResNet tower, bench_indexing.py); harmless for a ViT.
+        self.model.visual.to(memory_format=torch.channels_last)
         self._transform = preprocess
         self.tokenizer = tokenizer
         self.spec = spec
@@ -176,7 +179,8 @@ class ClipEmbedder:
         import torch
 
         with torch.inference_mode():
-            feats = self.model.encode_image(pixels.to(self.device), normalize=True)
+            x = pixels.to(self.device).contiguous(memory_format=torch.channels_last)
+            feats = self.model.encode_image(x, normalize=True)
         return feats.float().cpu().numpy()
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
