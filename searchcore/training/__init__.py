@@ -1,0 +1,17 @@
+"""Training and evaluation: the code that made the shipped models, usable on any shop's catalog.
+
+* :mod:`~searchcore.training.degrade` - shopper-like photo degradations (one implementation,
+  shared by training's degraded view and evaluation's queries);
+* :mod:`~searchcore.training.data` - product splits, texts built from titles and attributes,
+  photo loading;
+* :mod:`~searchcore.training.metrics` - retrieval and image-quality metrics (pure functions);
+* :mod:`~searchcore.training.evaluate` and :mod:`~searchcore.training.report` - ``searchcore
+  eval``: JSON, a markdown table and plots;
+* :mod:`~searchcore.training.finetune` - ``searchcore finetune``: contrastive image-text (plus
+  image-image) training of an open_clip model;
+* :mod:`~searchcore.training.upscaler` - ``searchcore train-upscaler`` and the shipped compact
+  Real-ESRGAN generator;
+* :mod:`~searchcore.training.commands` - the CLI wiring (imports nothing heavy).
+
+Importing this package is cheap; torch and friends load inside the functions that use them.
+"""

@@ -1,0 +1,267 @@
+"""CLI wiring for ``searchcore finetune``, ``train-upscaler`` and ``eval``.
+
+:func:`add_commands` is called by :mod:`searchcore.cli`; this module imports only argparse
+at the top, so ``searchcore --help`` stays fast. Handlers import the heavy modules they need.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None], Handler]:
+    ft = sub.add_parser("finetune", help="train a CLIP model on a catalog (contrastive)")
+    _catalog(ft)
+    ft.add_argument("--base", default="default",
+                    help="start from: 'default' (the shipped model), an open_clip NAME:TAG "
+                         "(fine-tuning), a model folder, or an architecture name (from scratch, "
+                         "e.g. sc-small)")
+    ft.add_argument("--out", type=Path, required=True, help="model folder to write")
+    ft.add_argument("--epochs", type=int, default=10)
+    ft.add_argument("--batch-size", type=int, default=64)
+    ft.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (1e-5 for a "
+                    "pretrained ViT, ~5e-4 from scratch)")
+    ft.add_argument("--warmup-steps", type=int, default=50)
+    ft.add_argument("--weight-decay", type=float, default=0.1)
+    ft.add_argument("--image-image-weight", type=float, default=1.0,
+                    help="weight of the clean-vs-shopper-photo loss (0 turns it off)")
+    ft.add_argument("--text-attrs", default="", help="attribute columns for texts, comma-separated "
+                    "(default: every categorical column)")
+    ft.add_argument("--lock-image", action="store_true", help="freeze the image tower (LiT)")
+    ft.add_argument("--lock-text", action="store_true", help="freeze the text tower")
+    ft.add_argument("--unlocked-groups", type=int, default=None,
+                    help="freeze all but the last N layer groups of each tower")
+    ft.add_argument("--crop-scale", type=float, default=0.7)
+    ft.add_argument("--no-flip", action="store_true")
+    ft.add_argument("--jitter", type=float, default=0.15, help="brightness/contrast jitter")
+    ft.add_argument("--hue-jitter", type=float, default=0.0,
+                    help="hue jitter (keep 0 when shoppers search by colour)")
+    ft.add_argument("--shopper-strength", type=float, default=1.0,
+                    help="how degraded the shopper view gets (0-1)")
+    ft.add_argument("--val-fraction", type=float, default=0.1)
+    ft.add_argument("--val-max-queries", type=int, default=300)
+    ft.add_argument("--patience", type=int, default=3, help="epochs without improvement")
+    ft.add_argument("--max-steps", type=int, default=None)
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--fp32", action="store_true", help="store fp32 weights (default fp16)")
+    ft.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                    help="compute precision: auto uses bf16 autocast on GPUs and on CPUs with "
+                         "native bf16 (AVX512-BF16/AMX)")
+    _runtime(ft)
+
+    up = sub.add_parser("train-upscaler", help="train a compact Real-ESRGAN upscaler on a catalog")
+    _catalog(up)
+    up.add_argument("--out", type=Path, required=True, help="model folder to write")
+    up.add_argument("--init", type=Path, default=None,
+                    help="start from these weights (.pth/.safetensors, e.g. realesr-general-x4v3."
+                         "pth); their shapes set the architecture")
+    up.add_argument("--name", default="sc-compact-x4")
+    up.add_argument("--num-feat", type=int, default=32)
+    up.add_argument("--num-conv", type=int, default=8)
+    up.add_argument("--scale", type=int, default=4, choices=(2, 4))
+    up.add_argument("--steps", type=int, default=2000)
+    up.add_argument("--batch-size", type=int, default=16)
+    up.add_argument("--patch", type=int, default=128)
+    up.add_argument("--lr", type=float, default=5e-4)
+    up.add_argument("--warmup-steps", type=int, default=100)
+    up.add_argument("--val-fraction", type=float, default=0.1)
+    up.add_argument("--val-every", type=int, default=250)
+    up.add_argument("--pool-size", type=int, default=1024,
+                    help="degraded pairs kept in memory (degrading is the slow part on a CPU)")
+    up.add_argument("--refresh", type=int, default=4, help="pool pairs replaced per step")
+    up.add_argument("--seed", type=int, default=0)
+    _runtime(up)
+
+    ev = sub.add_parser("eval", help="measure a model (and upscalers) on a catalog")
+    _catalog(ev)
+    ev.add_argument("--model", default=None, help="model spec (default: the shipped model)")
+    ev.add_argument("--out", type=Path, required=True, help="report folder")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--test-fraction", type=float, default=1.0,
+                    help="share of the products the model never trained on to test on")
+    ev.add_argument("--upscalers", default="never,bicubic,default,auto",
+                    help="never, bicubic, auto, 'default' (the shipped upscaler), a registered "
+                         "upscaler name or an upscaler folder; comma-separated")
+    ev.add_argument("--upscaler-weights", type=Path, default=None,
+                    help="weights for a registered upscaler name (e.g. ../shared/...pth)")
+    ev.add_argument("--condition", action="append", default=[], metavar="NAME[:SPEC]",
+                    help="query degradation, e.g. x4-blur:down=4,blur=1,jpeg=75 (repeatable; "
+                         "default: clean, x4, x4-blur, x2-jpeg, shopper)")
+    ev.add_argument("--query-attrs", default="colour,pattern,category")
+    ev.add_argument("--similar-attrs", default="category,colour")
+    ev.add_argument("--max-queries", type=int, default=1000)
+    ev.add_argument("--quality-images", type=int, default=100)
+    ev.add_argument("--no-plots", action="store_true")
+    ev.add_argument("--write-verdict", action="store_true",
+                    help="store whether upscaling helps in the model folder "
+                         "(upscale_verdict.json), which 'auto' then follows")
+    _runtime(ev, device="cpu")
+    return {("finetune", None): cmd_finetune, ("train-upscaler", None): cmd_train_upscaler,
+            ("eval", None): cmd_eval}
+
+
+def _catalog(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--catalog", type=Path, required=True, help="CSV or Parquet file")
+    p.add_argument("--map", action="append", default=[], metavar="CANONICAL=COLUMN",
+                   help="use the shop's own header, e.g. --map title=productDisplayName")
+
+
+def _runtime(p: argparse.ArgumentParser, device: str = "auto") -> None:
+    p.add_argument("--device", default=device, help="cpu, cuda or auto")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--allow-download", action="store_true", default=None)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _command() -> str:
+    return "searchcore " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from searchcore.catalog import load_catalog
+    from searchcore.config import parse_column_map
+
+    return load_catalog(args.catalog, parse_column_map(args.map))
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from searchcore.cli import _settings
+    from searchcore.training.finetune import FinetuneConfig, finetune
+
+    settings = _settings(args)
+    config = FinetuneConfig(
+        base=args.base, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
+        image_image_weight=args.image_image_weight, text_attrs=_csv(args.text_attrs),
+        lock_image=args.lock_image, lock_text=args.lock_text,
+        unlocked_groups=args.unlocked_groups, crop_scale=args.crop_scale, flip=not args.no_flip,
+        jitter=args.jitter, hue_jitter=args.hue_jitter, shopper_strength=args.shopper_strength,
+        val_fraction=args.val_fraction, val_max_queries=args.val_max_queries,
+        patience=args.patience, max_steps=args.max_steps, seed=args.seed, device=args.device,
+        half=not args.fp32, allow_download=settings.allow_download, precision=args.precision,
+    )
+    result = finetune(_load(args), args.out, config, progress=not args.no_progress
+                      and sys.stderr.isatty(), say=_say, command=_command(),
+                      cache_dir=settings.cache_dir)
+    print(f"wrote {result.folder} ({result.steps} steps, best epoch {result.best_epoch}, "
+          f"{result.seconds / 60:.1f} min)")
+    for k, v in result.val.items():
+        print(f"  {k}: {v:.3f}")
+    return 0
+
+
+def cmd_train_upscaler(args: argparse.Namespace) -> int:
+    from searchcore.cli import _settings
+    from searchcore.training.upscaler import UpscalerTrainConfig, train_upscaler
+
+    _settings(args)  # threads
+    config = UpscalerTrainConfig(
+        name=args.name, num_feat=args.num_feat, num_conv=args.num_conv, scale=args.scale,
+        init=args.init, steps=args.steps, batch_size=args.batch_size, patch=args.patch,
+        lr=args.lr, warmup=args.warmup_steps, val_fraction=args.val_fraction,
+        val_every=args.val_every, pool_size=args.pool_size, refresh=args.refresh,
+        seed=args.seed, device=args.device,
+    )
+    result = train_upscaler(_load(args), args.out, config,
+                            progress=not args.no_progress and sys.stderr.isatty(), say=_say,
+                            command=_command())
+    print(f"wrote {result.folder} ({result.steps} steps, best at {result.best_step}, "
+          f"{result.seconds / 60:.1f} min)")
+    for name, v in result.val.items():
+        print(f"  {name}: PSNR {v['PSNR']:.2f} dB (bicubic {v['PSNR_bicubic']:.2f}), "
+              f"SSIM {v['SSIM']:.3f} (bicubic {v['SSIM_bicubic']:.3f})")
+    return 0
+
+
+def build_strategies(tokens: tuple[str, ...], settings: Any, model_spec: str) -> list[Any]:
+    """``never,bicubic,default,auto`` -> evaluation strategies (see :class:`.evaluate.Strategy`)."""
+    from searchcore.errors import ConfigError
+    from searchcore.training.evaluate import Strategy
+    from searchcore.training.verdict import auto_skip_reason
+    from searchcore.upscale import BicubicUpscaler, UpscalePolicy
+
+    strategies: list[Strategy] = []
+    named: list[Any] = []
+    for tok in tokens:
+        if tok == "never":
+            strategies.append(Strategy("never"))
+        elif tok == "bicubic":
+            strategies.append(Strategy("bicubic", BicubicUpscaler(4)))
+        elif tok != "auto":
+            up = resolve_upscaler(tok, settings)
+            named.append(up)
+            strategies.append(Strategy(up.name, up))
+    if "auto" in tokens:
+        up = named[0] if named else resolve_upscaler("default", settings)
+        strategies.append(Strategy("auto", up, UpscalePolicy(settings.upscale),
+                                   skip_reason=auto_skip_reason(model_spec, up.name)))
+    if not strategies:
+        raise ConfigError("--upscalers names no strategy")
+    return strategies
+
+
+def resolve_upscaler(token: str, settings: Any) -> Any:
+    """'default' (the shipped upscaler, else the configured one), a folder, or a registry name."""
+    from searchcore.training.upscaler import (
+        CONFIG_FILE,
+        SHIPPED_UPSCALER_DIR,
+        build_upscaler_from_dir,
+    )
+    from searchcore.upscale import build_upscaler
+
+    if token == "default":
+        if (SHIPPED_UPSCALER_DIR / CONFIG_FILE).is_file():
+            return build_upscaler_from_dir(SHIPPED_UPSCALER_DIR, settings)
+        return build_upscaler(settings)
+    if (Path(token) / CONFIG_FILE).is_file():
+        return build_upscaler_from_dir(token, settings)
+    return build_upscaler(settings.with_(upscaler=token))
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from searchcore.cli import _settings
+    from searchcore.service import make_embedder
+    from searchcore.training.degrade import DEFAULT_CONDITIONS, parse_condition
+    from searchcore.training.evaluate import EvalConfig, evaluate
+    from searchcore.training.finetune import trained_rows
+    from searchcore.training.report import write_report
+    from searchcore.training.verdict import write_verdict
+
+    settings = _settings(args)
+    catalog = _load(args)
+    embedder = make_embedder(settings)
+    conditions = (tuple(parse_condition(c) for c in args.condition)
+                  or tuple(DEFAULT_CONDITIONS.items()))
+    config = EvalConfig(seed=args.seed, test_fraction=args.test_fraction, conditions=conditions,
+                        query_attrs=_csv(args.query_attrs), similar_attrs=_csv(args.similar_attrs),
+                        max_queries=args.max_queries, quality_images=args.quality_images)
+    exclude, note = trained_rows(settings.model, catalog)
+    _say(f"model {settings.model}: {note}")
+    strategies = build_strategies(_csv(args.upscalers), settings, settings.model)
+    report = evaluate(catalog, embedder, strategies, config, exclude_rows=exclude, progress=_say)
+    report["model"] = {"spec": settings.model, "dim": embedder.dim,
+                       "fingerprint": embedder.fingerprint, "training_split": note}
+    report["command"] = _command()
+    paths = write_report(report, args.out, title=f"Evaluation of {settings.model}",
+                         plots=not args.no_plots)
+    if args.write_verdict and "helps" in report.get("verdict", {}):
+        where = write_verdict(settings.model, report["verdict"])
+        _say(f"wrote {where}" if where else "--write-verdict needs a model folder; nothing written")
+    print((Path(args.out) / "report.md").read_text(encoding="utf-8"))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0

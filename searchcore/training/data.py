@@ -1,0 +1,133 @@
+"""Products as training and evaluation data: splits, texts, photos.
+
+The split is by product and by *hash of the product id*, not by row position: a product stays
+on the same side when the shop adds, removes or reorders rows, so a model trained last month
+can still be evaluated on products it never saw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from searchcore.catalog import Catalog
+from searchcore.errors import ConfigError, ImageError, SearchError
+from searchcore.images import decode_image
+
+# Canonical columns that are not product attributes.
+NOT_ATTRIBUTES = ("id", "title", "image", "price")
+# The columns attribute queries use by default, in word order ("red striped t-shirts").
+DEFAULT_QUERY_ATTRS = ("colour", "pattern", "category")
+DEFAULT_SIMILAR_ATTRS = ("category", "colour")
+
+
+def held_out_mask(ids: Sequence[str], fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask: True for the products held out (about ``fraction`` of them).
+
+    A product is held out when ``sha256(f"{seed}:{id}")`` maps below ``fraction``. With a
+    fraction strictly between 0 and 1 and at least two products, both sides get at least one.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ConfigError(f"the held-out fraction must be between 0 and 1, not {fraction}")
+    u = np.array([int.from_bytes(hashlib.sha256(f"{seed}:{i}".encode()).digest()[:8], "big")
+                  / 2**64 for i in ids])
+    mask = u < fraction
+    if 0.0 < fraction < 1.0 and len(ids) >= 2:
+        if not mask.any():
+            mask[int(np.argmin(u))] = True
+        if mask.all():
+            mask[int(np.argmax(u))] = False
+    return mask
+
+
+def attribute_columns(df: pd.DataFrame, requested: Sequence[str] | None = None) -> list[str]:
+    """The attribute columns texts are built from.
+
+    ``requested`` names them explicitly (each must exist). Otherwise every column except the
+    canonical non-attributes whose values look categorical: at most 64 distinct non-empty
+    values and fewer than half as many as there are products (so free-text columns such as a
+    description, or per-product codes, are left out).
+    """
+    if requested:
+        missing = [c for c in requested if c not in df.columns]
+        if missing:
+            raise ConfigError(f"attribute column(s) {', '.join(missing)} not in the catalog; "
+                              f"its columns are: {', '.join(map(str, df.columns))}")
+        return list(requested)
+    out = []
+    for col in df.columns:
+        if col in NOT_ATTRIBUTES:
+            continue
+        values = df[col].astype(str).str.strip()
+        distinct = values[values != ""].nunique()
+        if 0 < distinct <= 64 and distinct < max(2, len(df) / 2):
+            out.append(str(col))
+    return out
+
+
+def present(df: pd.DataFrame, columns: Sequence[str]) -> list[str]:
+    return [c for c in columns if c in df.columns]
+
+
+def attribute_phrase(values: Sequence[str]) -> str:
+    """``["red", "striped", "t-shirts"]`` -> ``"red striped t-shirts"`` (empty values dropped)."""
+    return " ".join(v.strip() for v in values if v and v.strip())
+
+
+def training_text(title: str, attrs: dict[str, str], rng: np.random.Generator) -> str:
+    """One text for a product, drawn at random so the model learns both query styles.
+
+    Shoppers type titles ("Nordwind striped cotton t-shirt") and bare attributes ("red
+    striped t-shirts"); a product's text is its title, its attributes as such a phrase (all,
+    or a random subset in catalog column order), or both.
+    """
+    values = [v for v in attrs.values() if v and v.strip()]
+    r = rng.uniform()
+    if not values or r < 0.35:
+        return title
+    if r < 0.6:
+        return attribute_phrase(values)
+    if r < 0.8:
+        keep = rng.uniform(size=len(values)) < 0.6
+        keep[-1] = True  # keep the last column (by convention the noun: category, kind)
+        return attribute_phrase([v for v, k in zip(values, keep, strict=True) if k])
+    return f"{title}, {attribute_phrase(values)}"
+
+
+def load_photos(
+    catalog: Catalog, rows: Sequence[int], *, max_side: int | None = None, workers: int = 2
+) -> tuple[list[int], list[Image.Image], list[tuple[int, str]]]:
+    """Decode the photos of ``rows``; returns (rows kept, photos, (row, reason) skipped).
+
+    ``max_side`` shrinks larger photos (Lanczos) to bound memory: a training set is held in RAM.
+    A photo that is missing or undecodable is skipped, never fatal.
+    """
+    paths = catalog.image_paths()
+
+    def load(row: int) -> tuple[int, Image.Image | None, str]:
+        try:
+            img = decode_image(paths[row])
+        except ImageError as exc:
+            return row, None, str(exc)
+        if max_side and max(img.size) > max_side:
+            img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        return row, img, ""
+
+    kept, photos, skipped = [], [], []
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, os.cpu_count() or 1))) as pool:
+        for row, img, why in pool.map(load, rows):
+            if img is None:
+                skipped.append((row, why))
+            else:
+                kept.append(row)
+                photos.append(img)
+    if rows and not kept:
+        raise SearchError(f"none of the {len(rows)} photos of {catalog.source} could be read "
+                          f"(first problem: {skipped[0][1]})")
+    return kept, photos, skipped

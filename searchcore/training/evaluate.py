@@ -1,0 +1,361 @@
+"""``searchcore eval``: how well a model (and an upscaler) finds products, on products it never saw.
+
+Four measurements over a seeded, product-level test split of one catalog (the *gallery*):
+
+* **text -> product**: attribute queries ("red striped t-shirts", one per distinct value
+  combination; relevant = every gallery product with exactly those values) and title queries
+  (relevant = products with that title): Recall@1/5/10 and MRR;
+* **image -> similar product**: each gallery photo queries the others; precision@1/10 of
+  results that share its value of each attribute column (category, colour...);
+* **image -> exact product**: degraded copies of gallery photos (:mod:`.degrade` conditions)
+  must find their own product: Recall@1/10 and MRR, for each upscaling strategy side by side
+  (``never``, ``bicubic``, a named upscaler, ``auto``);
+* **upscaler quality**: PSNR/SSIM of each upscaler's output against the original photo, next to
+  bicubic's, and its cost in ms per query photo.
+
+Search is brute force (exact cosine over the gallery): the numbers measure the model, not the
+approximate index, whose recall is tested on its own.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from searchcore.catalog import Catalog
+from searchcore.errors import ConfigError, SearchError
+from searchcore.training import metrics
+from searchcore.training.data import (
+    DEFAULT_QUERY_ATTRS,
+    DEFAULT_SIMILAR_ATTRS,
+    attribute_phrase,
+    held_out_mask,
+    load_photos,
+    present,
+)
+from searchcore.training.degrade import DEFAULT_CONDITIONS, Degradation, degrade
+
+KS = (1, 5, 10)
+# An upscaler "helps" retrieval when, on some condition that shrinks the photo, it moves
+# significantly more queries into first place than out of it (a paired sign test over the same
+# queries, two-sided p below this), and on no condition significantly more out than in.
+# Anything weaker is not worth the upscaling time: ``auto`` then skips the upscaler.
+SIGNIFICANCE = 0.05
+
+
+class ImageTextEmbedder(Protocol):
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class _Upscaler(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def upscale(self, img: Image.Image) -> Image.Image: ...
+
+
+class _Policy(Protocol):
+    def decide(self, img: Image.Image, mode: str | None = None) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """How query photos are treated before embedding.
+
+    ``upscaler=None`` embeds them as they are. With a ``policy`` (``auto``), only the photos
+    the policy picks are upscaled; ``skip_reason`` turns upscaling off altogether and says why
+    (e.g. an evaluation showed that this upscaler does not help this model).
+    """
+
+    name: str
+    upscaler: _Upscaler | None = None
+    policy: _Policy | None = None
+    skip_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    seed: int = 0
+    test_fraction: float = 1.0
+    conditions: tuple[tuple[str, Degradation], ...] = tuple(DEFAULT_CONDITIONS.items())
+    query_attrs: tuple[str, ...] = DEFAULT_QUERY_ATTRS
+    similar_attrs: tuple[str, ...] = DEFAULT_SIMILAR_ATTRS
+    max_queries: int = 1000
+    quality_images: int = 100
+    ks: tuple[int, ...] = KS
+
+    def __post_init__(self) -> None:
+        if self.max_queries < 1 or self.quality_images < 0:
+            raise ConfigError("max_queries must be >= 1 and quality_images >= 0")
+
+
+@dataclass
+class _Gallery:
+    rows: list[int]
+    photos: list[Image.Image]
+    vectors: np.ndarray
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+
+
+def evaluate(
+    catalog: Catalog,
+    embedder: ImageTextEmbedder,
+    strategies: Sequence[Strategy] = (Strategy("never"),),
+    config: EvalConfig = EvalConfig(),
+    *,
+    exclude_rows: Sequence[int] = (),
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run every measurement; returns a JSON-ready dict (see :mod:`.report` for the files).
+
+    ``exclude_rows`` are catalog rows the model was trained on: they are never in the test
+    split, whatever the fraction.
+    """
+    say = progress or (lambda _msg: None)
+    started = time.perf_counter()
+    df = catalog.df
+    excluded = {int(r) for r in exclude_rows}
+    eligible = [r for r in range(len(df)) if r not in excluded]
+    if not eligible:
+        raise SearchError("every product of this catalog was used to train the model: "
+                          "nothing is left to evaluate on")
+    ids = df["id"].astype(str).to_numpy()
+    held = held_out_mask(ids[eligible], config.test_fraction, config.seed)
+    test_rows = [r for r, h in zip(eligible, held, strict=True) if h]
+    if len(test_rows) < 2:
+        raise SearchError(f"the test split has {len(test_rows)} product(s); raise --test-fraction")
+
+    say(f"embedding {len(test_rows)} gallery photos")
+    rows, photos, skipped = load_photos(catalog, test_rows)
+    gallery = _Gallery(rows, photos, embedder.embed_images(photos), skipped)
+    rng = np.random.default_rng(config.seed)
+    report: dict[str, Any] = {
+        "catalog": {"path": str(catalog.source), "sha256": catalog.sha256, "rows": len(df)},
+        "split": {"seed": config.seed, "test_fraction": config.test_fraction,
+                  "excluded_training_rows": len(excluded), "gallery": len(rows),
+                  "skipped_images": len(skipped)},
+    }
+    say("text -> product")
+    report["text"] = _text_tasks(df, gallery, embedder, config, rng)
+    say("image -> similar product")
+    report["similar"] = _similar_task(df, gallery, config, rng)
+    report["exact"], ranks = _exact_task(gallery, embedder, strategies, config, say)
+    say("upscaler quality")
+    report["upscaler_quality"] = _quality_task(gallery, strategies, config)
+    report["verdict"] = upscale_verdict(report["exact"], strategies, config, ranks)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    return report
+
+
+def _sample(n: int, limit: int, rng: np.random.Generator) -> np.ndarray:
+    return np.arange(n) if n <= limit else np.sort(rng.choice(n, limit, replace=False))
+
+
+def _retrieval(scores: np.ndarray, relevant: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
+    ranks = metrics.first_relevant_ranks(scores, relevant)
+    out = {f"R@{k}": metrics.recall_at_k(ranks, k) for k in ks}
+    out["MRR"] = metrics.mrr(ranks)
+    out["queries"] = len(ranks)
+    return out
+
+
+def _norm(values: Sequence[str]) -> np.ndarray:
+    return np.array([" ".join(str(v).casefold().split()) for v in values], dtype=object)
+
+
+def _text_tasks(df: Any, g: _Gallery, embedder: ImageTextEmbedder, config: EvalConfig,
+                rng: np.random.Generator) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    sub = df.iloc[g.rows]
+    attrs = present(df, config.query_attrs)
+    if attrs:
+        keys = list(zip(*(_norm(sub[c].tolist()) for c in attrs), strict=True))
+        combos = sorted({k for k in keys if all(k)})
+        combos = [combos[i] for i in _sample(len(combos), config.max_queries, rng)]
+        if combos:
+            key_arr = np.empty(len(keys), dtype=object)
+            key_arr[:] = keys
+            relevant = np.array([[k == c for k in key_arr] for c in combos])
+            texts = [attribute_phrase(c) for c in combos]
+            scores = embedder.embed_texts(texts) @ g.vectors.T
+            out["attributes"] = {"columns": attrs, "examples": texts[:5],
+                                 **_retrieval(scores, relevant, config.ks)}
+    titles = sub["title"].tolist()
+    pick = _sample(len(titles), config.max_queries, rng)
+    norm = _norm(titles)
+    relevant = norm[pick][:, None] == norm[None, :]
+    scores = embedder.embed_texts([titles[i] for i in pick]) @ g.vectors.T
+    out["titles"] = {"examples": [titles[i] for i in pick[:3]],
+                     **_retrieval(scores, relevant, config.ks)}
+    return out
+
+
+def _similar_task(df: Any, g: _Gallery, config: EvalConfig,
+                  rng: np.random.Generator) -> dict[str, Any]:
+    pick = _sample(len(g.rows), config.max_queries, rng)
+    scores = g.vectors[pick] @ g.vectors.T
+    self_mask = np.zeros_like(scores, dtype=bool)
+    self_mask[np.arange(len(pick)), pick] = True
+    out: dict[str, Any] = {"queries": len(pick)}
+    for col in present(df, config.similar_attrs):
+        labels = _norm(df[col].iloc[g.rows].tolist())
+        out[col] = {f"P@{k}": metrics.precision_at_k(scores, labels[pick], labels, k, self_mask)
+                    for k in (1, 10)}
+    return out
+
+
+def _apply(strategy: Strategy, img: Image.Image) -> tuple[Image.Image, bool]:
+    if strategy.upscaler is None or strategy.skip_reason:
+        return img, False
+    if strategy.policy is not None and not strategy.policy.decide(img).upscale:
+        return img, False
+    return strategy.upscaler.upscale(img), True
+
+
+def _exact_task(
+    g: _Gallery, embedder: ImageTextEmbedder, strategies: Sequence[Strategy],
+    config: EvalConfig, say: Callable[[str], None],
+) -> tuple[dict[str, Any], dict[tuple[str, str], np.ndarray]]:
+    """Metrics per condition and strategy, and each query's rank (for paired comparisons)."""
+    out: dict[str, Any] = {}
+    all_ranks: dict[tuple[str, str], np.ndarray] = {}
+    rng = np.random.default_rng([config.seed, 1])
+    pick = _sample(len(g.rows), config.max_queries, rng)
+    relevant = np.zeros((len(pick), len(g.rows)), dtype=bool)
+    relevant[np.arange(len(pick)), pick] = True
+    for ci, (name, d) in enumerate(config.conditions):
+        # Each product's degradation has its own seeded rng: same seed, same queries.
+        queries = [degrade(g.photos[i], d, np.random.default_rng([config.seed, ci, int(g.rows[i])]))
+                   for i in pick]
+        w, h = queries[0].size
+        cond: dict[str, Any] = {"spec": d.spec(), "query_size": f"{w}x{h}"}
+        for s in strategies:
+            say(f"exact product: {name} ({d.spec()}), upscaling {s.name}")
+            seen, upscaled, spent = [], 0, 0.0
+            for q in queries:
+                t0 = time.perf_counter()
+                img, did = _apply(s, q)
+                spent += time.perf_counter() - t0
+                seen.append(img)
+                upscaled += did
+            scores = embedder.embed_images(seen) @ g.vectors.T
+            all_ranks[(name, s.name)] = metrics.first_relevant_ranks(scores, relevant)
+            cond[s.name] = {**_retrieval(scores, relevant, config.ks),
+                            "upscaled": upscaled / len(queries),
+                            "upscale_ms": 1000 * spent / len(queries)}
+            if s.skip_reason:
+                cond[s.name]["note"] = s.skip_reason
+        out[name] = cond
+    return out, all_ranks
+
+
+def _quality_task(g: _Gallery, strategies: Sequence[Strategy],
+                  config: EvalConfig) -> dict[str, Any]:
+    """PSNR/SSIM against the original for every upscaler, on conditions that keep the frame."""
+    from searchcore.upscale import BicubicUpscaler
+
+    ups: dict[str, Any] = {}
+    for s in strategies:
+        if s.upscaler is not None and s.policy is None:
+            ups.setdefault(s.name, s.upscaler)
+    if not ups:
+        return {}
+    scale = getattr(next(iter(ups.values())), "scale", 4)
+    ups.setdefault("bicubic", BicubicUpscaler(scale))
+    rng = np.random.default_rng([config.seed, 2])
+    pick = _sample(len(g.rows), config.quality_images, rng)
+    out: dict[str, Any] = {}
+    for ci, (name, d) in enumerate(config.conditions):
+        if d.geometric or d.down <= 1.0 or not len(pick):
+            continue
+        originals = [g.photos[i] for i in pick]
+        lows = [degrade(o, d, np.random.default_rng([config.seed, ci, int(g.rows[i])]))
+                for o, i in zip(originals, pick, strict=True)]
+        cond: dict[str, Any] = {}
+        for uname, up in ups.items():
+            p, s_, spent = [], [], 0.0
+            for orig, low in zip(originals, lows, strict=True):
+                t0 = time.perf_counter()
+                hi = up.upscale(low)
+                spent += time.perf_counter() - t0
+                if hi.size != orig.size:  # e.g. a x4 model on a 2x smaller photo
+                    hi = hi.resize(orig.size, Image.Resampling.BICUBIC)
+                a, b = np.asarray(hi), np.asarray(orig)
+                p.append(metrics.psnr(a, b))
+                s_.append(metrics.ssim(a, b))
+            cond[uname] = {"PSNR": float(np.mean(p)), "SSIM": float(np.mean(s_)),
+                           "ms": 1000 * spent / len(pick), "images": len(pick)}
+        base = cond["bicubic"]
+        for v in cond.values():
+            v["PSNR_vs_bicubic"] = v["PSNR"] - base["PSNR"]
+            v["SSIM_vs_bicubic"] = v["SSIM"] - base["SSIM"]
+        out[name] = cond
+    return out
+
+
+def sign_test(gained: int, lost: int) -> float:
+    """Two-sided exact binomial sign test: p of a split at least this uneven under 50/50."""
+    n = gained + lost
+    if n == 0:
+        return 1.0
+    k = min(gained, lost)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def upscale_verdict(
+    exact: dict[str, Any], strategies: Sequence[Strategy], config: EvalConfig,
+    ranks: dict[tuple[str, str], np.ndarray],
+) -> dict[str, Any]:
+    """Does the ``auto`` strategy's upscaler raise exact-product Recall@1 over ``never``?
+
+    Measured with the upscaler applied to every query of each condition that shrinks the photo
+    (the photos ``auto`` upscales), paired query by query: ``gained`` counts the queries that
+    upscaling moved into first place, ``lost`` those it moved out (see :data:`SIGNIFICANCE`).
+    The answer is what ``auto`` should do for this model.
+    """
+    auto = next((s for s in strategies if s.policy is not None), None)
+    if auto is None or auto.upscaler is None:
+        return {}
+    always = next((s for s in strategies if s.upscaler is auto.upscaler and s.policy is None), None)
+    never = next((s for s in strategies if s.upscaler is None), None)
+    if always is None or never is None:
+        return {"upscaler": auto.upscaler.name,
+                "note": "evaluate with 'never' and the upscaler itself to get a verdict"}
+    paired: dict[str, dict[str, Any]] = {}
+    for n, d in config.conditions:
+        if d.down <= 1.0:
+            continue
+        up, base = ranks[(n, always.name)] == 1, ranks[(n, never.name)] == 1
+        gained, lost = int((up & ~base).sum()), int((base & ~up).sum())
+        paired[n] = {"delta_R@1": exact[n][always.name]["R@1"] - exact[n][never.name]["R@1"],
+                     "gained": gained, "lost": lost, "p": sign_test(gained, lost)}
+    better = [n for n, v in paired.items() if v["gained"] > v["lost"] and v["p"] < SIGNIFICANCE]
+    worse = [n for n, v in paired.items() if v["lost"] > v["gained"] and v["p"] < SIGNIFICANCE]
+    helps = bool(better) and not worse
+    name = auto.upscaler.name
+    if helps:
+        reason = (f"upscaling with {name} raises exact-product Recall@1 on "
+                  + ", ".join(f"{n} photos ({paired[n]['delta_R@1']:+.3f}, p={paired[n]['p']:.3f})"
+                              for n in better) + " and significantly lowers it on none")
+    elif worse:
+        reason = (f"upscaling with {name} lowers exact-product Recall@1 on "
+                  + ", ".join(f"{n} photos ({paired[n]['delta_R@1']:+.3f})" for n in worse))
+    else:
+        best = max(paired, key=lambda n: paired[n]["delta_R@1"]) if paired else None
+        reason = (f"upscaling with {name} does not measurably help this model"
+                  + (f": at best {paired[best]['delta_R@1']:+.3f} Recall@1 on {best} photos "
+                     f"({paired[best]['gained']} queries gained, {paired[best]['lost']} lost, "
+                     f"p={paired[best]['p']:.2f})" if best else ""))
+    return {"upscaler": name, "helps": helps, "paired": paired, "reason": reason,
+            "rule": (f"helps when, on some shrunk condition, a paired sign test finds "
+                     f"significantly more queries gained than lost (p < {SIGNIFICANCE}) and on "
+                     "none significantly more lost")}

@@ -1,0 +1,51 @@
+"""Whether upscaling helps a model: measured by ``searchcore eval``, kept next to the model.
+
+``searchcore eval --write-verdict`` stores ``upscale_verdict.json`` in the model folder:
+which upscaler was measured, whether it raised exact-product Recall@1 on shrunk queries, and a
+one-line reason. ``auto`` upscaling reads it through :func:`auto_skip_reason` and skips an
+upscaler that was measured not to help, saying why. Reading it imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from searchcore.embed import ModelSpec
+from searchcore.fsutil import write_json_atomic
+
+VERDICT_FILE = "upscale_verdict.json"
+
+
+def model_folder(model_spec: str) -> Path | None:
+    spec = ModelSpec.parse(model_spec)
+    return Path(spec.name) if spec.kind == "local" else None
+
+
+def read_verdict(model_spec: str) -> dict[str, Any] | None:
+    folder = model_folder(model_spec)
+    path = folder / VERDICT_FILE if folder else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None  # a damaged verdict only costs the optimisation, never a search
+    return data if isinstance(data, dict) else None
+
+
+def write_verdict(model_spec: str, verdict: dict[str, Any]) -> Path | None:
+    folder = model_folder(model_spec)
+    if folder is None:
+        return None
+    write_json_atomic(folder / VERDICT_FILE, verdict)
+    return folder / VERDICT_FILE
+
+
+def auto_skip_reason(model_spec: str, upscaler_name: str) -> str | None:
+    """Why ``auto`` should not upscale for this model with this upscaler, or None."""
+    v = read_verdict(model_spec)
+    if v and v.get("upscaler") == upscaler_name and v.get("helps") is False:
+        return f"upscaling skipped: {v.get('reason', 'it does not help this model')}"
+    return None

@@ -1,0 +1,385 @@
+"""Training and evaluation: degradations, metrics on hand-checkable cases, tiny training runs.
+
+Everything here is offline and small: the fake colour embedder, the tiny random CLIP from
+conftest, a 40-product generated catalog at 64 px, and a few optimisation steps.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from searchcore.catalog import load_catalog
+from searchcore.cli import main
+from searchcore.config import UpscaleSettings
+from searchcore.errors import ConfigError, WeightsError
+from searchcore.training import metrics
+from searchcore.training.data import attribute_columns, held_out_mask, training_text
+from searchcore.training.degrade import (
+    DEFAULT_CONDITIONS,
+    Degradation,
+    degrade,
+    parse_condition,
+    parse_degradation,
+    sample_shopper,
+)
+from searchcore.training.evaluate import EvalConfig, Strategy, evaluate
+from searchcore.training.report import write_report
+from searchcore.upscale import UpscalePolicy
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models run on one thread: on a busy machine, OpenMP threads waiting for each other
+    made a 4 ms step of the tiny upscaler take 600 ms with two threads."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def demo_shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from searchcore.synth import generate_catalog
+
+    return generate_catalog(tmp_path_factory.mktemp("demo"), n=40, seed=5, size=64)
+
+
+def _photo(seed: int = 0, size: int = 64) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+    return Image.fromarray(base).resize((size, size), Image.Resampling.BILINEAR)
+
+
+# ------------------------------------------------------------------------------ degrade
+
+
+def test_degrade_is_seeded_and_shrinks_as_asked() -> None:
+    d = DEFAULT_CONDITIONS["shopper"]
+    a = degrade(_photo(), d, np.random.default_rng(1))
+    b = degrade(_photo(), d, np.random.default_rng(1))
+    c = degrade(_photo(), d, np.random.default_rng(2))
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert not np.array_equal(np.asarray(a), np.asarray(c))
+    # crop keeps 85% of 64 px (54), then /3 -> 18 px
+    assert a.size == (18, 18)
+    assert degrade(_photo(), Degradation(down=4), np.random.default_rng(0)).size == (16, 16)
+    same = degrade(_photo(), Degradation(), np.random.default_rng(0))
+    assert np.array_equal(np.asarray(same), np.asarray(_photo()))
+
+
+def test_degradation_specs_round_trip_and_refuse_nonsense() -> None:
+    d = parse_degradation("down=4,blur=1,jpeg=75")
+    assert d == Degradation(down=4.0, blur=1.0, jpeg=75) and not d.geometric
+    assert parse_degradation(d.spec()) == d
+    assert parse_degradation("none") == Degradation()
+    assert parse_condition("x4-blur") == ("x4-blur", DEFAULT_CONDITIONS["x4-blur"])
+    assert parse_condition("tiny:down=8")[1].down == 8.0
+    assert Degradation(crop=0.9).geometric
+    for bad in ("down=0.5", "zoom=2", "jpeg=abc", "down"):
+        with pytest.raises(ConfigError):
+            parse_degradation(bad)
+    with pytest.raises(ConfigError):
+        parse_condition("unknown-condition")
+
+
+def test_shopper_recipes_stay_in_range() -> None:
+    rng = np.random.default_rng(0)
+    recipes = [sample_shopper(rng) for _ in range(200)]
+    assert all(1.0 <= r.down <= 6.0 and r.crop >= 0.7 and r.rotate <= 10 for r in recipes)
+    assert any(r.down > 3 for r in recipes) and any(r.jpeg is None for r in recipes)
+    assert sample_shopper(rng, strength=0.0) .down == 1.0
+
+
+# ------------------------------------------------------------------------------ metrics
+
+
+def test_ranks_recall_and_mrr_by_hand() -> None:
+    scores = np.array([[0.9, 0.1, 0.5],   # relevant item 2 ranks 2nd
+                       [0.2, 0.8, 0.3],   # relevant item 1 ranks 1st
+                       [0.5, 0.4, 0.3]])  # nothing relevant
+    relevant = np.array([[0, 0, 1], [1, 1, 0], [0, 0, 0]], dtype=bool)
+    ranks = metrics.first_relevant_ranks(scores, relevant)
+    assert ranks.tolist() == [2.0, 1.0, np.inf]
+    assert metrics.recall_at_k(ranks, 1) == pytest.approx(1 / 3)
+    assert metrics.recall_at_k(ranks, 2) == pytest.approx(2 / 3)
+    assert metrics.mrr(ranks) == pytest.approx((0.5 + 1.0 + 0.0) / 3)
+
+
+def test_precision_at_k_excludes_the_query_itself() -> None:
+    scores = np.array([[1.0, 0.9, 0.8, 0.1], [0.2, 1.0, 0.1, 0.9]])
+    labels = ["red", "red", "blue", "blue"]
+    self_mask = np.array([[1, 0, 0, 0], [0, 1, 0, 0]], dtype=bool)
+    # query 0 (red): next best are 1 (red), 2 (blue); query 1 (red): 3 (blue), 0 (red)
+    assert metrics.precision_at_k(scores, ["red", "red"], labels, 1, self_mask) == 0.5
+    assert metrics.precision_at_k(scores, ["red", "red"], labels, 2, self_mask) == 0.5
+    assert metrics.precision_at_k(scores, ["red", ""], labels, 1, self_mask) == 1.0
+
+
+def test_psnr_and_ssim_match_definitions_and_basicsr() -> None:
+    a = np.full((16, 16, 3), 100, np.uint8)
+    b = a.copy()
+    b[0, 0, 0] = 110  # one error of 10 over 768 values: MSE = 100 / 768
+    assert metrics.psnr(a, b) == pytest.approx(10 * np.log10(255**2 / (100 / 768)))
+    assert metrics.psnr(a, a) == np.inf
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (40, 36, 3)).astype(np.uint8)
+    y = np.clip(x + rng.normal(0, 20, x.shape), 0, 255).astype(np.uint8)
+    assert metrics.ssim(x, x) == pytest.approx(1.0)
+    from searchcore._compat import patch_torchvision_for_basicsr
+
+    patch_torchvision_for_basicsr()
+    from basicsr.metrics.psnr_ssim import calculate_psnr, calculate_ssim
+
+    assert metrics.ssim(x, y) == pytest.approx(calculate_ssim(x, y, crop_border=0), abs=1e-9)
+    assert metrics.psnr(x, y) == pytest.approx(calculate_psnr(x, y, crop_border=0), abs=1e-9)
+
+
+# ------------------------------------------------------------------------------ data
+
+
+def test_held_out_split_is_by_id_and_stable() -> None:
+    ids = [f"P{i:04d}" for i in range(500)]
+    mask = held_out_mask(ids, 0.2, seed=0)
+    assert 0.14 < mask.mean() < 0.26
+    again = held_out_mask(list(reversed(ids)), 0.2, seed=0)[::-1]
+    assert np.array_equal(mask, again)  # row order does not matter
+    assert not np.array_equal(mask, held_out_mask(ids, 0.2, seed=1))
+    assert held_out_mask(ids, 1.0, 0).all() and not held_out_mask(ids, 0.0, 0).any()
+    assert held_out_mask(["a", "b"], 0.01, 0).sum() == 1  # never an empty side
+
+
+def test_attribute_columns_and_texts(demo_shop: Path) -> None:
+    df = pd.read_csv(demo_shop, dtype=str, keep_default_na=False)
+    cols = attribute_columns(df)
+    assert {"category", "colour", "pattern"} <= set(cols) and "title" not in cols
+    assert "id" not in cols and "price" not in cols
+    with pytest.raises(ConfigError):
+        attribute_columns(df, ["nope"])
+    rng = np.random.default_rng(0)
+    attrs = {"colour": "red", "pattern": "striped", "category": "t-shirts"}
+    texts = {training_text("Kestrel red striped t-shirt", attrs, rng) for _ in range(100)}
+    assert "Kestrel red striped t-shirt" in texts and "red striped t-shirts" in texts
+    assert all(t.endswith("t-shirts") or t.startswith("Kestrel") for t in texts)
+
+
+# ------------------------------------------------------------------------------ evaluation
+
+
+class _FakeUpscaler:
+    """x2 nearest, or a black image: a "useless" upscaler that must lose recall."""
+
+    def __init__(self, black: bool = False) -> None:
+        self.black = black
+        self.calls = 0
+        self.scale = 2
+
+    @property
+    def name(self) -> str:
+        return "black" if self.black else "nearest"
+
+    def upscale(self, img: Image.Image) -> Image.Image:
+        self.calls += 1
+        size = (img.width * 2, img.height * 2)
+        return Image.new("RGB", size) if self.black else img.resize(size, Image.Resampling.NEAREST)
+
+
+def test_evaluate_by_hand_with_the_colour_embedder(colour_catalog: Path, fake_embedder) -> None:
+    catalog = load_catalog(colour_catalog)
+    black = _FakeUpscaler(black=True)
+    config = EvalConfig(conditions=(("clean", Degradation()), ("x2", Degradation(down=2))),
+                        query_attrs=("colour", "category"), quality_images=4)
+    strategies = [Strategy("never"), Strategy("black", black),
+                  Strategy("auto", black,
+                                   UpscalePolicy(UpscaleSettings(min_side=30, min_sharpness=0.0)))]
+    report = evaluate(catalog, fake_embedder, strategies, config)
+    # 24 products, 6 colours x 4; every colour is one category (even rows caps, odd mugs).
+    assert report["split"]["gallery"] == 24
+    attrs = report["text"]["attributes"]
+    assert attrs["queries"] == 6 and attrs["R@1"] == 1.0 and "red caps" in attrs["examples"]
+    assert report["text"]["titles"]["R@5"] == 1.0  # the 4 products of a colour come first
+    # Nearest photo is always the same colour; only 3 others share it, so P@10 is 3/10.
+    assert report["similar"]["colour"] == {"P@1": 1.0, "P@10": pytest.approx(0.3)}
+    exact = report["exact"]
+    # The fake's same-colour vectors tie in float32, so "exact" only means "one of the 4".
+    assert exact["clean"]["never"]["R@5"] == 1.0 and exact["clean"]["never"]["MRR"] >= 0.25
+    assert exact["x2"]["black"]["R@1"] < 0.5  # black images find nothing in particular
+    # auto upscales only photos under 30 px: the 24 px x2 queries, not the 48 px clean ones
+    assert exact["clean"]["auto"]["upscaled"] == 0.0 and exact["x2"]["auto"]["upscaled"] == 1.0
+    verdict = report["verdict"]["paired"]["x2"]
+    assert report["verdict"]["helps"] is False and verdict["delta_R@1"] < 0
+    assert verdict["lost"] > verdict["gained"]
+    quality = report["upscaler_quality"]["x2"]
+    assert set(quality) == {"black", "bicubic"} and quality["black"]["PSNR_vs_bicubic"] < 0
+
+
+def test_sign_test_by_hand() -> None:
+    from searchcore.training.evaluate import sign_test
+
+    assert sign_test(0, 0) == 1.0
+    assert sign_test(3, 0) == pytest.approx(2 * 1 / 8)  # P(0 of 3) = 1/8, two-sided
+    assert sign_test(1, 4) == pytest.approx(2 * (1 + 5) / 32)
+    assert sign_test(77, 61) > 0.05 and sign_test(60, 30) < 0.01
+
+
+def test_evaluation_never_tests_on_training_rows(colour_catalog: Path, fake_embedder) -> None:
+    catalog = load_catalog(colour_catalog)
+    config = EvalConfig(conditions=(("clean", Degradation()),), quality_images=0)
+    report = evaluate(catalog, fake_embedder, config=config, exclude_rows=range(0, 24, 2))
+    assert report["split"]["gallery"] == 12 and report["split"]["excluded_training_rows"] == 12
+    skip = Strategy("auto", _FakeUpscaler(), UpscalePolicy(UpscaleSettings()), skip_reason="no")
+    report = evaluate(catalog, fake_embedder, [skip], config)
+    assert report["exact"]["clean"]["auto"]["upscaled"] == 0.0
+    assert report["exact"]["clean"]["auto"]["note"] == "no"
+
+
+def test_report_files(colour_catalog: Path, fake_embedder, tmp_path: Path) -> None:
+    catalog = load_catalog(colour_catalog)
+    up = _FakeUpscaler()
+    config = EvalConfig(conditions=(("x2", Degradation(down=2)),), quality_images=3)
+    strategies = [Strategy("never"), Strategy("nearest", up),
+                  Strategy("auto", up, UpscalePolicy(UpscaleSettings()))]
+    report = evaluate(catalog, fake_embedder, strategies, config)
+    paths = write_report(report, tmp_path / "rep")
+    names = {p.name for p in paths}
+    assert {"report.json", "report.md", "exact_recall.png", "text_recall.png",
+            "upscaler_quality.png", "upscale_verdict.json"} <= names
+    data = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert data["exact"]["x2"]["never"]["queries"] == 24
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| x2 `down=2` | 24x24 |" in md and "Does upscaling help" in md
+    assert Image.open(tmp_path / "rep" / "exact_recall.png").size[0] > 100
+
+
+# ------------------------------------------------------------------------------ finetune
+
+
+def test_finetune_learns_saves_and_reloads(demo_shop: Path, tiny_clip: str, tmp_path: Path) -> None:
+    from searchcore.embed import load_embedder
+    from searchcore.training.finetune import FinetuneConfig, finetune, trained_rows
+
+    catalog = load_catalog(demo_shop)
+    config = FinetuneConfig(base=tiny_clip, epochs=4, batch_size=8, lr=2e-3, warmup_steps=2,
+                            val_fraction=0.25, val_max_queries=20, half=False, patience=5)
+    result = finetune(catalog, tmp_path / "m", config)
+    losses = [h["loss"] for h in result.history]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert "val_score" in result.history[0] and result.val
+    meta = json.loads((tmp_path / "m" / "training.json").read_text())
+    assert meta["split"]["train"] + meta["split"]["val"] == 40 and meta["steps"] == result.steps
+    assert "## Validation" in (tmp_path / "m" / "README.md").read_text()
+    # The saved folder embeds exactly like the weights it was written from (fp32).
+    from safetensors.torch import load_file
+
+    again = load_embedder(str(tmp_path / "m"))
+    state = load_file(str(tmp_path / "m" / "open_clip_model.safetensors"))
+    assert all(np.array_equal(state[k].numpy(), v.numpy())
+               for k, v in again.model.state_dict().items())
+    img = Image.open(catalog.image_path(0))
+    np.testing.assert_allclose(again.embed_images([img]), load_embedder(str(tmp_path / "m"))
+                               .embed_images([img]), atol=1e-6)
+    rows, note = trained_rows(str(tmp_path / "m"), catalog)
+    assert len(rows) == meta["split"]["train"] and "excluded" in note
+
+
+def test_finetune_is_deterministic_and_locks_towers(demo_shop: Path, tiny_clip: str,
+                                                    tmp_path: Path) -> None:
+    from searchcore.embed import load_embedder
+    from searchcore.training.finetune import FinetuneConfig, finetune
+
+    catalog = load_catalog(demo_shop)
+    base = {"base": tiny_clip, "epochs": 1, "batch_size": 8, "max_steps": 2, "val_fraction": 0.0,
+            "half": False}
+    finetune(catalog, tmp_path / "a", FinetuneConfig(**base))
+    finetune(catalog, tmp_path / "b", FinetuneConfig(**base))
+    finetune(catalog, tmp_path / "c", FinetuneConfig(**base, lock_image=True))
+    a, b, c = (load_embedder(str(tmp_path / x)) for x in "abc")
+    start = load_embedder(tiny_clip)
+    assert a.fingerprint == b.fingerprint != start.fingerprint
+    sa, sc, s0 = a.model.state_dict(), c.model.state_dict(), start.model.state_dict()
+    assert all(np.array_equal(sc[k].numpy(), s0[k].numpy()) for k in s0 if k.startswith("visual."))
+    assert not all(np.array_equal(sa[k].numpy(), s0[k].numpy()) for k in s0 if k.startswith("visual."))
+    assert not np.array_equal(sc["token_embedding.weight"].numpy(), s0["token_embedding.weight"].numpy())
+
+
+# ------------------------------------------------------------------------------ upscaler
+
+
+def test_train_upscaler_learns_and_round_trips(demo_shop: Path, tmp_path: Path) -> None:
+    from searchcore.training.upscaler import (
+        UpscalerTrainConfig,
+        build_upscaler_from_dir,
+        infer_srvgg_kwargs,
+        load_upscaler_dir,
+        train_upscaler,
+    )
+    from searchcore.upscale import load_state_dict
+
+    catalog = load_catalog(demo_shop)
+    config = UpscalerTrainConfig(num_feat=8, num_conv=2, steps=40, batch_size=4, patch=32,
+                                 lr=2e-3, warmup=2, val_every=20, val_images=4, val_fraction=0.2,
+                                 pool_size=16, refresh=1)
+    result = train_upscaler(catalog, tmp_path / "up", config)
+    assert [h["step"] for h in result.history] == [20, 40]
+    spec, weights = load_upscaler_dir(tmp_path / "up")
+    assert spec.arch == "srvgg" and spec.scale == 4 and dict(spec.arch_kwargs)["num_feat"] == 8
+    assert infer_srvgg_kwargs(load_state_dict(weights)) == {**dict(spec.arch_kwargs), "scale": 4}
+    out = build_upscaler_from_dir(tmp_path / "up").upscale(Image.new("RGB", (20, 16), "red"))
+    assert out.size == (80, 64)
+    # fine-tune from the weights just written (the architecture comes from them)
+    again = train_upscaler(catalog, tmp_path / "up2",
+                           UpscalerTrainConfig(init=weights, steps=2, batch_size=2, patch=32,
+                                               val_every=2, val_images=2, pool_size=4))
+    assert again.arch_kwargs["num_feat"] == 8
+    weights.write_bytes(weights.read_bytes()[:-8] + b"tampered")
+    with pytest.raises(WeightsError):
+        load_upscaler_dir(tmp_path / "up")
+
+
+def test_upscaler_loss_goes_down(demo_shop: Path, tmp_path: Path) -> None:
+    from searchcore.training.upscaler import UpscalerTrainConfig, train_upscaler
+
+    # A fixed pool of 16 pairs; per-batch losses are noisy, so compare the first 5 steps with
+    # the last 15, and the held-out PSNR at step 5 with the end.
+    config = UpscalerTrainConfig(num_feat=8, num_conv=2, steps=60, batch_size=4, patch=32,
+                                 lr=3e-3, warmup=2, val_every=5, val_images=4, pool_size=16,
+                                 refresh=0)
+    result = train_upscaler(load_catalog(demo_shop), tmp_path / "up", config)
+    losses = [h["interval_loss"] for h in result.history]
+    assert np.mean(losses[-3:]) < 0.95 * losses[0]
+    assert result.history[-1]["val_psnr"] > result.history[0]["val_psnr"] + 0.3
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def test_cli_eval_finetune_and_train_upscaler(demo_shop: Path, tiny_clip: str, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    model = tmp_path / "model"
+    assert main(["finetune", "--catalog", str(demo_shop), "--base", tiny_clip, "--out", str(model),
+                 "--epochs", "1", "--batch-size", "8", "--max-steps", "2", "--val-fraction", "0.3",
+                 "--val-max-queries", "10", "--device", "cpu"]) == 0
+    assert (model / "open_clip_model.safetensors").is_file()
+    up = tmp_path / "up"
+    assert main(["train-upscaler", "--catalog", str(demo_shop), "--out", str(up), "--num-feat", "8",
+                 "--num-conv", "2", "--steps", "2", "--batch-size", "2", "--patch", "32",
+                 "--val-every", "2", "--pool-size", "4", "--refresh", "0"]) == 0
+    out = tmp_path / "report"
+    assert main(["eval", "--catalog", str(demo_shop), "--model", str(model), "--out", str(out),
+                 "--upscalers", f"never,{up},auto", "--condition", "x4", "--max-queries", "12",
+                 "--quality-images", "3", "--no-plots", "--write-verdict"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["split"]["excluded_training_rows"] > 0  # trained on this catalog
+    assert set(report["exact"]["x4"]) >= {"never", "sc-compact-x4", "auto"}
+    assert (model / "upscale_verdict.json").is_file()
+    capsys.readouterr()
+    assert main(["eval", "--catalog", str(demo_shop), "--model", str(model), "--out", str(out),
+                 "--condition", "bogus"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
