@@ -87,7 +87,8 @@ class Settings:
     index_dir: str | None = None
     milvus_collection: str = "products"
     milvus_token: str | None = None
-    upscaler: str = "realesr-general-x4v3"
+    # "default": the project's trained compact upscaler when shipped, else realesr-general-x4v3
+    upscaler: str = "default"
     upscaler_weights: Path | None = None
     cache_dir: Path = field(default_factory=default_cache_dir)
     allow_download: bool = False

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,7 @@ class SearchEngine:
         upscale: UpscaleSettings | None = None,
         image_limits: ImageLimits = DEFAULT_LIMITS,
         upscaler_problem: str | None = None,
+        auto_skip: str | None = None,
         text_cache_size: int = 512,
     ) -> None:
         if index.dim != embedder.dim:
@@ -122,6 +123,9 @@ class SearchEngine:
         self.policy = UpscalePolicy(upscale or UpscaleSettings())
         self.image_limits = image_limits
         self.upscaler_problem = upscaler_problem
+        # Set when evaluation measured that this upscaler does not help this model: `auto`
+        # then skips it and says so (`always` still runs it).
+        self.auto_skip = auto_skip
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._text_cache_size = text_cache_size
         self._cache_lock = threading.Lock()
@@ -192,6 +196,8 @@ class SearchEngine:
         result.original = img
         clock.lap("decode")
         decision = self.policy.decide(img, mode)
+        if decision.upscale and self.auto_skip and (mode or self.policy.settings.mode) == "auto":
+            decision = replace(decision, upscale=False, reason=f"{decision.reason}; {self.auto_skip}")
         result.decision = decision
         clock.lap("upscale_check")
         seen = img

@@ -121,8 +121,13 @@ def open_engine(
         raise IndexMismatchError(f"index {location} has labels beyond the catalog's {len(catalog)} rows; "
                                  f"rebuild with `{fix}`")
     upscaler, problem = make_upscaler(settings)
+    skip = None
+    if upscaler is not None:  # did evaluation find that this upscaler does not help this model?
+        from searchcore.training.verdict import auto_skip_reason
+
+        skip = auto_skip_reason(model_meta["spec"], upscaler.name)
     return SearchEngine(catalog, embedder, upscaler, store, upscale=settings.upscale,
-                        upscaler_problem=problem, image_limits=settings.images)
+                        upscaler_problem=problem, image_limits=settings.images, auto_skip=skip)
 
 
 def open_or_build(

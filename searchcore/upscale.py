@@ -18,6 +18,7 @@ that need them (basicsr's package ``__init__`` pulls in all of its training code
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 import threading
@@ -664,12 +665,60 @@ class UpscalePolicy:
 # --------------------------------------------------------------------------- factory
 
 
+SHIPPED_UPSCALER_DIR = Path(__file__).resolve().parents[1] / "assets" / "models" / "upscaler-default"
+FOLDER_CONFIG = "upscaler_config.json"
+FALLBACK_UPSCALER = "realesr-general-x4v3"
+
+
+def load_upscaler_folder(folder: str | Path) -> tuple[UpscalerSpec, Path]:
+    """``(spec, weights)`` of a trained upscaler folder (what ``train-upscaler`` writes).
+
+    ``upscaler_config.json`` names the architecture, its arguments, the scale, the weights
+    file and its sha256, which is checked here.
+    """
+    folder = Path(folder)
+    path = folder / FOLDER_CONFIG
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+        weights = folder / Path(str(cfg["weights"])).name
+        spec = UpscalerSpec(name=str(cfg["name"]), arch=cfg.get("arch", "srvgg"),
+                            arch_kwargs=dict(cfg["arch_kwargs"]), scale=int(cfg["scale"]), url=None,
+                            sha256=str(cfg["sha256"]), filename=weights.name,
+                            description=f"trained by searchcore ({folder.name})")
+    except FileNotFoundError:
+        raise WeightsError(f"upscaler folder {folder} has no {FOLDER_CONFIG}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise WeightsError(f"{path} is not a valid upscaler config ({_first_line(exc)})") from None
+    if not weights.is_file():
+        raise WeightsError(f"upscaler weights {weights} are missing")
+    if _sha256(weights) != spec.sha256:
+        raise WeightsError(f"upscaler weights {weights} do not match the sha256 in {path}")
+    return spec, weights
+
+
 def build_upscaler(settings: Settings) -> RealESRGANUpscaler:
-    """The configured Real-ESRGAN upscaler: weights are found now, the network on first use."""
-    spec = get_upscaler_spec(settings.upscaler)
-    weights = resolve_weights(
-        spec, settings.upscaler_weights, settings.cache_dir, settings.allow_download
-    )
+    """The configured Real-ESRGAN upscaler: weights are found now, the network on first use.
+
+    ``settings.upscaler`` is ``default`` (the project's trained compact model in
+    ``assets/models/upscaler-default`` when present, else ``realesr-general-x4v3``), a name
+    from :data:`UPSCALERS`, or a trained upscaler folder.
+    """
+    name = settings.upscaler
+    folder = None
+    if name == "default":
+        if (SHIPPED_UPSCALER_DIR / FOLDER_CONFIG).is_file() and settings.upscaler_weights is None:
+            folder = SHIPPED_UPSCALER_DIR
+        else:
+            name = FALLBACK_UPSCALER
+    elif (Path(name) / FOLDER_CONFIG).is_file():
+        folder = Path(name)
+    if folder is not None:
+        spec, weights = load_upscaler_folder(folder)
+    else:
+        spec = get_upscaler_spec(name)
+        weights = resolve_weights(
+            spec, settings.upscaler_weights, settings.cache_dir, settings.allow_download
+        )
     return RealESRGANUpscaler(
         spec,
         weights,

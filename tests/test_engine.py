@@ -183,3 +183,11 @@ def test_build_skips_broken_images(colour_catalog: Path, fake_embedder, tmp_path
     index, manifest = HnswIndex.load(tmp_path / "ix")
     assert len(manifest["skipped"]) == 2 and 3 not in index.live_labels()
     assert np.array_equal(index.live_labels(), np.array([i for i in range(24) if i not in (3, 4)]))
+
+
+def test_auto_skips_an_upscaler_measured_not_to_help(engine: SearchEngine) -> None:
+    engine.auto_skip = "upscaling skipped: it did not raise Recall@1 for this model"
+    auto = engine.search_image(_photo("blue", size=40), k=1)
+    assert not auto.upscaled and "small" in auto.decision.reason and "did not raise" in auto.decision.reason
+    forced = engine.search_image(_photo("blue", size=40), k=1, upscale="always")
+    assert forced.upscaled

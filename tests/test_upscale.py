@@ -545,3 +545,25 @@ def test_real_weights_psnr_not_worse_than_bicubic(real_upscaler: up.RealESRGANUp
     print(f"mean PSNR over 16 photos: real-esrgan {mean_e:.2f} dB, bicubic {mean_b:.2f} dB")
     assert mean_e >= mean_b - 1.0
     assert sharper == 16
+
+
+def test_default_upscaler_is_the_shipped_folder_when_present(tmp_path: Path) -> None:
+    from searchcore.config import Settings
+    from searchcore.upscale import FOLDER_CONFIG, SHIPPED_UPSCALER_DIR, build_upscaler, load_upscaler_folder
+
+    if not (SHIPPED_UPSCALER_DIR / FOLDER_CONFIG).is_file():
+        pytest.skip("no shipped upscaler in assets/models/upscaler-default")
+    up = build_upscaler(Settings())
+    spec, _ = load_upscaler_folder(SHIPPED_UPSCALER_DIR)
+    assert up.name == spec.name
+    out = up.upscale(Image.new("RGB", (24, 20), (200, 30, 30)))
+    assert out.size == (24 * spec.scale, 20 * spec.scale)
+    # a damaged copy is refused by its checksum
+    import shutil
+
+    copy = tmp_path / "up"
+    shutil.copytree(SHIPPED_UPSCALER_DIR, copy)
+    weights = copy / spec.filename
+    weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(WeightsError, match="sha256"):
+        load_upscaler_folder(copy)
