@@ -227,6 +227,7 @@ def percentiles(values: Sequence[float], digits: int = 3) -> dict[str, float]:
     a = np.asarray(values, dtype=np.float64)
     return {"n": int(a.size), "p50": round(float(np.percentile(a, 50)), digits),
             "p95": round(float(np.percentile(a, 95)), digits),
+            "p99": round(float(np.percentile(a, 99)), digits),
             "mean": round(float(a.mean()), digits), "min": round(float(a.min()), digits),
             "max": round(float(a.max()), digits)}
 
