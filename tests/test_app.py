@@ -1,8 +1,8 @@
 """The page's API through ``gradio_client``, against ``python app.py`` in a subprocess.
 
 One server per module (a 60-product shop, a tiny random CLIP saved as a model folder), on a free
-port of 127.0.0.1, everything under ``tmp_path``. No weights for the upscaler are given, so the
-app runs exactly as it does offline on a fresh clone.
+port of 127.0.0.1, everything under ``tmp_path``. No upscaler weights are given: the app uses
+the shipped compact upscaler, exactly as it does offline on a fresh clone.
 """
 
 from __future__ import annotations
@@ -71,9 +71,11 @@ def test_image_query_finds_the_product(app, images) -> None:
     assert out["results"][0]["id"] == "P00007"
     assert out["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
     assert out["query"] == "photo"
-    # 128 px is small, so auto wants to upscale; with no weights offline it says so and goes on
+    # 128 px is small, so auto upscales it, offline, with the shipped compact upscaler
     assert out["upscale"]["upscale"] is True and "small" in out["upscale"]["reason"]
-    assert out["upscaled"] is False and any("upscaling skipped" in n for n in out["notes"])
+    assert out["upscaled"] is True and not out.get("notes")
+    never = search_image(app["client"], images / "P00007.jpg", upscale="never")
+    assert never["upscaled"] is False and never["results"][0]["id"] == "P00007"
 
 
 def test_combined_query_blends_photo_and_words(app, images) -> None:

@@ -215,7 +215,7 @@ def _similar_task(df: Any, g: _Gallery, config: EvalConfig,
 def _apply(strategy: Strategy, img: Image.Image) -> tuple[Image.Image, bool]:
     if strategy.upscaler is None or strategy.skip_reason:
         return img, False
-    if strategy.policy is not None and not strategy.policy.decide(img).upscale:
+    if strategy.policy is not None and not strategy.policy.decide(img, "auto").upscale:
         return img, False
     return strategy.upscaler.upscale(img), True
 
