@@ -16,7 +16,6 @@ weights path for :class:`~searchcore.upscale.RealESRGANUpscaler`.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -314,23 +313,14 @@ def save_upscaler(net: Any, folder: Path, name: str, kwargs: dict[str, Any], sca
 
 
 def load_upscaler_dir(folder: str | Path) -> tuple[Any, Path]:
-    """``(UpscalerSpec, weights path)`` of a model folder; the weights' sha256 is checked."""
-    folder = Path(folder)
-    path = folder / CONFIG_FILE
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-        weights = folder / cfg["weights"]
-        spec = _spec(cfg["name"], cfg["arch_kwargs"], int(cfg["scale"]), cfg["sha256"],
-                     f"trained by searchcore ({folder.name})")
-    except FileNotFoundError:
-        raise WeightsError(f"upscaler folder {folder} has no {CONFIG_FILE}") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise WeightsError(f"{path} is not a valid upscaler config ({exc})") from None
-    if not weights.is_file():
-        raise WeightsError(f"upscaler weights {weights} are missing")
-    if file_sha256(weights) != cfg["sha256"]:
-        raise WeightsError(f"upscaler weights {weights} do not match the sha256 in {path}")
-    return spec, weights
+    """``(UpscalerSpec, weights path)`` of a model folder; the weights' sha256 is checked.
+
+    The core reads these folders itself (``--upscaler PATH``, the shipped default); this is
+    the same function, so a folder that trains here is one the app can load.
+    """
+    from searchcore.upscale import load_upscaler_folder
+
+    return load_upscaler_folder(folder)
 
 
 def load_shipped_spec(folder: str | Path = SHIPPED_UPSCALER_DIR) -> tuple[Any, Path]:
