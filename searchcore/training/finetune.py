@@ -324,7 +324,7 @@ def finetune(
             entry: dict[str, Any] = {"epoch": epoch + 1, "step": step, "loss": float(np.mean(losses)),
                                      "seconds": round(time.perf_counter() - started, 1)}
             if do_val:
-                current = ClipEmbedder(model, embedder.preprocess, embedder.tokenizer,
+                current = ClipEmbedder(model, embedder._transform, embedder.tokenizer,
                                        spec="training", device=device)
                 report = evaluate(catalog, current, [Strategy("never")], val_cfg,
                                   exclude_rows=train_rows)
@@ -349,7 +349,7 @@ def finetune(
     if conv:
         model.visual.to(memory_format=torch.contiguous_format)
     folder = Path(out)
-    trained = ClipEmbedder(model, embedder.preprocess, embedder.tokenizer, spec=str(folder),
+    trained = ClipEmbedder(model, embedder._transform, embedder.tokenizer, spec=str(folder),
                            device=device)
     save_model(trained, folder, model_cfg, half=config.half)
     seconds = time.perf_counter() - started
