@@ -116,6 +116,8 @@ def _ensure_package_configs() -> None:
 class ClipEmbedder:
     """An open_clip model with its preprocessing and tokenizer, ready for inference."""
 
+    has_text = True
+
     def __init__(
         self, model: Any, preprocess: Any, tokenizer: Any, *, spec: str,
         device: str = "cpu", batch_size: int = 32,
@@ -204,6 +206,8 @@ class PixelEmbedder:
     channel and L2-normalised, so the index's cosine score is the pixels' correlation. It has
     no text tower: text queries are refused with a clear message.
     """
+
+    has_text = False
 
     def __init__(self, size: int = 16, spec: str = "pixels") -> None:
         if not 2 <= size <= 128:

@@ -496,8 +496,10 @@ class RealESRGANUpscaler:
 
         if self.threads is not None:
             torch.set_num_threads(self.threads)
+        from searchcore.embed import _pick_device
+
         net = _load_network(self.spec, self.weights)
-        device = torch.device(self.device)
+        device = torch.device(_pick_device(self.device))  # "auto": the GPU when there is one
         net = net.to(device)
         half = device.type == "cuda"  # fp16 is slow or unsupported on CPU
         if half:

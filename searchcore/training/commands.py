@@ -19,11 +19,51 @@ Handler = Callable[[argparse.Namespace], int]
 def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None], Handler]:
     ft = sub.add_parser("finetune", help="train a CLIP model on a catalog (contrastive)")
     _catalog(ft)
+    ft.add_argument("--out", type=Path, required=True, help="model folder to write")
+    _finetune_options(ft)
+    ft.add_argument("--test-fraction", type=float, default=0.0,
+                    help="products never trained or validated on (what 'searchcore eval "
+                         "--seed' tests on)")
+    ft.add_argument("--val-fraction", type=float, default=0.1)
+    _runtime(ft)
+
+    tn = sub.add_parser("tune", help="the whole loop: split, finetune, index build, evaluate "
+                        "against the baselines, report")
+    _catalog(tn)
+    tn.add_argument("--out", type=Path, required=True,
+                    help="run folder: model/, index/, eval/, report.{json,md}, plots")
+    _finetune_options(tn)
+    tn.add_argument("--test-fraction", type=float, default=0.2,
+                    help="products held out from training and validation, to test on")
+    tn.add_argument("--val-fraction", type=float, default=0.1,
+                    help="share of the remaining products used for early stopping")
+    tn.add_argument("--baselines", default="pixels,base",
+                    help="evaluated as they are: 'pixels', 'base' (the starting model) or model "
+                         "specs; comma-separated, '' for none")
+    tn.add_argument("--wise", default="0.5", help="WiSE-FT mixing weights to evaluate "
+                    "(base-to-fine-tuned), comma-separated, '' for none")
+    tn.add_argument("--compare", action="append", default=[], metavar="MODEL",
+                    help="another trained model to score on the same test split (repeatable)")
+    tn.add_argument("--upscalers", default="never,bicubic,default,auto",
+                    help="upscaling strategies for the shopper photos (as in 'eval')")
+    tn.add_argument("--upscaler-weights", type=Path, default=None,
+                    help="weights for a registered upscaler name (e.g. ../shared/...pth)")
+    tn.add_argument("--condition", action="append", default=[], metavar="NAME[:SPEC]",
+                    help="query degradations (default: shopper photos 20-60 px wide, and "
+                         "small blurry ones)")
+    tn.add_argument("--query-attrs", default="gender,colour,category")
+    tn.add_argument("--similar-attrs", default="category,colour,gender")
+    tn.add_argument("--max-queries", type=int, default=1000)
+    tn.add_argument("--no-index", action="store_true", help="skip building OUT/index")
+    _runtime(tn)
+    return _more_commands(sub)
+
+
+def _finetune_options(ft: argparse.ArgumentParser) -> None:
     ft.add_argument("--base", default="default",
                     help="start from: 'default' (the shipped model), an open_clip NAME:TAG "
                          "(fine-tuning), a model folder, or an architecture name (from scratch, "
                          "e.g. sc-small)")
-    ft.add_argument("--out", type=Path, required=True, help="model folder to write")
     ft.add_argument("--epochs", type=int, default=10)
     ft.add_argument("--batch-size", type=int, default=64)
     ft.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (1e-5 for a "
@@ -45,7 +85,14 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
                     help="hue jitter (keep 0 when shoppers search by colour)")
     ft.add_argument("--shopper-strength", type=float, default=1.0,
                     help="how degraded the shopper view gets (0-1)")
-    ft.add_argument("--val-fraction", type=float, default=0.1)
+    ft.add_argument("--shopper-max-down", type=float, default=6.0,
+                    help="largest shrink factor of the shopper view (12: a 224 px photo "
+                         "becomes 19 px wide)")
+    ft.add_argument("--attr-weight", type=float, default=0.0,
+                    help="weight of the attribute classification loss on image embeddings "
+                         "(0: off)")
+    ft.add_argument("--attr-columns", default="",
+                    help="attribute columns to classify, comma-separated (default: the text's)")
     ft.add_argument("--val-max-queries", type=int, default=300)
     ft.add_argument("--patience", type=int, default=3, help="epochs without improvement")
     ft.add_argument("--max-steps", type=int, default=None)
@@ -54,8 +101,9 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
     ft.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                     help="compute precision: auto uses bf16 autocast on GPUs and on CPUs with "
                          "native bf16 (AVX512-BF16/AMX)")
-    _runtime(ft)
 
+
+def _more_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None], Handler]:
     up = sub.add_parser("train-upscaler", help="train a compact Real-ESRGAN upscaler on a catalog")
     _catalog(up)
     up.add_argument("--out", type=Path, required=True, help="model folder to write")
@@ -104,7 +152,7 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
                          "(upscale_verdict.json), which 'auto' then follows")
     _runtime(ev, device="cpu")
     return {("finetune", None): cmd_finetune, ("train-upscaler", None): cmd_train_upscaler,
-            ("eval", None): cmd_eval}
+            ("eval", None): cmd_eval, ("tune", None): cmd_tune}
 
 
 def _catalog(p: argparse.ArgumentParser) -> None:
@@ -139,22 +187,30 @@ def _load(args: argparse.Namespace) -> Any:
     return load_catalog(args.catalog, parse_column_map(args.map))
 
 
-def cmd_finetune(args: argparse.Namespace) -> int:
-    from searchcore.cli import _settings
-    from searchcore.training.finetune import FinetuneConfig, finetune
+def _finetune_config(args: argparse.Namespace, settings: Any) -> Any:
+    from searchcore.training.finetune import FinetuneConfig
 
-    settings = _settings(args)
-    config = FinetuneConfig(
+    return FinetuneConfig(
         base=args.base, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
         image_image_weight=args.image_image_weight, text_attrs=_csv(args.text_attrs),
         lock_image=args.lock_image, lock_text=args.lock_text,
         unlocked_groups=args.unlocked_groups, crop_scale=args.crop_scale, flip=not args.no_flip,
         jitter=args.jitter, hue_jitter=args.hue_jitter, shopper_strength=args.shopper_strength,
+        shopper_max_down=args.shopper_max_down, attr_weight=args.attr_weight,
+        attr_columns=_csv(args.attr_columns), test_fraction=args.test_fraction,
         val_fraction=args.val_fraction, val_max_queries=args.val_max_queries,
         patience=args.patience, max_steps=args.max_steps, seed=args.seed, device=args.device,
         half=not args.fp32, allow_download=settings.allow_download, precision=args.precision,
     )
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from searchcore.cli import _settings
+    from searchcore.training.finetune import finetune
+
+    settings = _settings(args)
+    config = _finetune_config(args, settings)
     result = finetune(_load(args), args.out, config, progress=not args.no_progress
                       and sys.stderr.isatty(), say=_say, command=_command(),
                       cache_dir=settings.cache_dir)
@@ -264,4 +320,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
         _say(f"wrote {where}" if where else "--write-verdict needs a model folder; nothing written")
     print((Path(args.out) / "report.md").read_text(encoding="utf-8"))
     print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from searchcore.cli import _settings
+    from searchcore.training.degrade import parse_condition
+    from searchcore.training.tune import SHOPPER_CONDITIONS, TuneConfig, parse_floats, tune
+
+    settings = _settings(args)
+    config = TuneConfig(
+        finetune=_finetune_config(args, settings), baselines=_csv(args.baselines),
+        wise=parse_floats(args.wise), compare=tuple(args.compare),
+        upscalers=_csv(args.upscalers),
+        conditions=tuple(parse_condition(c) for c in args.condition) or SHOPPER_CONDITIONS,
+        query_attrs=_csv(args.query_attrs), similar_attrs=_csv(args.similar_attrs),
+        max_queries=args.max_queries, build_index=not args.no_index,
+    )
+    summary = tune(_load(args), args.out, config, settings, say=_say, command=_command(),
+                   progress=not args.no_progress and sys.stderr.isatty())
+    print((Path(args.out) / "report.md").read_text(encoding="utf-8"))
+    print(f"wrote {args.out}/report.md, report.json, comparison.png; model {summary['model']}")
     return 0

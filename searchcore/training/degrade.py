@@ -38,7 +38,9 @@ class Degradation:
 
     ``rotate`` and ``cast`` are bounds: each application draws a tilt in ``[-rotate, rotate]``
     degrees and per-channel gains in ``[1 - cast, 1 + cast]``. ``crop`` is the fraction of each
-    side kept, at a random position. ``down`` divides both sides (after the crop); ``blur`` is
+    side kept, at a random position. ``down`` divides both sides (after the crop); instead,
+    ``min_width``/``max_width`` shrink the photo to a width drawn in that range, in pixels (a
+    shopper's 20-60 px thumbnail, whatever the catalog photo's size); ``blur`` is
     a Gaussian sigma in pixels of the *downscaled* photo (a blurry small photo, not a blurry
     large one that the downscale would sharpen again); ``jpeg`` is the quality of one final
     JPEG round trip (None: none).
@@ -48,6 +50,8 @@ class Degradation:
     crop: float = 1.0
     cast: float = 0.0
     down: float = 1.0
+    min_width: int = 0
+    max_width: int = 0
     blur: float = 0.0
     jpeg: int | None = None
 
@@ -60,10 +64,21 @@ class Degradation:
             raise ConfigError(f"cast must be 0-0.5, not {self.cast}")
         if not 1.0 <= self.down <= 32.0:
             raise ConfigError(f"down must be a factor of 1-32, not {self.down}")
+        if self.max_width or self.min_width:
+            if not 8 <= self.min_width <= self.max_width <= 4096:
+                raise ConfigError("a width range needs 8 <= min_width <= max_width <= 4096, "
+                                  f"not {self.min_width}-{self.max_width}")
+            if self.down != 1.0:
+                raise ConfigError("give either down or a width range, not both")
         if not 0.0 <= self.blur <= 10.0:
             raise ConfigError(f"blur must be a sigma of 0-10 pixels, not {self.blur}")
         if self.jpeg is not None and not 1 <= self.jpeg <= 100:
             raise ConfigError(f"jpeg quality must be 1-100, not {self.jpeg}")
+
+    @property
+    def shrinks(self) -> bool:
+        """True when the photo comes out smaller than it went in (what upscaling is for)."""
+        return self.down > 1.0 or self.max_width > 0
 
     @property
     def geometric(self) -> bool:
@@ -95,10 +110,13 @@ def parse_degradation(text: str) -> Degradation:
                 f"degradation item {item!r} must be KEY=VALUE with KEY one of {', '.join(sorted(names))}"
             )
         try:
-            values[key] = int(raw) if key == "jpeg" else float(raw)
+            values[key] = int(raw) if key in _INT_FIELDS else float(raw)
         except ValueError:
             raise ConfigError(f"degradation {key} must be a number, not {raw!r}") from None
     return Degradation(**values)  # type: ignore[arg-type]
+
+
+_INT_FIELDS = ("jpeg", "min_width", "max_width")
 
 
 def parse_condition(text: str) -> tuple[str, Degradation]:
@@ -144,9 +162,12 @@ def degrade(img: Image.Image, d: Degradation, rng: np.random.Generator) -> Image
         gains = rng.uniform(1 - d.cast, 1 + d.cast, 3).astype(np.float32)
         arr = np.asarray(img, np.float32) * gains
         img = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "RGB")
-    if d.down > 1.0:
+    down = d.down
+    if d.max_width:
+        down = max(1.0, img.size[0] / int(rng.integers(d.min_width, d.max_width + 1)))
+    if down > 1.0:
         w, h = img.size
-        size = (max(8, round(w / d.down)), max(8, round(h / d.down)))
+        size = (max(8, round(w / down)), max(8, round(h / down)))
         img = img.resize(size, Image.Resampling.BICUBIC)  # PIL filters before shrinking
     if d.blur > 0:
         img = img.filter(ImageFilter.GaussianBlur(d.blur))
@@ -161,16 +182,18 @@ def _border(arr: np.ndarray) -> np.ndarray:
     return np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]]).reshape(-1, arr.shape[-1])
 
 
-def sample_shopper(rng: np.random.Generator, strength: float = 1.0) -> Degradation:
+def sample_shopper(rng: np.random.Generator, strength: float = 1.0,
+                   max_down: float = 6.0) -> Degradation:
     """A random shopper-like recipe for training's degraded view.
 
     The ranges cover the evaluation conditions and a little beyond, so the model never sees
     an evaluation query that is worse than anything it trained on. ``strength`` (0-1) scales
-    every effect down, e.g. for a gentler curriculum.
+    every effect down, e.g. for a gentler curriculum; ``max_down`` is the largest shrink factor
+    (6: a 224 px catalog photo becomes at least 37 px wide; 12: 19 px).
     """
     s = float(np.clip(strength, 0.0, 1.0))
-    # Downscale log-uniformly in [1, 6]: half the views are at most ~2.4x smaller.
-    down = math.exp(rng.uniform(0.0, math.log(1 + 5 * s))) if s > 0 else 1.0
+    # Downscale log-uniformly in [1, max_down]: with 6, half the views are at most ~2.4x smaller.
+    down = math.exp(rng.uniform(0.0, math.log(1 + (max_down - 1) * s))) if s > 0 else 1.0
     blur = float(rng.uniform(0.0, 1.3 * s)) if rng.uniform() < 0.7 else 0.0
     jpeg = int(rng.integers(round(95 - 65 * s), 96)) if rng.uniform() < 0.8 else None
     crop = float(rng.uniform(1 - 0.3 * s, 1.0)) if rng.uniform() < 0.6 else 1.0

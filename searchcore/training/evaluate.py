@@ -42,6 +42,9 @@ from searchcore.training.data import (
 from searchcore.training.degrade import DEFAULT_CONDITIONS, Degradation, degrade
 
 KS = (1, 5, 10)
+# Query photos of conditions with a width range are also scored per width band: where does
+# retrieval (and upscaling) start to fail as the shopper's photo gets smaller?
+WIDTH_BANDS = ((0, 30), (30, 45), (45, 64), (64, 128), (128, 10**9))
 # An upscaler "helps" retrieval when, on some condition that shrinks the photo, it moves
 # significantly more queries into first place than out of it (a paired sign test over the same
 # queries, two-sided p below this), and on no condition significantly more out than in.
@@ -113,11 +116,14 @@ def evaluate(
     *,
     exclude_rows: Sequence[int] = (),
     progress: Callable[[str], None] | None = None,
+    cache: dict[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """Run every measurement; returns a JSON-ready dict (see :mod:`.report` for the files).
 
     ``exclude_rows`` are catalog rows the model was trained on: they are never in the test
-    split, whatever the fraction.
+    split, whatever the fraction. ``cache`` (a dict the caller keeps) holds the query photos
+    as degraded and upscaled, so several models evaluated on the same split and conditions
+    upscale each photo once; its keys include the seed, the condition and the upscaler.
     """
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
@@ -143,14 +149,19 @@ def evaluate(
                   "excluded_training_rows": len(excluded), "gallery": len(rows),
                   "skipped_images": len(skipped)},
     }
-    say("text -> product")
-    report["text"] = _text_tasks(df, gallery, embedder, config, rng)
+    if getattr(embedder, "has_text", True):
+        say("text -> product")
+        report["text"] = _text_tasks(df, gallery, embedder, config, rng)
+    else:
+        report["text"] = {}  # e.g. raw pixels: no text tower
     say("image -> similar product")
     report["similar"] = _similar_task(df, gallery, config, rng)
-    report["exact"], ranks = _exact_task(gallery, embedder, strategies, config, say)
+    report["exact"], ranks = _exact_task(gallery, embedder, strategies, config, say,
+                                         {} if cache is None else cache)
     say("upscaler quality")
     report["upscaler_quality"] = _quality_task(gallery, strategies, config)
     report["verdict"] = upscale_verdict(report["exact"], strategies, config, ranks)
+    report["verdicts"] = every_verdict(report["exact"], strategies, config, ranks)
     report["seconds"] = round(time.perf_counter() - started, 1)
     return report
 
@@ -186,8 +197,12 @@ def _text_tasks(df: Any, g: _Gallery, embedder: ImageTextEmbedder, config: EvalC
             relevant = np.array([[k == c for k in key_arr] for c in combos])
             texts = [attribute_phrase(c) for c in combos]
             scores = embedder.embed_texts(texts) @ g.vectors.T
+            # P@10 over queries with at least 10 relevant products, so that 1.0 is reachable
+            full = relevant.sum(axis=1) >= 10
             out["attributes"] = {"columns": attrs, "examples": texts[:5],
-                                 **_retrieval(scores, relevant, config.ks)}
+                                 **_retrieval(scores, relevant, config.ks),
+                                 "P@10": metrics.relevant_precision_at_k(scores[full], relevant[full], 10),
+                                 "P@10_queries": int(full.sum())}
     titles = sub["title"].tolist()
     pick = _sample(len(titles), config.max_queries, rng)
     norm = _norm(titles)
@@ -212,17 +227,38 @@ def _similar_task(df: Any, g: _Gallery, config: EvalConfig,
     return out
 
 
-def _apply(strategy: Strategy, img: Image.Image) -> tuple[Image.Image, bool]:
+def _apply(strategy: Strategy, img: Image.Image, cache: dict[Any, Any],
+           key: tuple[Any, ...]) -> tuple[Image.Image, bool, float]:
+    """The photo as the strategy would embed it, whether it was upscaled, and the seconds
+    the decision and upscaling took (as first measured, when the result comes from ``cache``)."""
+    t0 = time.perf_counter()
     if strategy.upscaler is None or strategy.skip_reason:
-        return img, False
+        return img, False, 0.0
     if strategy.policy is not None and not strategy.policy.decide(img, "auto").upscale:
-        return img, False
-    return strategy.upscaler.upscale(img), True
+        return img, False, time.perf_counter() - t0
+    decided = time.perf_counter() - t0
+    ukey = (*key, "upscaled", strategy.upscaler.name)
+    if ukey not in cache:
+        t1 = time.perf_counter()
+        cache[ukey] = (strategy.upscaler.upscale(img), time.perf_counter() - t1)
+    out, cost = cache[ukey]
+    return out, True, decided + cost
+
+
+def _by_width(ranks: np.ndarray, widths: np.ndarray, ks: Sequence[int]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for lo, hi in WIDTH_BANDS:
+        sel = (widths >= lo) & (widths < hi)
+        if sel.any():
+            label = f"{lo}-{hi - 1} px" if hi < 10**9 else f">={lo} px"
+            out[label] = {**{f"R@{k}": metrics.recall_at_k(ranks[sel], k) for k in ks},
+                          "queries": int(sel.sum())}
+    return out
 
 
 def _exact_task(
     g: _Gallery, embedder: ImageTextEmbedder, strategies: Sequence[Strategy],
-    config: EvalConfig, say: Callable[[str], None],
+    config: EvalConfig, say: Callable[[str], None], cache: dict[Any, Any],
 ) -> tuple[dict[str, Any], dict[tuple[str, str], np.ndarray]]:
     """Metrics per condition and strategy, and each query's rank (for paired comparisons)."""
     out: dict[str, Any] = {}
@@ -233,24 +269,32 @@ def _exact_task(
     relevant[np.arange(len(pick)), pick] = True
     for ci, (name, d) in enumerate(config.conditions):
         # Each product's degradation has its own seeded rng: same seed, same queries.
-        queries = [degrade(g.photos[i], d, np.random.default_rng([config.seed, ci, int(g.rows[i])]))
-                   for i in pick]
+        keys = [(config.seed, d.spec(), int(g.rows[i])) for i in pick]
+        queries = []
+        for i, key in zip(pick, keys, strict=True):
+            if key not in cache:
+                cache[key] = degrade(g.photos[i], d, np.random.default_rng([config.seed, ci, key[2]]))
+            queries.append(cache[key])
+        widths = np.array([q.size[0] for q in queries])
         w, h = queries[0].size
-        cond: dict[str, Any] = {"spec": d.spec(), "query_size": f"{w}x{h}"}
+        size = f"{w}x{h}" if (widths == w).all() else f"{widths.min()}-{widths.max()} px wide"
+        cond: dict[str, Any] = {"spec": d.spec(), "query_size": size}
         for s in strategies:
             say(f"exact product: {name} ({d.spec()}), upscaling {s.name}")
             seen, upscaled, spent = [], 0, 0.0
-            for q in queries:
-                t0 = time.perf_counter()
-                img, did = _apply(s, q)
-                spent += time.perf_counter() - t0
+            for q, key in zip(queries, keys, strict=True):
+                img, did, cost = _apply(s, q, cache, key)
+                spent += cost
                 seen.append(img)
                 upscaled += did
             scores = embedder.embed_images(seen) @ g.vectors.T
-            all_ranks[(name, s.name)] = metrics.first_relevant_ranks(scores, relevant)
+            ranks = metrics.first_relevant_ranks(scores, relevant)
+            all_ranks[(name, s.name)] = ranks
             cond[s.name] = {**_retrieval(scores, relevant, config.ks),
                             "upscaled": upscaled / len(queries),
                             "upscale_ms": 1000 * spent / len(queries)}
+            if d.max_width:
+                cond[s.name]["by_width"] = _by_width(ranks, widths, config.ks)
             if s.skip_reason:
                 cond[s.name]["note"] = s.skip_reason
         out[name] = cond
@@ -274,7 +318,7 @@ def _quality_task(g: _Gallery, strategies: Sequence[Strategy],
     pick = _sample(len(g.rows), config.quality_images, rng)
     out: dict[str, Any] = {}
     for ci, (name, d) in enumerate(config.conditions):
-        if d.geometric or d.down <= 1.0 or not len(pick):
+        if d.geometric or not d.shrinks or not len(pick):
             continue
         originals = [g.photos[i] for i in pick]
         lows = [degrade(o, d, np.random.default_rng([config.seed, ci, int(g.rows[i])]))
@@ -330,18 +374,35 @@ def upscale_verdict(
     if always is None or never is None:
         return {"upscaler": auto.upscaler.name,
                 "note": "evaluate with 'never' and the upscaler itself to get a verdict"}
+    return paired_verdict(exact, config, ranks, never.name, always.name, auto.upscaler.name)
+
+
+def every_verdict(exact: dict[str, Any], strategies: Sequence[Strategy], config: EvalConfig,
+                  ranks: dict[tuple[str, str], np.ndarray]) -> dict[str, Any]:
+    """:func:`paired_verdict` for every strategy that always upscales (bicubic included)."""
+    never = next((s for s in strategies if s.upscaler is None), None)
+    if never is None:
+        return {}
+    return {s.name: paired_verdict(exact, config, ranks, never.name, s.name, s.upscaler.name)
+            for s in strategies if s.upscaler is not None and s.policy is None}
+
+
+def paired_verdict(exact: dict[str, Any], config: EvalConfig,
+                   ranks: dict[tuple[str, str], np.ndarray], never: str, always: str,
+                   name: str) -> dict[str, Any]:
+    """Upscaling (strategy ``always``) against none (``never``), query by query."""
     paired: dict[str, dict[str, Any]] = {}
     for n, d in config.conditions:
-        if d.down <= 1.0:
+        if not d.shrinks:
             continue
-        up, base = ranks[(n, always.name)] == 1, ranks[(n, never.name)] == 1
+        up, base = ranks[(n, always)] == 1, ranks[(n, never)] == 1
         gained, lost = int((up & ~base).sum()), int((base & ~up).sum())
-        paired[n] = {"delta_R@1": exact[n][always.name]["R@1"] - exact[n][never.name]["R@1"],
+        paired[n] = {"delta_R@1": exact[n][always]["R@1"] - exact[n][never]["R@1"],
+                     "delta_R@10": exact[n][always]["R@10"] - exact[n][never]["R@10"],
                      "gained": gained, "lost": lost, "p": sign_test(gained, lost)}
     better = [n for n, v in paired.items() if v["gained"] > v["lost"] and v["p"] < SIGNIFICANCE]
     worse = [n for n, v in paired.items() if v["lost"] > v["gained"] and v["p"] < SIGNIFICANCE]
     helps = bool(better) and not worse
-    name = auto.upscaler.name
     if helps:
         reason = (f"upscaling with {name} raises exact-product Recall@1 on "
                   + ", ".join(f"{n} photos ({paired[n]['delta_R@1']:+.3f}, p={paired[n]['p']:.3f})"

@@ -70,6 +70,15 @@ class FinetuneConfig:
     jitter: float = 0.15  # brightness and contrast, +-15%
     hue_jitter: float = 0.0  # off: colour is the point of most product searches
     shopper_strength: float = 1.0
+    shopper_max_down: float = 6.0  # the smallest shopper view is 1/6 of the photo's width
+    # Auxiliary attribute classification: a cosine classifier per attribute column on the image
+    # embedding (clean and shopper views), weighted against the contrastive terms. The heads
+    # are dropped when the model is saved; only the embedding they shaped is kept.
+    attr_weight: float = 0.0
+    attr_columns: tuple[str, ...] = ()  # empty: the text attribute columns
+    # Products never trained or validated on (same hash split as ``searchcore eval``): a test
+    # split for the final evaluation. The validation split is then drawn from the rest.
+    test_fraction: float = 0.0
     val_fraction: float = 0.1
     val_max_queries: int = 300
     patience: int = 3
@@ -87,8 +96,10 @@ class FinetuneConfig:
             raise ConfigError("learning rate must be > 0, weight decay and loss weights >= 0")
         if not 0.1 <= self.crop_scale <= 1.0 or not 0 <= self.jitter < 1 or not 0 <= self.hue_jitter <= 0.5:
             raise ConfigError("crop scale must be 0.1-1, jitter 0-1 and hue jitter 0-0.5")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError("the validation fraction must be in [0, 1)")
+        if not 0.0 <= self.val_fraction < 1.0 or not 0.0 <= self.test_fraction < 1.0:
+            raise ConfigError("the validation and test fractions must be in [0, 1)")
+        if self.attr_weight < 0 or not 1.0 <= self.shopper_max_down <= 32.0:
+            raise ConfigError("the attribute loss weight must be >= 0 and shopper_max_down 1-32")
 
 
 @dataclass
@@ -137,7 +148,7 @@ def _freeze(model: Any, config: FinetuneConfig) -> None:
             model.lock_text_tower(unlocked_layers=config.unlocked_groups)
 
 
-def _optimizer(model: Any, config: FinetuneConfig) -> Any:
+def _optimizer(model: Any, config: FinetuneConfig, extra: Sequence[Any] = ()) -> Any:
     import torch
 
     # open_clip's recipe: no weight decay on gains, biases, norms, embeddings or the temperature.
@@ -149,7 +160,7 @@ def _optimizer(model: Any, config: FinetuneConfig) -> Any:
     if not params:
         raise ConfigError("every parameter is frozen: unlock a tower or some groups")
     groups = [
-        {"params": [p for n, p in params if no_decay(n, p)], "weight_decay": 0.0},
+        {"params": [p for n, p in params if no_decay(n, p)] + list(extra), "weight_decay": 0.0},
         {"params": [p for n, p in params if not no_decay(n, p)], "weight_decay": config.weight_decay},
     ]
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
@@ -200,10 +211,12 @@ class _Batches:
         for i in idx:
             img = self.photos[i]
             clean.append(self.preprocess(clean_view(img, rng, self.config)))
-            shop.append(self.preprocess(degrade(img, sample_shopper(rng, self.config.shopper_strength), rng)))
+            view = sample_shopper(rng, self.config.shopper_strength, self.config.shopper_max_down)
+            shop.append(self.preprocess(degrade(img, view, rng)))
             title, attrs = self.texts[i]
             words.append(training_text(title, attrs, rng))
-        return torch.stack(clean), torch.stack(shop), self.tokenizer(words)
+        return (torch.stack(clean), torch.stack(shop), self.tokenizer(words),
+                torch.as_tensor(np.asarray(idx), dtype=torch.long))
 
     def epoch(self, order: np.ndarray, batch: int, seed: int, epoch: int) -> Any:
         starts = list(range(0, len(order) - batch + 1, batch)) or [0]
@@ -222,13 +235,67 @@ class _Batches:
 # ---------------------------------------------------------------------------- training
 
 
+def split_masks(ids: Sequence[str], seed: int, val_fraction: float,
+                test_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(validation mask, test mask) over ``ids``; training is everything else.
+
+    Without a test split this is the historical split (validation = ``held_out_mask(ids,
+    val_fraction, seed)``), so older training records keep their meaning. With one, the test
+    products are ``held_out_mask(ids, test_fraction, seed)`` -- exactly what ``searchcore eval
+    --seed`` holds out -- and validation is an independent hash split of the rest.
+    """
+    if test_fraction <= 0:
+        return held_out_mask(ids, val_fraction, seed), np.zeros(len(ids), dtype=bool)
+    test = held_out_mask(ids, test_fraction, seed)
+    val = held_out_mask(ids, val_fraction, seed + 1) & ~test if val_fraction > 0 else np.zeros_like(test)
+    return val, test
+
+
 def validation_score(report: dict[str, Any]) -> float:
-    """One number to early-stop on: text Recall@10 (attributes, titles) and exact Recall@1."""
+    """One number to early-stop on: text Recall@10 (attributes, titles), exact Recall@1 and
+    similar-product precision@10 (each attribute), equally weighted by task."""
     parts = [t["R@10"] for t in report.get("text", {}).values()]
     exact = [c["never"]["R@1"] for c in report.get("exact", {}).values()]
     if exact:
         parts.append(float(np.mean(exact)))
+    similar = [v["P@10"] for v in report.get("similar", {}).values() if isinstance(v, dict)]
+    if similar:
+        parts.append(float(np.mean(similar)))
     return float(np.mean(parts)) if parts else 0.0
+
+
+class _AttributeHeads:
+    """Cosine classifiers (one per attribute column) over normalised image embeddings."""
+
+    SCALE = 16.0  # logit scale of a normalised-softmax classifier (NormFace)
+
+    def __init__(self, df: Any, rows: Sequence[int], columns: Sequence[str], dim: int,
+                 device: str) -> None:
+        import torch
+
+        self.columns, self.targets, self.weights = [], [], []
+        for col in columns:
+            values = [str(df[col].iat[r]).strip().casefold() for r in rows]
+            classes = sorted({v for v in values if v})
+            if len(classes) < 2:
+                continue
+            index = {c: i for i, c in enumerate(classes)}
+            # -100: products without a value are ignored by cross_entropy
+            self.targets.append(torch.tensor([index.get(v, -100) for v in values], device=device))
+            self.weights.append(torch.nn.Parameter(torch.randn(len(classes), dim, device=device) * 0.01))
+            self.columns.append(col)
+
+    def parameters(self) -> list[Any]:
+        return list(self.weights)
+
+    def loss(self, feats: Any, idx: Any) -> Any:
+        import torch.nn.functional as F
+
+        total = feats.new_zeros(())
+        for w, t in zip(self.weights, self.targets, strict=True):
+            logits = self.SCALE * feats @ F.normalize(w, dim=-1).T
+            total = total + F.cross_entropy(logits, t[idx], ignore_index=-100)
+        return total / max(1, len(self.weights))
 
 
 def finetune(
@@ -258,8 +325,11 @@ def finetune(
 
     df = catalog.df
     attrs = attribute_columns(df, config.text_attrs or None)
-    held = held_out_mask(df["id"].astype(str).tolist(), config.val_fraction, config.seed)
-    train_rows = [i for i, h in enumerate(held) if not h]
+    held, test = split_masks(df["id"].astype(str).tolist(), config.seed, config.val_fraction,
+                             config.test_fraction)
+    train_rows = [i for i, (h, t) in enumerate(zip(held, test, strict=True)) if not (h or t)]
+    # validation never sees the test products either
+    val_exclude = [i for i, h in enumerate(held) if not h]
     rows, photos, skipped = load_photos(catalog, train_rows, max_side=max(256, 2 * embedder.image_size))
     if len(rows) < 2:
         raise SearchError(f"only {len(rows)} usable training photos; a contrastive loss needs more")
@@ -270,11 +340,17 @@ def finetune(
     if config.max_steps is not None:
         total = min(total, config.max_steps)
     log(f"{len(rows)} training products ({len(skipped)} unreadable photos skipped), "
-        f"{int(held.sum())} held out; texts from title + {', '.join(attrs) or 'no attributes'}; "
+        f"{int(held.sum())} for validation, {int(test.sum())} for testing; "
+        f"texts from title + {', '.join(attrs) or 'no attributes'}; "
         f"{count_params(model, trainable_only=True):,} trainable parameters; "
         f"{total} steps of {batch} on {device}")
 
-    opt = _optimizer(model, config)
+    heads = None
+    if config.attr_weight > 0:
+        columns = attribute_columns(df, config.attr_columns) if config.attr_columns else attrs
+        heads = _AttributeHeads(df, rows, columns, embedder.dim, device)
+        log(f"attribute heads: {', '.join(heads.columns) or 'none'} (weight {config.attr_weight})")
+    opt = _optimizer(model, config, extra=heads.parameters() if heads else ())
     loss_fn = ClipLoss()
     data = _Batches(photos, texts, embedder.preprocess, embedder.tokenizer, config)
     val_cfg = EvalConfig(seed=config.seed, test_fraction=1.0, max_queries=config.val_max_queries,
@@ -290,7 +366,7 @@ def finetune(
             model.train()
             order = np.random.default_rng([config.seed, epoch]).permutation(len(rows))
             losses = []
-            for clean, shop, tokens in data.epoch(order, batch, config.seed, epoch):
+            for clean, shop, tokens, idx in data.epoch(order, batch, config.seed, epoch):
                 for group in opt.param_groups:
                     group["lr"] = lr_at(step, total, config.warmup_steps, config.lr)
                 pixels = torch.cat([clean, shop]).to(device)
@@ -308,6 +384,8 @@ def finetune(
                 loss = loss_fn(img_f, txt_f, scale)
                 if config.image_image_weight > 0:
                     loss = loss + config.image_image_weight * loss_fn(img_f, shop_f, scale)
+                if heads is not None:
+                    loss = loss + config.attr_weight * heads.loss(feats, torch.cat([idx, idx]).to(device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -327,7 +405,7 @@ def finetune(
                 current = ClipEmbedder(model, embedder._transform, embedder.tokenizer,
                                        spec="training", device=device)
                 report = evaluate(catalog, current, [Strategy("never")], val_cfg,
-                                  exclude_rows=train_rows)
+                                  exclude_rows=val_exclude)
                 entry["val_score"] = validation_score(report)
                 entry["val"] = _summary(report)
             history.append(entry)
@@ -357,7 +435,7 @@ def finetune(
     val: dict[str, Any] = {}
     if do_val:
         reloaded = load_embedder(str(folder), device=device)
-        val = evaluate(catalog, reloaded, [Strategy("never")], val_cfg, exclude_rows=train_rows)
+        val = evaluate(catalog, reloaded, [Strategy("never")], val_cfg, exclude_rows=val_exclude)
     meta = {
         "format_version": 1,
         "command": command,
@@ -365,7 +443,8 @@ def finetune(
         "catalog": {"path": str(catalog.source), "sha256": catalog.sha256, "rows": len(catalog),
                     "column_map": [list(p) for p in catalog.column_map]},
         "split": {"seed": config.seed, "val_fraction": config.val_fraction,
-                  "train": len(rows), "val": int(held.sum()), "skipped": len(skipped)},
+                  "test_fraction": config.test_fraction, "train": len(rows),
+                  "val": int(held.sum()), "test": int(test.sum()), "skipped": len(skipped)},
         "text_attributes": attrs,
         "steps": step, "best_epoch": best[1], "seconds": round(seconds, 1),
         "hardware": hardware(device), "parameters": count_params(model),
@@ -423,6 +502,11 @@ def trained_rows(model_spec: str, catalog: Catalog) -> tuple[list[int], str]:
     if meta.get("catalog", {}).get("sha256") != catalog.sha256:
         return [], "trained on another catalog: no products excluded"
     split = meta["split"]
-    held = held_out_mask(catalog.df["id"].astype(str).tolist(), split["val_fraction"], split["seed"])
+    held, test = split_masks(catalog.df["id"].astype(str).tolist(), split["seed"],
+                             split["val_fraction"], split.get("test_fraction", 0.0))
+    if test.any():  # training and validation products are both excluded: only the test is left
+        rows = [i for i, t in enumerate(test) if not t]
+        return rows, (f"trained on this catalog: its {len(rows)} training and validation products "
+                      "are excluded")
     rows = [i for i, h in enumerate(held) if not h]
     return rows, f"trained on this catalog: its {len(rows)} training products are excluded"

@@ -67,6 +67,16 @@ def precision_at_k(
     return float(same.mean())
 
 
+def relevant_precision_at_k(scores: np.ndarray, relevant: np.ndarray, k: int) -> float:
+    """Mean fraction of each query's top ``k`` items that are relevant (bool matrix)."""
+    s = np.asarray(scores, dtype=np.float64)
+    if not len(s):
+        return float("nan")
+    k = min(k, s.shape[1])
+    top = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    return float(np.take_along_axis(np.asarray(relevant, dtype=bool), top, axis=1).mean())
+
+
 # ------------------------------------------------------------------------ image quality
 
 

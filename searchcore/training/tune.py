@@ -1,0 +1,371 @@
+"""``searchcore tune``: the shop owner's whole loop in one command.
+
+    split -> finetune -> index build -> evaluate (next to the baselines) -> report
+
+1. **Split** the catalog by product (hash of the id, ``seed``): ``test_fraction`` of the
+   products are never trained or validated on; validation (early stopping) is drawn from the
+   rest (:func:`.finetune.split_masks`).
+2. **Fine-tune** (:func:`.finetune.finetune`) into ``OUT/model``. A finished model whose
+   ``training.json`` records the same catalog and configuration is reused, so an interrupted
+   run picks up after the training.
+3. **Build the index** of the *whole* catalog with the new model into ``OUT/index``: what
+   ``searchcore search`` and the page then serve.
+4. **Evaluate** on the test products, with the same queries and upscaling strategies, the
+   fine-tuned model and every comparison: raw pixels and the starting model as they are,
+   weight-space ensembles of the two (WiSE-FT, ``wise``), and any other trained model folder
+   (``compare``, e.g. a from-scratch run). Each gets ``OUT/eval/<name>/report.{json,md}``.
+5. **Decide** whether upscaling helps the fine-tuned model (paired sign test on shrunk shopper
+   photos) and store it as the model's ``upscale_verdict.json``, which ``auto`` follows.
+6. **Report**: ``OUT/report.json``, ``OUT/report.md`` (one table, every variant) and plots.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from searchcore.catalog import Catalog
+from searchcore.errors import ConfigError
+from searchcore.training.degrade import Degradation, parse_condition
+from searchcore.training.evaluate import EvalConfig, evaluate
+from searchcore.training.finetune import TRAINING_FILE, FinetuneConfig, finetune, split_masks
+
+# Shopper photos of held-out products (see the issue of record): a slightly tilted, cropped,
+# colour-cast photo shrunk to 20-60 px wide, blurred and saved as a low-quality JPEG; and the
+# same size without the geometric changes, where upscalers can also be scored by PSNR.
+SHOPPER_CONDITIONS: tuple[tuple[str, Degradation], ...] = tuple(parse_condition(c) for c in (
+    "shopper:rotate=8,crop=0.85,cast=0.08,min_width=20,max_width=60,blur=0.6,jpeg=50",
+    "small-blurry:min_width=20,max_width=60,blur=0.8,jpeg=70",
+))
+VARIANT_FINETUNED = "fine-tuned"
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(test_fraction=0.2))
+    baselines: tuple[str, ...] = ("pixels", "base")  # "base": the starting model, untrained
+    wise: tuple[float, ...] = (0.5,)  # theta = (1 - a) * base + a * fine-tuned
+    compare: tuple[str, ...] = ()  # further model folders, e.g. a from-scratch run
+    upscalers: tuple[str, ...] = ("never", "bicubic", "default", "auto")
+    conditions: tuple[tuple[str, Degradation], ...] = SHOPPER_CONDITIONS
+    query_attrs: tuple[str, ...] = ("gender", "colour", "category")
+    similar_attrs: tuple[str, ...] = ("category", "colour", "gender")
+    max_queries: int = 1000
+    quality_images: int = 100
+    build_index: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.finetune.test_fraction < 1.0:
+            raise ConfigError("tune needs a test split: test fraction strictly between 0 and 1")
+        if any(not 0.0 <= a <= 1.0 for a in self.wise):
+            raise ConfigError("WiSE-FT mixing weights must be in [0, 1]")
+
+
+def tune(catalog: Catalog, out: str | Path, config: TuneConfig, settings: Any, *,
+         say: Callable[[str], None] | None = None, command: str = "",
+         progress: bool = False) -> dict[str, Any]:
+    """Run the loop (module docstring); returns the comparison report (also written)."""
+    from searchcore.training.commands import build_strategies
+
+    log = say or (lambda _m: None)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    ft = config.finetune
+    ids = catalog.df["id"].astype(str).tolist()
+    _, test = split_masks(ids, ft.seed, ft.val_fraction, ft.test_fraction)
+    not_test = [i for i, t in enumerate(test) if not t]
+    log(f"split (seed {ft.seed}): {int(test.sum())} test products, {len(not_test)} for "
+        "training and validation")
+
+    model_dir = out / "model"
+    t0 = time.perf_counter()
+    if _finished(model_dir, catalog, ft):
+        log(f"{model_dir} is already trained with this catalog and configuration: reusing it")
+        timings["finetune_s"] = json.loads((model_dir / TRAINING_FILE).read_text("utf-8"))["seconds"]
+        timings["finetune_reused"] = True
+    else:
+        result = finetune(catalog, model_dir, ft, say=log, command=command, progress=progress,
+                          cache_dir=settings.cache_dir)
+        timings["finetune_s"] = round(result.seconds, 1)
+    log(f"fine-tuning: {timings['finetune_s'] / 60:.1f} min")
+
+    from searchcore.embed import load_embedder
+
+    tuned = load_embedder(str(model_dir), device=settings.device)
+    if config.build_index:
+        from searchcore.build import build_index
+
+        t0 = time.perf_counter()
+        built = build_index(catalog, tuned, out / "index", settings=settings.index,
+                            progress=progress)
+        timings["index_s"] = round(time.perf_counter() - t0, 1)
+        log(built.summary())
+
+    variants = _variants(config, model_dir, out, settings, log)
+    eval_cfg = EvalConfig(seed=ft.seed, test_fraction=1.0, conditions=config.conditions,
+                          query_attrs=config.query_attrs, similar_attrs=config.similar_attrs,
+                          max_queries=config.max_queries, quality_images=config.quality_images)
+    from searchcore.training.report import write_report
+
+    cache: dict[Any, Any] = {}
+    reports: dict[str, dict[str, Any]] = {}
+    t0 = time.perf_counter()
+    for name, (spec, embedder) in variants.items():
+        log(f"evaluating {name} ({spec}) on {int(test.sum())} test products")
+        strategies = build_strategies(config.upscalers, settings, spec)
+        quality = config.quality_images if not reports else 0  # upscalers do not depend on the model
+        rep = evaluate(catalog, embedder, strategies, replace(eval_cfg, quality_images=quality),
+                       exclude_rows=not_test, progress=log, cache=cache)
+        rep["model"] = {"spec": spec, "dim": embedder.dim, "variant": name}
+        write_report(rep, out / "eval" / _slug(name), title=f"Evaluation of {name}")
+        reports[name] = rep
+    timings["eval_s"] = round(time.perf_counter() - t0, 1)
+
+    verdict = reports[VARIANT_FINETUNED].get("verdict") or {}
+    if "helps" in verdict:
+        from searchcore.training.verdict import write_verdict
+
+        write_verdict(str(model_dir), verdict)
+        log(f"auto upscaling for this model: {verdict['reason']}")
+    timings["total_s"] = round(time.perf_counter() - started, 1)
+    summary = {
+        "format_version": 1,
+        "command": command,
+        "catalog": {"path": str(catalog.source), "sha256": catalog.sha256, "rows": len(catalog)},
+        "split": {"seed": ft.seed, "test_fraction": ft.test_fraction,
+                  "val_fraction": ft.val_fraction, "test": int(test.sum()),
+                  "train_and_val": len(not_test)},
+        "finetune": asdict(ft),
+        "model": str(model_dir),
+        "index": str(out / "index") if config.build_index else None,
+        "timings": timings,
+        "hardware": _hardware(settings),
+        "auto_upscaling": verdict,
+        "variants": {name: headline(r) for name, r in reports.items()},
+    }
+    write_comparison(summary, out)
+    return summary
+
+
+def _finished(model_dir: Path, catalog: Catalog, ft: FinetuneConfig) -> bool:
+    path = model_dir / TRAINING_FILE
+    if not path.is_file():
+        return False
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    same_config = {k: v for k, v in meta.get("config", {}).items() if k != "device"} == {
+        k: v for k, v in json.loads(json.dumps(asdict(ft))).items() if k != "device"}
+    return meta.get("catalog", {}).get("sha256") == catalog.sha256 and same_config
+
+
+def _variants(config: TuneConfig, model_dir: Path, out: Path, settings: Any,
+              log: Callable[[str], None]) -> dict[str, tuple[str, Any]]:
+    """name -> (spec, embedder), the fine-tuned model first."""
+    from searchcore.embed import load_embedder
+
+    base_spec = config.finetune.base
+    tuned = load_embedder(str(model_dir), device=settings.device)
+    found: dict[str, tuple[str, Any]] = {VARIANT_FINETUNED: (str(model_dir), tuned)}
+    base = None
+    for b in config.baselines:
+        spec = base_spec if b == "base" else b
+        name = {"pixels": "raw pixels", "base": f"{base_spec} (not fine-tuned)"}.get(b, b)
+        emb = load_embedder(spec, device=settings.device, allow_download=settings.allow_download,
+                            cache_dir=settings.cache_dir)
+        found[name] = (spec, emb)
+        if b == "base":
+            base = emb
+    for a in config.wise:
+        if base is None:
+            base = load_embedder(base_spec, device=settings.device, cache_dir=settings.cache_dir,
+                                 allow_download=settings.allow_download)
+        folder = out / f"wise-{a:g}"
+        try:
+            wise_ft(base, tuned, a, folder)
+        except ConfigError as exc:
+            log(f"WiSE-FT {a:g} skipped: {exc}")
+            continue
+        found[f"WiSE-FT a={a:g}"] = (str(folder), load_embedder(str(folder), device=settings.device))
+    for spec in config.compare:
+        found[Path(spec).name if Path(spec).exists() else spec] = (
+            spec, load_embedder(spec, device=settings.device, cache_dir=settings.cache_dir,
+                                allow_download=settings.allow_download))
+    return found
+
+
+def wise_ft(base: Any, tuned: Any, alpha: float, folder: Path) -> Path:
+    """Weight-space ensemble (Wortsman et al., 2022): ``(1 - alpha) * base + alpha * tuned``,
+    saved as a model folder. Both must be the same architecture."""
+    import torch
+
+    from searchcore.embed import ClipEmbedder, save_model
+
+    if not isinstance(base, ClipEmbedder) or not isinstance(tuned, ClipEmbedder):
+        raise ConfigError("both models must be CLIP models")
+    a, b = base.model.state_dict(), tuned.model.state_dict()
+    if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
+        raise ConfigError("the starting model and the fine-tuned one differ in architecture")
+    mixed = {k: ((1 - alpha) * a[k].float() + alpha * b[k].float()).to(b[k].dtype)
+             if torch.is_floating_point(b[k]) else b[k] for k in b}
+    model_cfg = json.loads((Path(tuned.spec) / "open_clip_config.json").read_text("utf-8"))["model_cfg"]
+    import copy
+
+    model = copy.deepcopy(tuned.model)
+    model.load_state_dict(mixed)
+    emb = ClipEmbedder(model, tuned._transform, tuned.tokenizer, spec=str(folder), device=tuned.device)
+    save_model(emb, folder, model_cfg, half=True)
+    return folder
+
+
+def headline(report: dict[str, Any]) -> dict[str, Any]:
+    """The figures the comparison table shows, from one evaluation report."""
+    out: dict[str, Any] = {"spec": report.get("model", {}).get("spec")}
+    for col, v in report.get("similar", {}).items():
+        if isinstance(v, dict):
+            out[f"{col} P@1"], out[f"{col} P@10"] = v["P@1"], v["P@10"]
+    text = report.get("text", {})
+    if "titles" in text:
+        out["title R@1"], out["title R@10"] = text["titles"]["R@1"], text["titles"]["R@10"]
+    if "attributes" in text:
+        out["attribute query P@10"] = text["attributes"].get("P@10")
+        out["attribute query R@10"] = text["attributes"]["R@10"]
+    for cname, cond in report.get("exact", {}).items():
+        for sname, v in cond.items():
+            if isinstance(v, dict) and "R@10" in v:
+                out[f"{cname} R@10 [{sname}]"] = v["R@10"]
+                out[f"{cname} R@1 [{sname}]"] = v["R@1"]
+                if "by_width" in v:
+                    out[f"{cname} by width [{sname}]"] = {b: w["R@10"] for b, w in v["by_width"].items()}
+    return out
+
+
+def write_comparison(summary: dict[str, Any], out: Path, plots: bool = True) -> list[Path]:
+    from searchcore.fsutil import write_json_atomic
+    from searchcore.training.report import _clean
+
+    write_json_atomic(out / "report.json", _clean(summary))
+    (out / "report.md").write_text(comparison_markdown(summary), encoding="utf-8")
+    paths = [out / "report.json", out / "report.md"]
+    if plots:
+        paths += _comparison_plots(summary, out)
+    return paths
+
+
+def _f(v: Any) -> str:
+    return "-" if not isinstance(v, (int, float)) or v != v else f"{v:.3f}"
+
+
+def comparison_markdown(summary: dict[str, Any]) -> str:
+    variants = summary["variants"]
+    sp = summary["split"]
+    t = summary["timings"]
+    lines = [
+        "# Fine-tuning report", "",
+        f"Catalog `{summary['catalog']['path']}` ({summary['catalog']['rows']} products). "
+        f"Test: {sp['test']} products never trained or validated on (hash split, seed "
+        f"{sp['seed']}, fraction {sp['test_fraction']}); {sp['train_and_val']} for training and "
+        "validation. Every variant is scored on the same test products and the same queries.", "",
+        f"Fine-tuning {t.get('finetune_s', 0) / 60:.1f} min"
+        + (" (reused)" if t.get("finetune_reused") else "")
+        + (f", index {t['index_s']} s" if "index_s" in t else "")
+        + f", evaluation {t.get('eval_s', 0) / 60:.1f} min; {summary.get('hardware', '')}.", "",
+    ]
+    cols = [c for c in ("category P@1", "category P@10", "colour P@1", "colour P@10",
+                        "gender P@1", "gender P@10", "title R@1", "title R@10",
+                        "attribute query P@10")
+            if any(c in v for v in variants.values())]
+    lines += ["## Similar products and text search", "",
+              "| model | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    lines += [f"| {n} | " + " | ".join(_f(v.get(c)) for c in cols) + " |" for n, v in variants.items()]
+    conds = sorted({k.split(" R@10 [")[0] for v in variants.values() for k in v if " R@10 [" in k})
+    for cname in conds:
+        strat = []
+        for v in variants.values():
+            for k in v:
+                if k.startswith(f"{cname} R@10 ["):
+                    s = k[len(cname) + 7 : -1]
+                    if s not in strat:
+                        strat.append(s)
+        lines += ["", f"## Exact product from `{cname}` photos: Recall@10 (Recall@1)", "",
+                  "| model | " + " | ".join(strat) + " |", "|---|" + "---|" * len(strat)]
+        for n, v in variants.items():
+            lines.append(f"| {n} | " + " | ".join(
+                f"{_f(v.get(f'{cname} R@10 [{s}]'))} ({_f(v.get(f'{cname} R@1 [{s}]'))})"
+                for s in strat) + " |")
+        tuned = variants.get(VARIANT_FINETUNED, {})
+        bands = {s: tuned.get(f"{cname} by width [{s}]") for s in strat}
+        if any(bands.values()):
+            names = list(next(b for b in bands.values() if b))
+            lines += ["", f"Fine-tuned model, `{cname}` Recall@10 by query width:", "",
+                      "| upscaling | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+            lines += [f"| {s} | " + " | ".join(_f((b or {}).get(x)) for x in names) + " |"
+                      for s, b in bands.items() if b]
+    verdict = summary.get("auto_upscaling") or {}
+    if verdict.get("reason"):
+        lines += ["", "## Auto upscaling", "", f"{verdict['reason']}. Stored as the model's "
+                  "`upscale_verdict.json`: `auto` follows it."]
+    if summary.get("command"):
+        lines += ["", "Reproduce:", "", "```", summary["command"], "```"]
+    return "\n".join(lines) + "\n"
+
+
+def _comparison_plots(summary: dict[str, Any], out: Path) -> list[Path]:
+    from matplotlib.figure import Figure
+
+    from searchcore.training.report import _bars
+
+    variants = summary["variants"]
+    metrics = [m for m in ("category P@10", "colour P@10", "gender P@10", "title R@10",
+                           "attribute query P@10", "shopper R@10 [never]")
+               if any(m in v for v in variants.values())]
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    _bars(ax, [m.replace(" [never]", "") for m in metrics],
+          {n: [v.get(m) for m in metrics] for n, v in variants.items()}, "")
+    ax.set_ylim(0, 1)
+    ax.set_title("Held-out products: fine-tuned vs baselines")
+    fig.savefig(out / "comparison.png", dpi=110)
+    paths = [out / "comparison.png"]
+    tuned = variants.get(VARIANT_FINETUNED, {})
+    bands = {k[len("shopper by width [") : -1]: v for k, v in tuned.items()
+             if k.startswith("shopper by width [")}
+    if bands:
+        fig = Figure(figsize=(6, 3.5), layout="constrained")
+        ax = fig.add_subplot()
+        for s, b in bands.items():
+            ax.plot(list(b), list(b.values()), marker="o", label=s)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("exact-product Recall@10")
+        ax.set_xlabel("shopper photo width")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title("Fine-tuned model: upscaling by query size")
+        fig.savefig(out / "shopper_by_width.png", dpi=110)
+        paths.append(out / "shopper_by_width.png")
+    return paths
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip("-").lower()
+
+
+def _hardware(settings: Any) -> str:
+    from searchcore.training.common import hardware
+
+    return hardware(settings.device if settings.device != "auto" else "cpu")
+
+
+def parse_floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"expected comma-separated numbers, not {text!r}") from None
+
+
+__all__ = ["SHOPPER_CONDITIONS", "TuneConfig", "comparison_markdown", "headline", "tune",
+           "wise_ft"]
