@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -148,6 +149,7 @@ def tune(catalog: Catalog, out: str | Path, config: TuneConfig, settings: Any, *
         "hardware": _hardware(settings),
         "auto_upscaling": verdict,
         "variants": {name: headline(r) for name, r in reports.items()},
+        "order": list(reports),  # the JSON file's keys are sorted; this is the table's order
     }
     write_comparison(summary, out)
     return summary
@@ -175,18 +177,19 @@ def _variants(config: TuneConfig, model_dir: Path, out: Path, settings: Any,
     for b in config.baselines:
         spec = base_spec if b == "base" else b
         name = {"pixels": "raw pixels", "base": f"{base_spec} (not fine-tuned)"}.get(b, b)
+        # the seed makes an architecture name the very initialisation training started from
         emb = load_embedder(spec, device=settings.device, allow_download=settings.allow_download,
-                            cache_dir=settings.cache_dir)
+                            cache_dir=settings.cache_dir, seed=config.finetune.seed)
         found[name] = (spec, emb)
         if b == "base":
             base = emb
     for a in config.wise:
         if base is None:
             base = load_embedder(base_spec, device=settings.device, cache_dir=settings.cache_dir,
-                                 allow_download=settings.allow_download)
+                                 allow_download=settings.allow_download, seed=config.finetune.seed)
         folder = out / f"wise-{a:g}"
         try:
-            wise_ft(base, tuned, a, folder)
+            wise_ft(base, tuned, a, folder, half=config.finetune.half)
         except ConfigError as exc:
             log(f"WiSE-FT {a:g} skipped: {exc}")
             continue
@@ -198,7 +201,7 @@ def _variants(config: TuneConfig, model_dir: Path, out: Path, settings: Any,
     return found
 
 
-def wise_ft(base: Any, tuned: Any, alpha: float, folder: Path) -> Path:
+def wise_ft(base: Any, tuned: Any, alpha: float, folder: Path, *, half: bool = True) -> Path:
     """Weight-space ensemble (Wortsman et al., 2022): ``(1 - alpha) * base + alpha * tuned``,
     saved as a model folder. Both must be the same architecture."""
     import torch
@@ -218,7 +221,7 @@ def wise_ft(base: Any, tuned: Any, alpha: float, folder: Path) -> Path:
     model = copy.deepcopy(tuned.model)
     model.load_state_dict(mixed)
     emb = ClipEmbedder(model, tuned._transform, tuned.tokenizer, spec=str(folder), device=tuned.device)
-    save_model(emb, folder, model_cfg, half=True)
+    save_model(emb, folder, model_cfg, half=half)
     return folder
 
 
@@ -257,19 +260,25 @@ def write_comparison(summary: dict[str, Any], out: Path, plots: bool = True) -> 
 
 
 def _f(v: Any) -> str:
-    return "-" if not isinstance(v, (int, float)) or v != v else f"{v:.3f}"
+    return "-" if not isinstance(v, (int, float)) or not math.isfinite(v) else f"{v:.3f}"
+
+
+def _ordered(summary: dict[str, Any]) -> dict[str, Any]:
+    v = summary["variants"]
+    return {n: v[n] for n in summary.get("order", v) if n in v}
 
 
 def comparison_markdown(summary: dict[str, Any]) -> str:
-    variants = summary["variants"]
+    variants = _ordered(summary)
     sp = summary["split"]
     t = summary["timings"]
     lines = [
         "# Fine-tuning report", "",
-        f"Catalog `{summary['catalog']['path']}` ({summary['catalog']['rows']} products). "
-        f"Test: {sp['test']} products never trained or validated on (hash split, seed "
-        f"{sp['seed']}, fraction {sp['test_fraction']}); {sp['train_and_val']} for training and "
-        "validation. Every variant is scored on the same test products and the same queries.", "",
+        (f"Catalog `{summary['catalog']['path']}` ({summary['catalog']['rows']} products). "
+         f"Test: {sp['test']} products never trained or validated on (hash split, seed "
+         f"{sp['seed']}, fraction {sp['test_fraction']}); {sp['train_and_val']} for training and "
+         "validation. Every variant is scored on the same test products and the same queries."),
+        "",
         f"Fine-tuning {t.get('finetune_s', 0) / 60:.1f} min"
         + (" (reused)" if t.get("finetune_reused") else "")
         + (f", index {t['index_s']} s" if "index_s" in t else "")
@@ -307,8 +316,8 @@ def comparison_markdown(summary: dict[str, Any]) -> str:
                       for s, b in bands.items() if b]
     verdict = summary.get("auto_upscaling") or {}
     if verdict.get("reason"):
-        lines += ["", "## Auto upscaling", "", f"{verdict['reason']}. Stored as the model's "
-                  "`upscale_verdict.json`: `auto` follows it."]
+        lines += ["", "## Auto upscaling", "", (f"{verdict['reason']}. Stored as the model's "
+                                                 "`upscale_verdict.json`: `auto` follows it.")]
     if summary.get("command"):
         lines += ["", "Reproduce:", "", "```", summary["command"], "```"]
     return "\n".join(lines) + "\n"
@@ -319,7 +328,7 @@ def _comparison_plots(summary: dict[str, Any], out: Path) -> list[Path]:
 
     from searchcore.training.report import _bars
 
-    variants = summary["variants"]
+    variants = _ordered(summary)
     metrics = [m for m in ("category P@10", "colour P@10", "gender P@10", "title R@10",
                            "attribute query P@10", "shopper R@10 [never]")
                if any(m in v for v in variants.values())]

@@ -1,0 +1,191 @@
+"""The real-catalog loop: shopper-sized degradations, the test split, attribute heads, WiSE-FT,
+the shared upscale cache, and ``searchcore tune`` end to end on a tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from searchcore.catalog import load_catalog
+from searchcore.cli import main
+from searchcore.errors import ConfigError
+from searchcore.training import metrics
+from searchcore.training.data import held_out_mask
+from searchcore.training.degrade import Degradation, degrade, parse_condition, sample_shopper
+from searchcore.training.evaluate import EvalConfig, Strategy, evaluate
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def demo_shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from searchcore.synth import generate_catalog
+
+    return generate_catalog(tmp_path_factory.mktemp("demo"), n=40, seed=5, size=64)
+
+
+def test_width_range_shrinks_to_shopper_sizes_whatever_the_photo() -> None:
+    name, d = parse_condition("shopper:rotate=8,crop=0.85,min_width=20,max_width=60,jpeg=50")
+    assert name == "shopper" and d.shrinks and d.geometric
+    assert parse_condition(f"x:{d.spec()}")[1] == d  # spec round trip, integer fields
+    for size in (224, 1000):
+        img = Image.new("RGB", (size, size), (200, 10, 10))
+        widths = [degrade(img, d, np.random.default_rng(i)).width for i in range(40)]
+        assert 20 <= min(widths) and max(widths) <= 60 and len(set(widths)) > 10
+    a = degrade(Image.new("RGB", (224, 224)), d, np.random.default_rng(3))
+    b = degrade(Image.new("RGB", (224, 224)), d, np.random.default_rng(3))
+    assert a.size == b.size
+    with pytest.raises(ConfigError, match="either down or a width range"):
+        Degradation(down=2, min_width=20, max_width=60)
+    with pytest.raises(ConfigError, match="width range"):
+        Degradation(min_width=60, max_width=20)
+    assert not Degradation(blur=1).shrinks and Degradation(down=2).shrinks
+
+
+def test_shopper_views_reach_the_smallest_shopper_photos() -> None:
+    img = Image.new("RGB", (224, 224))
+    rng = np.random.default_rng(0)
+    widths = [degrade(img, sample_shopper(rng, max_down=12), rng).width for _ in range(300)]
+    assert min(widths) < 24  # 224 / 12 = 19 px at the extreme
+    rng = np.random.default_rng(0)
+    # the default keeps them at least 224 * 0.7 (crop) / 6 = 26 px wide
+    assert min(degrade(img, sample_shopper(rng), rng).width for _ in range(300)) >= 25
+
+
+def test_test_split_is_eval_split_and_never_validated_on() -> None:
+    from searchcore.training.finetune import split_masks
+
+    ids = [f"{i:05d}" for i in range(2000)]
+    val, test = split_masks(ids, 0, 0.1, 0.2)
+    assert not (val & test).any()
+    assert np.array_equal(test, held_out_mask(ids, 0.2, 0))  # what `eval --seed 0` holds out
+    assert 0.15 < test.mean() < 0.25 and 0.06 < val.mean() < 0.1
+    # without a test split: the historical validation split, unchanged
+    val0, test0 = split_masks(ids, 0, 0.1)
+    assert np.array_equal(val0, held_out_mask(ids, 0.1, 0)) and not test0.any()
+
+
+def test_precision_of_relevant_items_by_hand() -> None:
+    scores = np.array([[0.9, 0.8, 0.1, 0.7], [0.1, 0.2, 0.3, 0.4]])
+    relevant = np.array([[True, False, False, True], [False, False, False, True]])
+    assert metrics.relevant_precision_at_k(scores, relevant, 2) == pytest.approx((0.5 + 0.5) / 2)
+    assert metrics.relevant_precision_at_k(scores, relevant, 3) == pytest.approx((2 / 3 + 1 / 3) / 2)
+
+
+class _CountingUpscaler:
+    name = "nearest-x2"
+    scale = 2
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def upscale(self, img: Image.Image) -> Image.Image:
+        self.calls += 1
+        return img.resize((img.width * 2, img.height * 2), Image.Resampling.NEAREST)
+
+
+def test_width_bands_and_a_shared_cache_upscale_each_photo_once(colour_catalog: Path,
+                                                                 fake_embedder) -> None:
+    catalog = load_catalog(colour_catalog)
+    up = _CountingUpscaler()
+    cond = parse_condition("small:min_width=10,max_width=40")
+    config = EvalConfig(conditions=(cond,), quality_images=0)
+    strategies = [Strategy("never"), Strategy("nearest", up)]
+    cache: dict = {}
+    first = evaluate(catalog, fake_embedder, strategies, config, cache=cache)
+    assert up.calls == 24
+    second = evaluate(catalog, fake_embedder, strategies, config, cache=cache)
+    assert up.calls == 24  # every upscaled photo came from the cache
+    def results(r: dict) -> dict:
+        return {k: {m: x for m, x in v.items() if m != "upscale_ms"}
+                for k, v in r["exact"]["small"].items() if isinstance(v, dict)}
+
+    assert results(first) == results(second)
+    # the cached photos keep the cost of their first upscaling
+    assert second["exact"]["small"]["nearest"]["upscale_ms"] >= first["exact"]["small"]["nearest"]["upscale_ms"] * 0.5 > 0
+    bands = first["exact"]["small"]["never"]["by_width"]
+    assert sum(b["queries"] for b in bands.values()) == 24 and "0-29 px" in bands
+    assert first["exact"]["small"]["query_size"].endswith("px wide")
+    assert set(first["verdicts"]) == {"nearest"} and "paired" in first["verdicts"]["nearest"]
+
+
+def test_attribute_heads_train_and_are_not_saved(demo_shop: Path, tiny_clip: str,
+                                                 tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from searchcore.embed import load_embedder
+    from searchcore.training.finetune import FinetuneConfig, finetune
+
+    catalog = load_catalog(demo_shop)
+    config = FinetuneConfig(base=tiny_clip, epochs=2, batch_size=8, val_fraction=0.2,
+                            test_fraction=0.25, attr_weight=1.0, attr_columns=("category", "colour"),
+                            val_max_queries=10, half=False, shopper_max_down=12)
+    result = finetune(catalog, tmp_path / "m", config)
+    assert all(np.isfinite(h["loss"]) for h in result.history)
+    keys = set(load_file(str(tmp_path / "m" / "open_clip_model.safetensors")))
+    assert keys == set(load_embedder(tiny_clip).model.state_dict())  # no head weights
+    meta = json.loads((tmp_path / "m" / "training.json").read_text())
+    assert meta["config"]["attr_weight"] == 1.0
+    split = meta["split"]
+    assert split["train"] + split["val"] + split["test"] == 40 and split["test"] > 0
+    with pytest.raises(ConfigError, match="not in the catalog"):
+        finetune(catalog, tmp_path / "x", FinetuneConfig(base=tiny_clip, attr_weight=1.0,
+                                                         attr_columns=("nope",), max_steps=1))
+
+
+def test_tune_runs_the_whole_loop(demo_shop: Path, tiny_clip: str, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from safetensors.torch import load_file
+
+    from searchcore.training.finetune import trained_rows
+
+    out = tmp_path / "run"
+    args = ["tune", "--catalog", str(demo_shop), "--base", tiny_clip, "--out", str(out),
+            "--epochs", "1", "--batch-size", "8", "--max-steps", "2", "--test-fraction", "0.3",
+            "--val-max-queries", "10", "--attr-weight", "0.5", "--wise", "0,0.5",
+            "--upscalers", "never,bicubic,default,auto", "--max-queries", "12",
+            "--query-attrs", "colour,category", "--similar-attrs", "category,colour",
+            "--device", "cpu", "--fp32", "--no-progress"]
+    assert main(args) == 0
+    summary = json.loads((out / "report.json").read_text())
+    names = summary["order"]
+    assert names[0] == "fine-tuned" and "raw pixels" in names and "WiSE-FT a=0.5" in names
+    assert f"{tiny_clip} (not fine-tuned)" in names
+    tuned = summary["variants"]["fine-tuned"]
+    assert {"category P@10", "colour P@10", "title R@10", "shopper R@10 [never]",
+            "shopper R@10 [sc-compact-x4]", "small-blurry R@10 [auto]"} <= set(tuned)
+    assert "title R@10" not in summary["variants"]["raw pixels"]  # no text tower
+    # WiSE-FT at 0 is the starting model, weight for weight; 0.5 is halfway
+    base = summary["variants"][f"{tiny_clip} (not fine-tuned)"]
+    assert summary["variants"]["WiSE-FT a=0"]["category P@10"] == base["category P@10"]
+    w0, w5 = (load_file(str(out / f"wise-{a}" / "open_clip_model.safetensors")) for a in ("0", "0.5"))
+    ft = load_file(str(out / "model" / "open_clip_model.safetensors"))
+    key = "visual.conv1.weight"
+    np.testing.assert_allclose(w5[key].numpy(), (w0[key].numpy() + ft[key].numpy()) / 2, atol=1e-6)
+    # every variant was tested on exactly the products training never saw
+    test_rows = json.loads((out / "eval" / "fine-tuned" / "report.json").read_text())["split"]
+    rows, _ = trained_rows(str(out / "model"), load_catalog(demo_shop))
+    assert test_rows["gallery"] == 40 - len(rows) == summary["split"]["test"]
+    assert (out / "index" / "manifest.json").is_file()
+    assert (out / "model" / "upscale_verdict.json").is_file()
+    md = (out / "report.md").read_text()
+    assert "| raw pixels |" in md and "Recall@10 by query width" in md
+    assert Image.open(out / "comparison.png").size[0] > 100
+    assert (out / "shopper_by_width.png").is_file()
+    # a second run reuses the trained model and redoes the rest
+    capsys.readouterr()
+    assert main(args + ["--no-index", "--baselines", "", "--wise", ""]) == 0
+    assert "reusing it" in capsys.readouterr().err
+    assert json.loads((out / "report.json").read_text())["order"] == ["fine-tuned"]
