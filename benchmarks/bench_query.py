@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -180,49 +178,22 @@ def run_engine(engine: Any, queries: list[Query], n_warmup: int, cap_s: float,
 # --------------------------------------------------------------------------- the Gradio API
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def running_app(args: argparse.Namespace, weights: Path | None, threads: int,
                 log_path: Path) -> Iterator[Any]:
     """``python app.py --port N`` on the benchmark's index; yields a gradio_client Client."""
     from gradio_client import Client
 
-    port = free_port()
+    from searchcore.testing import launched_app
+
     env = {**os.environ, "SEARCHCORE_CATALOG": str(C.demo_catalog(args.work)),
            "SEARCHCORE_INDEX": str(index_dir(args)), "SEARCHCORE_MODEL": args.model,
            "SEARCHCORE_UPSCALER": args.upscaler, "SEARCHCORE_THREADS": str(threads),
            "GRADIO_ANALYTICS_ENABLED": "False"}
     if weights is not None:
         env["SEARCHCORE_UPSCALER_WEIGHTS"] = str(weights)
-    log = open(log_path, "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=C.ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + args.app_timeout
-        client = None
-        while time.time() < deadline and proc.poll() is None:
-            if "ready in" in log_path.read_text(errors="replace"):
-                with contextlib.suppress(Exception):
-                    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-                    break
-            time.sleep(1.0)
-        if client is None:
-            tail = log_path.read_text(errors="replace")[-600:]
-            raise RuntimeError(f"app.py did not come up (exit {proc.poll()}): {tail}")
-        yield client
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with launched_app(env=env, log=log_path, cwd=C.ROOT, timeout=args.app_timeout) as app:
+        yield Client(app.url, verbose=False)
 
 
 def gradio_call(client: Any) -> Callable[[Query], dict[str, Any]]:

@@ -11,24 +11,16 @@ users (text queries, catalog photos, small uploads, and one hostile upload in te
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+import _common as C
 import numpy as np
 import psutil
 
-import _common as C
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from searchcore.testing import launched_app
 
 
 def _folder_bytes(folder: Path) -> int:
@@ -56,21 +48,12 @@ def main() -> None:
     bad = tmp / "bad.jpg"
     bad.write_bytes(b"<html>not a photo</html>")
     uploads = tmp / "gradio"
-    port = _free_port()
     env = {**os.environ, "SEARCHCORE_CATALOG": str(csv), "SEARCHCORE_INDEX": str(csv.parent / "index"),
            "GRADIO_TEMP_DIR": str(uploads), "GRADIO_ANALYTICS_ENABLED": "False"}
-    log = open(tmp / "app.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=C.ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.time() + 600
-        while "ready in" not in (tmp / "app.log").read_text(errors="replace"):
-            if proc.poll() is not None or time.time() > deadline:
-                raise SystemExit(f"app.py did not start: {(tmp / 'app.log').read_text()[-800:]}")
-            time.sleep(1)
+    with launched_app(env=env, log=tmp / "app.log", cwd=C.ROOT, timeout=600) as app:
+        url = app.url
         time.sleep(2)
-        server = psutil.Process(proc.pid)
+        server = psutil.Process(app.process.pid)
         stop = time.time() + args.minutes * 60
         lat: list[float] = []
         errors: list[str] = []
@@ -113,10 +96,6 @@ def main() -> None:
             time.sleep(args.every)
         for t in threads:
             t.join()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
     rss = [s["rss_mb"] for s in samples]
     half = len(rss) // 2
     drift = (np.mean(rss[half:]) - np.mean(rss[:half])) if half else 0.0

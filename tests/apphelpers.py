@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
 from conftest import TINY_CLIP_CONFIG
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_shop(base: Path, tiny_clip: str) -> dict[str, Path]:
@@ -28,48 +20,20 @@ def make_shop(base: Path, tiny_clip: str) -> dict[str, Path]:
     return {"base": base, "csv": csv, "model": model, "index": base / "index"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def running_app(shop: dict[str, Path], *args: str, log_name: str = "app.log") -> Iterator[tuple[str, Path]]:
     """``python app.py`` on a free port; yields its URL and log file, and stops it afterwards."""
-    port = _free_port()
+    from searchcore.testing import launched_app
+
     base = shop["base"]
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SEARCHCORE_", "GRADIO_")) and k != "SPACE_ID"}
     env.update(SEARCHCORE_CACHE=str(base / "cache"), GRADIO_TEMP_DIR=str(base / "gradio-tmp"),
                HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, str(ROOT / "app.py"), "--catalog", str(shop["csv"]), "--model", str(shop["model"]),
-           "--index", str(shop["index"]), "--host", "127.0.0.1", "--port", str(port), *args]
-    log = base / log_name
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=base, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"app.py exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(url, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"app.py did not answer in 120 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield url, log
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    argv = ["--catalog", str(shop["csv"]), "--model", str(shop["model"]), "--index", str(shop["index"]),
+            *args]
+    with launched_app(argv, env=env, log=base / log_name, cwd=base) as app:
+        yield app.url, app.log
 
 
 def search_text(client, text: str, **kw):

@@ -248,7 +248,7 @@ def build_strategies(tokens: tuple[str, ...], settings: Any, model_spec: str) ->
     """``never,bicubic,default,auto`` -> evaluation strategies (see :class:`.evaluate.Strategy`)."""
     from searchcore.errors import ConfigError
     from searchcore.training.evaluate import Strategy
-    from searchcore.training.verdict import auto_skip_reason
+    from searchcore.verdict import auto_skip_reason
     from searchcore.upscale import BicubicUpscaler, UpscalePolicy
 
     strategies: list[Strategy] = []
@@ -296,7 +296,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from searchcore.training.evaluate import EvalConfig, evaluate
     from searchcore.training.finetune import trained_rows
     from searchcore.training.report import write_report
-    from searchcore.training.verdict import write_verdict
+    from searchcore.verdict import write_verdict
 
     settings = _settings(args)
     catalog = _load(args)

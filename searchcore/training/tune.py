@@ -130,7 +130,7 @@ def tune(catalog: Catalog, out: str | Path, config: TuneConfig, settings: Any, *
 
     verdict = reports[VARIANT_FINETUNED].get("verdict") or {}
     if "helps" in verdict:
-        from searchcore.training.verdict import write_verdict
+        from searchcore.verdict import write_verdict
 
         write_verdict(str(model_dir), verdict)
         log(f"auto upscaling for this model: {verdict['reason']}")
