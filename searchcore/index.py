@@ -105,7 +105,9 @@ class HnswIndex:
         self._index = _index
         self._index.set_ef(self.ef_search)
         self._deleted: set[int] = set(_deleted or ())
-        self._labels = np.asarray(self._index.get_ids_list(), dtype=np.int64)
+        # Both built on first need (a write, a filter), not at load: unfiltered search never
+        # needs them, so a loaded index costs no memory beyond hnswlib's own.
+        self._labels: np.ndarray | None = None  # every stored label, sorted
         self._live_cache: np.ndarray | None = None  # sorted live labels, cleared by writes
         self.lock = RWLock()
 
@@ -122,15 +124,23 @@ class HnswIndex:
         with self.lock.read():
             return self._live_labels()
 
+    def _all_labels(self) -> np.ndarray:
+        labels = self._labels
+        if labels is None:
+            labels = np.sort(np.asarray(self._index.get_ids_list(), dtype=np.int64))
+            self._labels = labels
+        return labels
+
     def _live_labels(self) -> np.ndarray:
         cached = self._live_cache
         if cached is not None:
             return cached
+        labels = self._all_labels()
         if not self._deleted:
-            live = np.sort(self._labels)
+            live = labels  # the same array: no second copy
         else:
             dead = np.fromiter(self._deleted, dtype=np.int64, count=len(self._deleted))
-            live = np.sort(self._labels[~np.isin(self._labels, dead)])
+            live = labels[~np.isin(labels, dead)]
         self._live_cache = live
         return live
 
@@ -152,7 +162,7 @@ class HnswIndex:
         if labels.min() < 0 or len(np.unique(labels)) != len(labels):
             raise SearchError("labels must be unique, non-negative integers")
         with self.lock.write():
-            new = int(np.count_nonzero(~np.isin(labels, self._labels)))
+            new = int(np.count_nonzero(~np.isin(labels, self._all_labels())))
             # new labels first fill the slots of deleted ones (replace_deleted below)
             reusable = len(self._deleted - set(labels.tolist()))  # re-added labels are unmarked
             needed = int(self._index.get_current_count()) + max(0, new - reusable)
@@ -163,16 +173,17 @@ class HnswIndex:
                 self._deleted.discard(label)
             # New labels take the slots of deleted ones first, so churn does not grow the index.
             self._index.add_items(vectors, labels, replace_deleted=True)
-            self._live_cache = None
-            self._labels = np.asarray(self._index.get_ids_list(), dtype=np.int64)
-            self._deleted &= set(self._labels.tolist())  # replaced slots drop their old label
+            self._live_cache = self._labels = None
+            if self._deleted:  # replaced slots drop their old label
+                self._deleted &= set(self._all_labels().tolist())
 
     def remove(self, labels: np.ndarray | list[int]) -> None:
         """Mark labels deleted: they are never returned again (their slots can be reused)."""
         labels = [int(x) for x in np.asarray(labels, dtype=np.int64).ravel()]
         with self.lock.write():
-            present = set(self._labels.tolist())
-            unknown = [x for x in labels if x not in present or x in self._deleted]
+            stored = self._all_labels()
+            found = np.isin(np.asarray(labels, dtype=np.int64), stored)
+            unknown = [x for x, ok in zip(labels, found, strict=True) if not ok or x in self._deleted]
             if unknown:
                 raise SearchError(f"cannot remove labels not in the index: {unknown[:5]}")
             self._live_cache = None
