@@ -275,7 +275,11 @@ class SearchEngine:
 
     # -- catalog changes --------------------------------------------------------------------
     def add_products(self, rows: pd.DataFrame, images: list[Image.Image]) -> list[int]:
-        """Append products (canonical columns) with their photos; returns their labels."""
+        """Append products (canonical columns) with their photos; returns their labels.
+
+        In memory only (both stores): for changes that survive a restart, on an index folder,
+        use :class:`searchcore.live.LiveShop` (``searchcore catalog add``), which commits them.
+        """
         if len(rows) != len(images):
             raise SearchError(f"{len(rows)} products but {len(images)} images")
         clash = set(rows["id"]) & set(self.catalog.df["id"])
