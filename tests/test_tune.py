@@ -156,13 +156,14 @@ def test_tune_runs_the_whole_loop(demo_shop: Path, tiny_clip: str, tmp_path: Pat
             "--epochs", "1", "--batch-size", "8", "--max-steps", "2", "--test-fraction", "0.3",
             "--val-max-queries", "10", "--attr-weight", "0.5", "--wise", "0,0.5",
             "--upscalers", "never,bicubic,default,auto", "--max-queries", "12",
+            "--compare", f"again={tiny_clip}",
             "--query-attrs", "colour,category", "--similar-attrs", "category,colour",
             "--device", "cpu", "--fp32", "--no-progress"]
     assert main(args) == 0
     summary = json.loads((out / "report.json").read_text())
     names = summary["order"]
     assert names[0] == "fine-tuned" and "raw pixels" in names and "WiSE-FT a=0.5" in names
-    assert f"{tiny_clip} (not fine-tuned)" in names
+    assert f"{tiny_clip} (not fine-tuned)" in names and "again" in names
     tuned = summary["variants"]["fine-tuned"]
     assert {"category P@10", "colour P@10", "title R@10", "shopper R@10 [never]",
             "shopper R@10 [sc-compact-x4]", "small-blurry R@10 [auto]"} <= set(tuned)

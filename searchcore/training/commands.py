@@ -42,8 +42,9 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
                          "specs; comma-separated, '' for none")
     tn.add_argument("--wise", default="0.5", help="WiSE-FT mixing weights to evaluate "
                     "(base-to-fine-tuned), comma-separated, '' for none")
-    tn.add_argument("--compare", action="append", default=[], metavar="MODEL",
-                    help="another trained model to score on the same test split (repeatable)")
+    tn.add_argument("--compare", action="append", default=[], metavar="[NAME=]MODEL",
+                    help="another trained model to score on the same test split, e.g. "
+                         "'from scratch=runs/scratch/model' (repeatable)")
     tn.add_argument("--upscalers", default="never,bicubic,default,auto",
                     help="upscaling strategies for the shopper photos (as in 'eval')")
     tn.add_argument("--upscaler-weights", type=Path, default=None,

@@ -194,11 +194,19 @@ def _variants(config: TuneConfig, model_dir: Path, out: Path, settings: Any,
             log(f"WiSE-FT {a:g} skipped: {exc}")
             continue
         found[f"WiSE-FT a={a:g}"] = (str(folder), load_embedder(str(folder), device=settings.device))
-    for spec in config.compare:
-        found[Path(spec).name if Path(spec).exists() else spec] = (
-            spec, load_embedder(spec, device=settings.device, cache_dir=settings.cache_dir,
-                                allow_download=settings.allow_download))
+    for item in config.compare:
+        name, spec = _named(item)
+        found[name] = (spec, load_embedder(spec, device=settings.device, cache_dir=settings.cache_dir,
+                                           allow_download=settings.allow_download))
     return found
+
+
+def _named(item: str) -> tuple[str, str]:
+    """``"NAME=SPEC"`` or a bare spec (named after its folder)."""
+    name, sep, spec = item.partition("=")
+    if sep and name and not Path(item).exists():
+        return name, spec
+    return (Path(item).name if Path(item).exists() else item), item
 
 
 def wise_ft(base: Any, tuned: Any, alpha: float, folder: Path, *, half: bool = True) -> Path:
