@@ -189,4 +189,4 @@ def test_tune_runs_the_whole_loop(demo_shop: Path, tiny_clip: str, tmp_path: Pat
     capsys.readouterr()
     assert main(args + ["--no-index", "--baselines", "", "--wise", ""]) == 0
     assert "reusing it" in capsys.readouterr().err
-    assert json.loads((out / "report.json").read_text())["order"] == ["fine-tuned"]
+    assert json.loads((out / "report.json").read_text())["order"] == ["fine-tuned", "again"]
