@@ -51,10 +51,19 @@ def glance(results: Path, names: list[str]) -> str:
             if "1M" in ds:
                 rows.append([f"hnswlib vs exact at recall>=0.98, {ds}", "1 thread",
                              f"{C.fmt(speed)}x", ">= 20x", C.verdict(speed, 20, True), name])
+                wspeed = s.get("wrapper_speedup_over_exact")
+                if wspeed:
+                    rows.append([f"searchcore HnswIndex vs exact at recall>=0.98, {ds}",
+                                 "1 thread", f"{C.fmt(wspeed)}x", ">= 20x",
+                                 C.verdict(wspeed, 20, True), name])
             rows.append([f"hnswlib vs FAISS HNSW QPS, {ds}", "1 thread", f"{C.fmt(rel)}x",
                          ">= 0.8x", C.verdict(rel, 0.8, True), name])
             rows.append([f"hnswlib RSS / (4d+8M), {ds}", "-", f"{C.fmt(mem)}x", "<= 1.1x",
                          C.verdict(mem, 1.1, False), name])
+            wmem = s.get("hnswlib_rss_bytes_per_vector_with_wrapper_over_formula")
+            if wmem:
+                rows.append([f"loaded HnswIndex RSS / (4d+8M), {ds}", "-", f"{C.fmt(wmem)}x",
+                             "<= 1.1x", C.verdict(wmem, 1.1, False), name])
     return C.md_table(["target", "setting", "measured", "target", "verdict", "details"], rows)
 
 
