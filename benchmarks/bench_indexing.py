@@ -138,7 +138,8 @@ def normalise(batch: np.ndarray, mean: Any, std: Any) -> Any:
 def mean_std(embedder: Any) -> tuple[Any, Any]:
     import torch
 
-    norm = next(t for t in embedder.preprocess.transforms if type(t).__name__ == "Normalize")
+    # open_clip's own transform (the embedder's preprocess method shrinks large photos first)
+    norm = next(t for t in embedder._transform.transforms if type(t).__name__ == "Normalize")
     return (torch.tensor(norm.mean).view(1, 3, 1, 1), torch.tensor(norm.std).view(1, 3, 1, 1))
 
 

@@ -5,7 +5,10 @@ Scenarios, side by side in one run, for each torch thread count in ``--threads``
 - ``text_cold``: unique descriptions (every one misses the engine's text-embedding cache);
 - ``text_warm``: the same descriptions again (cache hits; results checked equal to cold);
 - ``image_large``: large sharp photos (``--large-side`` px JPEGs): the policy must not upscale;
-- ``image_small_blurry``: small (64-112 px), blurred uploads: the policy must upscale;
+- ``image_small_blurry``: small (64-112 px), blurred uploads, upscaled (``upscale="always"``:
+  the cost of the upscaling path, whatever the model's verdict says);
+- ``image_small_blurry_auto``: the same uploads with ``auto``, as the page sends them (a model
+  whose measured verdict says upscaling does not help it skips the upscaler);
 - ``image_text``: a large photo plus a (new) description.
 
 Stages are the engine's own timings (``SearchResult.timings_ms``): decode, upscale_check (the
@@ -35,7 +38,8 @@ import numpy as np
 
 STAGES = ("decode", "upscale_check", "upscale", "embed", "embed_text", "search", "assemble",
           "total")
-SCENARIOS = ("text_cold", "text_warm", "image_large", "image_small_blurry", "image_text")
+SCENARIOS = ("text_cold", "text_warm", "image_large", "image_small_blurry",
+             "image_small_blurry_auto", "image_text")
 TARGETS_MS = {"image_large": 50.0, "text_cold": 15.0, "image_small_blurry": 300.0}
 K = 10
 
@@ -44,6 +48,7 @@ K = 10
 class Query:
     image: Path | None = None
     text: str | None = None
+    upscale: str = "auto"
 
 
 @dataclass
@@ -110,7 +115,8 @@ def make_queries(args: argparse.Namespace, total: int) -> tuple[dict[str, list[Q
         "text_cold": [Query(text=t) for t in cold],
         "text_warm": [Query(text=t) for t in cold],  # the same texts: served from the cache
         "image_large": [Query(image=p) for p in large],
-        "image_small_blurry": [Query(image=p) for p in small],
+        "image_small_blurry": [Query(image=p, upscale="always") for p in small],
+        "image_small_blurry_auto": [Query(image=p) for p in small],
         "image_text": [Query(image=p, text=t) for p, t in zip(large, mixed, strict=True)],
     }, source
 
@@ -159,10 +165,10 @@ def run_engine(engine: Any, queries: list[Query], n_warmup: int, cap_s: float,
                reference: Outcome | None = None) -> Outcome:
     out = Outcome()
     for q in queries[:n_warmup]:  # warm-up: first-call costs (allocator, caches) left out
-        engine.search(image=q.image, text=q.text, k=K)
+        engine.search(image=q.image, text=q.text, k=K, upscale=q.upscale)
     started = time.perf_counter()
     for q in queries[n_warmup:]:
-        r = engine.search(image=q.image, text=q.text, k=K)
+        r = engine.search(image=q.image, text=q.text, k=K, upscale=q.upscale)
         out.timings.append(r.timings_ms)
         out.upscaled.append(r.upscaled)
         out.top_ids.append([h.id for h in r.hits])
@@ -206,8 +212,8 @@ def gradio_call(client: Any) -> Callable[[Query], dict[str, Any]]:
             return client.predict(handle_file(str(q.image)), q.text, 0.5, K, all_categories, None,
                                   None, "auto", api_name="/search_combined")
         if q.image is not None:
-            return client.predict(handle_file(str(q.image)), K, all_categories, None, None, "auto",
-                                  api_name="/search_image")
+            return client.predict(handle_file(str(q.image)), K, all_categories, None, None,
+                                  q.upscale, api_name="/search_image")
         return client.predict(q.text, K, all_categories, None, None, api_name="/search_text")
 
     return call

@@ -340,10 +340,11 @@ def _comparison_plots(summary: dict[str, Any], out: Path) -> list[Path]:
     metrics = [m for m in ("category P@10", "colour P@10", "gender P@10", "title R@10",
                            "attribute query P@10", "shopper R@10 [never]")
                if any(m in v for v in variants.values())]
-    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    fig = Figure(figsize=(10, 5), layout="constrained")
     ax = fig.add_subplot()
     _bars(ax, [m.replace(" [never]", "") for m in metrics],
           {n: [v.get(m) for m in metrics] for n, v in variants.items()}, "")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)  # off the bars
     ax.set_ylim(0, 1)
     ax.set_title("Held-out products: fine-tuned vs baselines")
     fig.savefig(out / "comparison.png", dpi=110)
