@@ -9,6 +9,8 @@
   eval``: JSON, a markdown table and plots;
 * :mod:`~searchcore.training.finetune` - ``searchcore finetune``: contrastive image-text (plus
   image-image) training of an open_clip model;
+* :mod:`~searchcore.training.tune` - ``searchcore tune``: the whole loop (split, finetune,
+  index build, evaluation next to the baselines, upscaling verdict, report);
 * :mod:`~searchcore.training.upscaler` - ``searchcore train-upscaler`` and the shipped compact
   Real-ESRGAN generator;
 * :mod:`~searchcore.training.commands` - the CLI wiring (imports nothing heavy).
