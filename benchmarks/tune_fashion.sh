@@ -4,8 +4,8 @@
 # shipped model, WiSE-FT, a from-scratch model and an ablation, all on the same 1,867 held-out
 # products. Nothing here is committed: runs go to benchmarks/.work/fashion (git-ignored).
 #
-#   bash benchmarks/tune_fashion.sh            # ~100 min on 2 CPU cores, three trainings
-#   MAIN_ONLY=1 bash benchmarks/tune_fashion.sh   # just the shop owner's command (~45 min)
+#   bash benchmarks/tune_fashion.sh               # three trainings: ~75-100 min on 2 CPU cores
+#   MAIN_ONLY=1 bash benchmarks/tune_fashion.sh   # just the shop owner's command (~35 min)
 #
 # A training whose model folder is already written is not run again (tune checks that the
 # folder records the same catalog and configuration), so an interrupted run picks up there.
