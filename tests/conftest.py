@@ -101,6 +101,27 @@ def fake_embedder() -> ColourEmbedder:
     return ColourEmbedder()
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run on one thread: on a busy machine, OpenMP threads waiting for each other
+    made a 4 ms step of the tiny upscaler take 600 ms with two threads. Modules that train or
+    embed use it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def demo_shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 40-product generated shop with 64 px photos, one per test module."""
+    from searchcore.synth import generate_catalog
+
+    return generate_catalog(tmp_path_factory.mktemp("demo"), n=40, seed=5, size=64)
+
+
 @pytest.fixture(scope="session")
 def tiny_clip() -> str:
     from searchcore.embed import register_architecture

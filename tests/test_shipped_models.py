@@ -17,23 +17,14 @@ from searchcore.embed import DEFAULT_MODEL_DIR, ModelSpec, load_embedder
 from searchcore.training.upscaler import SHIPPED_UPSCALER_DIR, load_shipped_spec
 
 ASSETS = DEFAULT_MODEL_DIR.parents[1]
-pytestmark = pytest.mark.skipif(
-    not (DEFAULT_MODEL_DIR / "open_clip_model.safetensors").is_file()
-    or not (SHIPPED_UPSCALER_DIR / "model.safetensors").is_file(),
-    reason="the shipped models are not in assets/models (train them: see their model cards)",
-)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One thread: on a busy 2-core machine two OpenMP threads wait on each other (see
-    test_training.py); these small batches do not gain from a second one anyway."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [
+    pytest.mark.skipif(
+        not (DEFAULT_MODEL_DIR / "open_clip_model.safetensors").is_file()
+        or not (SHIPPED_UPSCALER_DIR / "model.safetensors").is_file(),
+        reason="the shipped models are not in assets/models (train them: see their model cards)",
+    ),
+    pytest.mark.usefixtures("one_torch_thread"),  # small batches gain nothing from a second
+]
 
 
 @pytest.fixture(scope="module")

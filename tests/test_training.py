@@ -32,24 +32,7 @@ from searchcore.training.evaluate import EvalConfig, Strategy, evaluate
 from searchcore.training.report import write_report
 from searchcore.upscale import UpscalePolicy
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models run on one thread: on a busy machine, OpenMP threads waiting for each other
-    made a 4 ms step of the tiny upscaler take 600 ms with two threads."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def demo_shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from searchcore.synth import generate_catalog
-
-    return generate_catalog(tmp_path_factory.mktemp("demo"), n=40, seed=5, size=64)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _photo(seed: int = 0, size: int = 64) -> Image.Image:

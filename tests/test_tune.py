@@ -18,22 +18,7 @@ from searchcore.training.data import held_out_mask
 from searchcore.training.degrade import Degradation, degrade, parse_condition, sample_shopper
 from searchcore.training.evaluate import EvalConfig, Strategy, evaluate
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def demo_shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from searchcore.synth import generate_catalog
-
-    return generate_catalog(tmp_path_factory.mktemp("demo"), n=40, seed=5, size=64)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_width_range_shrinks_to_shopper_sizes_whatever_the_photo() -> None:

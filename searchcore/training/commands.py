@@ -45,16 +45,8 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
     tn.add_argument("--compare", action="append", default=[], metavar="[NAME=]MODEL",
                     help="another trained model to score on the same test split, e.g. "
                          "'from scratch=runs/scratch/model' (repeatable)")
-    tn.add_argument("--upscalers", default="never,bicubic,default,auto",
-                    help="upscaling strategies for the shopper photos (as in 'eval')")
-    tn.add_argument("--upscaler-weights", type=Path, default=None,
-                    help="weights for a registered upscaler name (e.g. ../shared/...pth)")
-    tn.add_argument("--condition", action="append", default=[], metavar="NAME[:SPEC]",
-                    help="query degradations (default: shopper photos 20-60 px wide, and "
-                         "small blurry ones)")
-    tn.add_argument("--query-attrs", default="gender,colour,category")
-    tn.add_argument("--similar-attrs", default="category,colour,gender")
-    tn.add_argument("--max-queries", type=int, default=1000)
+    _eval_options(tn, conditions="shopper photos 20-60 px wide, and small blurry ones",
+                  query_attrs="gender,colour,category", similar_attrs="category,colour,gender")
     tn.add_argument("--no-index", action="store_true", help="skip building OUT/index")
     _runtime(tn)
     return _more_commands(sub)
@@ -135,17 +127,8 @@ def _more_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | Non
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--test-fraction", type=float, default=1.0,
                     help="share of the products the model never trained on to test on")
-    ev.add_argument("--upscalers", default="never,bicubic,default,auto",
-                    help="never, bicubic, auto, 'default' (the shipped upscaler), a registered "
-                         "upscaler name or an upscaler folder; comma-separated")
-    ev.add_argument("--upscaler-weights", type=Path, default=None,
-                    help="weights for a registered upscaler name (e.g. ../shared/...pth)")
-    ev.add_argument("--condition", action="append", default=[], metavar="NAME[:SPEC]",
-                    help="query degradation, e.g. x4-blur:down=4,blur=1,jpeg=75 (repeatable; "
-                         "default: clean, x4, x4-blur, x2-jpeg, shopper)")
-    ev.add_argument("--query-attrs", default="colour,pattern,category")
-    ev.add_argument("--similar-attrs", default="category,colour")
-    ev.add_argument("--max-queries", type=int, default=1000)
+    _eval_options(ev, conditions="clean, x4, x4-blur, x2-jpeg, shopper",
+                  query_attrs="colour,pattern,category", similar_attrs="category,colour")
     ev.add_argument("--quality-images", type=int, default=100)
     ev.add_argument("--no-plots", action="store_true")
     ev.add_argument("--write-verdict", action="store_true",
@@ -154,6 +137,22 @@ def _more_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | Non
     _runtime(ev, device="cpu")
     return {("finetune", None): cmd_finetune, ("train-upscaler", None): cmd_train_upscaler,
             ("eval", None): cmd_eval, ("tune", None): cmd_tune}
+
+
+def _eval_options(p: argparse.ArgumentParser, *, conditions: str, query_attrs: str,
+                  similar_attrs: str) -> None:
+    """What ``eval`` and ``tune`` measure: upscaling strategies, query conditions, attributes."""
+    p.add_argument("--upscalers", default="never,bicubic,default,auto",
+                   help="never, bicubic, auto, 'default' (the shipped upscaler), a registered "
+                        "upscaler name or an upscaler folder; comma-separated")
+    p.add_argument("--upscaler-weights", type=Path, default=None,
+                   help="weights for a registered upscaler name (e.g. ../shared/...pth)")
+    p.add_argument("--condition", action="append", default=[], metavar="NAME[:SPEC]",
+                   help="query degradation, e.g. x4-blur:down=4,blur=1,jpeg=75 (repeatable; "
+                        f"default: {conditions})")
+    p.add_argument("--query-attrs", default=query_attrs)
+    p.add_argument("--similar-attrs", default=similar_attrs)
+    p.add_argument("--max-queries", type=int, default=1000)
 
 
 def _catalog(p: argparse.ArgumentParser) -> None:

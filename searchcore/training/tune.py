@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -108,18 +109,23 @@ def tune(catalog: Catalog, out: str | Path, config: TuneConfig, settings: Any, *
         timings["index_s"] = round(time.perf_counter() - t0, 1)
         log(built.summary())
 
-    variants = _variants(config, model_dir, out, settings, log)
+    variants = _variants(config, model_dir, tuned, out, settings, log)
     eval_cfg = EvalConfig(seed=ft.seed, test_fraction=1.0, conditions=config.conditions,
                           query_attrs=config.query_attrs, similar_attrs=config.similar_attrs,
                           max_queries=config.max_queries, quality_images=config.quality_images)
     from searchcore.training.report import write_report
+    from searchcore.verdict import auto_skip_reason
 
+    # The upscalers are built (their weights loaded) once; only ``auto``'s skip reason
+    # depends on the model being scored.
+    shared = build_strategies(config.upscalers, settings, str(model_dir))
     cache: dict[Any, Any] = {}
     reports: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
     for name, (spec, embedder) in variants.items():
         log(f"evaluating {name} ({spec}) on {int(test.sum())} test products")
-        strategies = build_strategies(config.upscalers, settings, spec)
+        strategies = [replace(s, skip_reason=auto_skip_reason(spec, s.upscaler.name))
+                      if s.policy is not None else s for s in shared]
         quality = config.quality_images if not reports else 0  # upscalers do not depend on the model
         rep = evaluate(catalog, embedder, strategies, replace(eval_cfg, quality_images=quality),
                        exclude_rows=not_test, progress=log, cache=cache)
@@ -165,13 +171,12 @@ def _finished(model_dir: Path, catalog: Catalog, ft: FinetuneConfig) -> bool:
     return meta.get("catalog", {}).get("sha256") == catalog.sha256 and same_config
 
 
-def _variants(config: TuneConfig, model_dir: Path, out: Path, settings: Any,
+def _variants(config: TuneConfig, model_dir: Path, tuned: Any, out: Path, settings: Any,
               log: Callable[[str], None]) -> dict[str, tuple[str, Any]]:
-    """name -> (spec, embedder), the fine-tuned model first."""
+    """name -> (spec, embedder), the fine-tuned model (already loaded) first."""
     from searchcore.embed import load_embedder
 
     base_spec = config.finetune.base
-    tuned = load_embedder(str(model_dir), device=settings.device)
     found: dict[str, tuple[str, Any]] = {VARIANT_FINETUNED: (str(model_dir), tuned)}
     base = None
     for b in config.baselines:
@@ -224,8 +229,6 @@ def wise_ft(base: Any, tuned: Any, alpha: float, folder: Path, *, half: bool = T
     mixed = {k: ((1 - alpha) * a[k].float() + alpha * b[k].float()).to(b[k].dtype)
              if torch.is_floating_point(b[k]) else b[k] for k in b}
     model_cfg = json.loads((Path(tuned.spec) / "open_clip_config.json").read_text("utf-8"))["model_cfg"]
-    import copy
-
     model = copy.deepcopy(tuned.model)
     model.load_state_dict(mixed)
     emb = ClipEmbedder(model, tuned._transform, tuned.tokenizer, spec=str(folder), device=tuned.device)
