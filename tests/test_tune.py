@@ -121,6 +121,11 @@ def test_attribute_heads_train_and_are_not_saved(demo_shop: Path, tiny_clip: str
     assert all(np.isfinite(h["loss"]) for h in result.history)
     keys = set(load_file(str(tmp_path / "m" / "open_clip_model.safetensors")))
     assert keys == set(load_embedder(tiny_clip).model.state_dict())  # no head weights
+    # the heads shape the embedding: the same run without them ends elsewhere
+    from dataclasses import replace
+
+    finetune(catalog, tmp_path / "plain", replace(config, attr_weight=0.0))
+    assert load_embedder(str(tmp_path / "m")).fingerprint != load_embedder(str(tmp_path / "plain")).fingerprint
     meta = json.loads((tmp_path / "m" / "training.json").read_text())
     assert meta["config"]["attr_weight"] == 1.0
     split = meta["split"]
