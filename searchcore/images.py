@@ -26,7 +26,11 @@ SUPPORTED = "JPEG, PNG, WebP, GIF, BMP or TIFF"
 
 
 DEFAULT_LIMITS = ImageLimits()
-__all__ = ["ALLOWED_FORMATS", "DEFAULT_LIMITS", "ImageLimits", "decode_image"]
+# Queries and catalog photos alike are decoded at a reduced JPEG scale keeping >= 512 px a side:
+# well above what the upscale policy (160 px) and the model (<= 224 px) look at, and the same
+# for both, so a catalog photo uploaded as a query reaches the model as the same pixels.
+DRAFT = 512
+__all__ = ["ALLOWED_FORMATS", "DEFAULT_LIMITS", "DRAFT", "ImageLimits", "decode_image"]
 
 
 def decode_image(
@@ -42,7 +46,7 @@ def decode_image(
     time, and nothing downstream looks at more than a few hundred pixels.
     """
     if isinstance(source, Image.Image):
-        return _normalise(source, limits)
+        return _normalise(source, limits, owned=False)
     if isinstance(source, (str, Path)):
         path = Path(source)
         try:
@@ -82,15 +86,21 @@ def decode_image(
             raise ImageError(f"image is damaged or truncated ({_short(exc)})") from None
         except Exception as exc:  # noqa: BLE001 - decoders raise a zoo of types on hostile data
             raise ImageError(f"image could not be decoded ({type(exc).__name__})") from None
-        return _normalise(img, limits)
+        return _normalise(img, limits, owned=True)
 
 
-def _normalise(img: Image.Image, limits: ImageLimits) -> Image.Image:
+def _normalise(img: Image.Image, limits: ImageLimits, *, owned: bool) -> Image.Image:
+    """``owned``: the image was decoded here, so it may be turned upright in place (a copy
+    of every photo was a third of a 224 px JPEG's decoding time); a caller's is never touched.
+    """
     _check_size(img.size, limits)
     try:
         if getattr(img, "is_animated", False):
             img.seek(0)
-        img = ImageOps.exif_transpose(img) or img
+        if owned:
+            ImageOps.exif_transpose(img, in_place=True)
+        else:
+            img = ImageOps.exif_transpose(img)
         return _to_rgb(img)
     except ImageError:
         raise

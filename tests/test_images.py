@@ -71,7 +71,12 @@ def test_exif_rotation_is_applied() -> None:
     img = Image.new("RGB", (40, 20), (0, 0, 255))
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
-    assert decode_image(_bytes(img, "JPEG", exif=exif)).size == (20, 40)
+    data = _bytes(img, "JPEG", exif=exif)
+    assert decode_image(data).size == (20, 40)
+    # from a file, and from a caller's image, which stays as it was
+    callers = Image.open(io.BytesIO(data))
+    assert decode_image(callers).size == (20, 40) and callers.size == (40, 20)
+    assert callers.getexif()[0x0112] == 6
 
 
 def test_animated_gif_gives_first_frame() -> None:
