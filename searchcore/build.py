@@ -7,6 +7,7 @@ in the manifest, counted in the report, and never stops the build.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -22,9 +23,11 @@ from searchcore.catalog import Catalog
 from searchcore.config import IndexSettings
 from searchcore.embed import Embedder
 from searchcore.errors import ConfigError, ImageError, SearchError
-from searchcore.images import decode_image
+from searchcore.images import DRAFT, decode_image
 from searchcore.index import HnswIndex
 from searchcore.store import is_milvus
+
+READ_AHEAD_BYTES = 256 * 2**20  # prepared photos waiting for the model, at most (about)
 
 
 @dataclass
@@ -185,39 +188,61 @@ def _embed_rows(catalog: Catalog, embedder: Embedder, rows: list[int], add: Any,
 def _batches(
     catalog: Catalog, embedder: Any, wanted: list[int], batch_size: int, workers: int
 ) -> Iterator[tuple[list[int], Any, list[tuple[int, str]]]]:
-    """Yield (rows, preprocessed pixel batch, failures); decoding runs ahead on a pool."""
-    import torch
+    """Yield (rows, model input batch, failures); decoding runs ahead on a pool.
 
+    The pool threads decode and do the embedder's per-photo ``prepare`` (PIL, no torch op);
+    this thread ``collate``s each batch with torch. Embedders without that split (fakes,
+    plug-ins) get ``preprocess`` per photo on the pool and a ``torch.stack`` here.
+    """
     paths = catalog.image_paths()
+    prepare = getattr(embedder, "prepare", None) or embedder.preprocess
+    collate = getattr(embedder, "collate", None) or _stack
+
+    # Bounded read-ahead, in photos and in bytes: a prepared 20:1 banner can hold 50x the
+    # pixels of a square photo, so the largest one seen sets how many may wait (one per
+    # worker until the first is seen).
+    ahead = batch_size * 3
+    largest = [0]
+    lock = threading.Lock()
 
     def load(row: int) -> tuple[int, Any, str | None]:
         try:
-            return row, embedder.preprocess(decode_image(paths[row])), None
+            item = prepare(decode_image(paths[row], draft=DRAFT))
         except ImageError as exc:
             return row, None, str(exc)
+        with lock:
+            largest[0] = max(largest[0], getattr(item, "nbytes", 1))
+        return row, item, None
 
-    ahead = batch_size * 3  # bounded read-ahead: memory stays flat on any catalog size
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         pending: deque[Future] = deque()
         next_row = 0
         rows: list[int] = []
-        tensors: list[Any] = []
+        items: list[Any] = []
         failures: list[tuple[int, str]] = []
         while pending or next_row < len(wanted):
-            while next_row < len(wanted) and len(pending) < ahead:
+            room = max(workers + 1, min(ahead, READ_AHEAD_BYTES // (largest[0] or
+                                                                   READ_AHEAD_BYTES)))
+            while next_row < len(wanted) and len(pending) < room:
                 pending.append(pool.submit(load, wanted[next_row]))
                 next_row += 1
-            row, tensor, error = pending.popleft().result()
+            row, item, error = pending.popleft().result()
             if error is not None:
                 failures.append((row, error))
             else:
                 rows.append(row)
-                tensors.append(tensor)
+                items.append(item)
             if len(rows) == batch_size:
-                yield rows, torch.stack(tensors), failures
-                rows, tensors, failures = [], [], []
+                yield rows, collate(items), failures
+                rows, items, failures = [], [], []
         if rows or failures:
-            yield rows, (torch.stack(tensors) if tensors else None), failures
+            yield rows, (collate(items) if items else None), failures
+
+
+def _stack(tensors: list[Any]) -> Any:
+    import torch
+
+    return torch.stack(tensors)
 
 
 def _progress(total: int, enabled: bool) -> Any:

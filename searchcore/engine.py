@@ -23,14 +23,11 @@ from searchcore.catalog import Catalog
 from searchcore.config import UPSCALE_MODES, UpscaleSettings
 from searchcore.embed import Embedder
 from searchcore.errors import ConfigError, SearchError, UpscaleError
-from searchcore.images import DEFAULT_LIMITS, ImageLimits, decode_image
+from searchcore.images import DEFAULT_LIMITS, DRAFT, ImageLimits, decode_image
 from searchcore.store import Filters, VectorStore
 from searchcore.upscale import UpscaleDecision, Upscaler, UpscalePolicy
 
 DISPLAY_COLUMNS = ("id", "title", "price", "category", "colour", "image")
-# Query JPEGs are decoded at a reduced scale keeping >= 512 px a side: well above what the
-# upscale policy (160 px) and the model (<= 224 px) look at.
-QUERY_DRAFT = 512
 
 
 @dataclass(frozen=True)
@@ -192,7 +189,7 @@ class SearchEngine:
     def _image_vector(
         self, image: Any, mode: str | None, clock: _Clock, result: SearchResult
     ) -> np.ndarray:
-        img = decode_image(image, self.image_limits, draft=QUERY_DRAFT)
+        img = decode_image(image, self.image_limits, draft=DRAFT)
         result.original = img
         clock.lap("decode")
         decision = self.policy.decide(img, mode)

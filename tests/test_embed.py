@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import TINY_CLIP_CONFIG
@@ -110,3 +111,48 @@ def test_raw_pixels_baseline(colour_catalog: Path, tmp_path: Path) -> None:
     engine = SearchEngine(catalog, emb, None, HnswIndex.load(tmp_path / "ix")[0])
     photo = Image.open(catalog.image_path(5))
     assert engine.search_image(photo.resize((90, 90)), k=1, upscale="never").hits[0].id == "00005"
+
+
+def test_batched_preprocessing_matches_open_clips_own_transform(tiny_clip: str) -> None:
+    """prepare + collate (torch ops on uint8 batches) against open_clip's PIL transform."""
+    emb = load_embedder(tiny_clip)
+    rng = np.random.default_rng(1)
+    photos = [  # square, portrait, landscape, smaller than the model's input, large, grey
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+        for h, w in [(32, 32), (90, 40), (41, 77), (12, 20), (300, 260), (64, 64), (90, 40)]
+    ] + [Image.fromarray(rng.integers(0, 255, (50, 50), dtype=np.uint8), "L")]
+    photos[0] = Image.new("RGB", (32, 32), (200, 30, 30))  # flat: must come out exactly
+    prepared = [emb.prepare(p) for p in photos]
+    assert all(a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3 for a in prepared)
+    assert max(prepared[4].shape[:2]) < 300  # large photos are shrunk before the resize
+    batch = emb.collate(prepared)
+    assert tuple(batch.shape) == (len(photos), 3, 32, 32)
+    # open_clip's PIL path on the same shrunk pixels: one grey level of rounding at most
+    expected = torch.stack([emb._transform(Image.fromarray(a)) for a in prepared])
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+    assert float(((batch - expected).abs() * std * 255).max()) <= 1.01
+    assert torch.allclose(batch[0], expected[0], atol=1e-5)
+    # batching, grouping by size and order do not change a photo's pixels
+    for i, p in enumerate(photos):
+        assert torch.allclose(emb.preprocess(p), batch[i], atol=1e-6)
+    np.testing.assert_allclose(emb.embed_pixels(batch), emb.embed_images(photos), atol=1e-5)
+    assert emb.collate([]).shape[0] == 0
+
+
+def test_unknown_transform_steps_run_as_they_are(tiny_clip: str) -> None:
+    from torchvision import transforms as T
+
+    from searchcore.embed import BatchTransform, ClipEmbedder
+
+    emb = load_embedder(tiny_clip)
+    odd = T.Compose([T.Resize((32, 32)), T.Grayscale(3), T.ToTensor()])  # squash + grey
+    assert BatchTransform.from_open_clip(odd) is None
+    assert BatchTransform.from_open_clip(emb._transform) is not None
+    photo = _images(1)[0]
+    plain = T.Compose([T.Resize((20, 30)), T.ToTensor()])  # squash, no normalisation: known
+    batched = BatchTransform.from_open_clip(plain)
+    x = torch.from_numpy(np.array(photo)[None]).permute(0, 3, 1, 2)
+    assert float((batched(x)[0] - plain(photo)).abs().max()) <= 1.01 / 255
+    other = ClipEmbedder(emb.model, odd, emb.tokenizer, spec="odd")
+    assert torch.equal(other.preprocess(photo), odd(photo))
+    assert torch.equal(other.collate([other.prepare(photo)] * 2)[1], odd(photo))

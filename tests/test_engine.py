@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageFilter
 
-from conftest import COLOURS
+from conftest import COLOURS, ColourEmbedder
 from searchcore.build import build_index
 from searchcore.catalog import load_catalog
 from searchcore.config import UpscaleSettings
@@ -42,6 +43,44 @@ def engine(colour_catalog: Path, fake_embedder, tmp_path: Path) -> SearchEngine:
     index, _ = HnswIndex.load(tmp_path / "index")
     return SearchEngine(catalog, fake_embedder, DoublingUpscaler(), index,
                         upscale=UpscaleSettings(min_side=64, min_sharpness=5.0))
+
+
+class BulkyColourEmbedder(ColourEmbedder):
+    """Prepares each photo as 3 MB (a banner's worth), embeds slowly, counts what waits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = self.peak = 0
+        self.lock = threading.Lock()
+
+    def prepare(self, img: Image.Image) -> np.ndarray:
+        with self.lock:
+            self.waiting += 1
+            self.peak = max(self.peak, self.waiting)
+        return np.tile(np.asarray(self.preprocess(img)), (2**18, 1))
+
+    def collate(self, arrays: list[np.ndarray]) -> np.ndarray:
+        time.sleep(0.05)
+        with self.lock:
+            self.waiting -= len(arrays)
+        return np.stack([a[0] for a in arrays])
+
+
+def test_build_read_ahead_is_bounded_in_bytes(colour_catalog: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import searchcore.build
+
+    catalog = load_catalog(colour_catalog)
+    free = BulkyColourEmbedder()  # 256 MB allow the full read-ahead: 3 batches of 4
+    build_index(catalog, free, tmp_path / "a", batch_size=4, workers=2)
+    monkeypatch.setattr(searchcore.build, "READ_AHEAD_BYTES", 6 * 2**20)  # two of them
+    tight = BulkyColourEmbedder()
+    report = build_index(catalog, tight, tmp_path / "b", batch_size=4, workers=2)
+    assert report.indexed == 24 and tight.waiting == free.waiting == 0
+    # one per worker and one more may wait, besides the batch being filled
+    assert tight.peak <= 3 + 3 < free.peak
+    a, b = HnswIndex.load(tmp_path / "a")[0], HnswIndex.load(tmp_path / "b")[0]
+    np.testing.assert_allclose(a.get_vectors(list(range(24))), b.get_vectors(list(range(24))))
 
 
 def _photo(colour: str, size: int = 200, blur: float = 0) -> Image.Image:
