@@ -63,7 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--ef-construction", type=int, default=IndexSettings.ef_construction)
     b.add_argument("--ef-search", type=int, default=IndexSettings.ef_search)
     b.add_argument("--batch-size", type=int, default=32)
-    b.add_argument("--workers", type=int, default=2, help="threads decoding photos")
+    b.add_argument("--workers", type=int, default=2,
+                   help="threads decoding photos for a single lane (GPU, or one torch thread)")
+    b.add_argument("--lanes", type=int, default=None,
+                   help="batches embedded at once, one torch thread each (default: one per "
+                        "torch thread on the CPU, 1 on a GPU)")
     b.add_argument("--no-progress", action="store_true")
 
     s = sub.add_parser("search", help="query an index")
@@ -250,7 +254,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     embedder = make_embedder(settings)
     index_settings = IndexSettings(m=args.m, ef_construction=args.ef_construction, ef_search=args.ef_search)
     report = build_index(catalog, embedder, args.out, settings=index_settings,
-                         batch_size=args.batch_size, workers=args.workers,
+                         batch_size=args.batch_size, workers=args.workers, lanes=args.lanes,
                          progress=not args.no_progress and sys.stderr.isatty(), shard=shard,
                          collection=settings.milvus_collection, token=settings.milvus_token)
     print(report.summary())

@@ -156,3 +156,27 @@ def test_unknown_transform_steps_run_as_they_are(tiny_clip: str) -> None:
     other = ClipEmbedder(emb.model, odd, emb.tokenizer, spec="odd")
     assert torch.equal(other.preprocess(photo), odd(photo))
     assert torch.equal(other.collate([other.prepare(photo)] * 2)[1], odd(photo))
+
+
+def test_build_in_lanes_equals_the_overlapped_build(tiny_clip: str, colour_catalog: Path,
+                                                    tmp_path: Path) -> None:
+    """Lanes (one torch thread each) embed and label every photo as one model lane does."""
+    from searchcore.build import build_index
+    from searchcore.catalog import load_catalog
+    from searchcore.index import HnswIndex
+
+    emb = load_embedder(tiny_clip)
+    catalog = load_catalog(colour_catalog)
+    (colour_catalog.parent / "images" / "00007.png").write_bytes(b"junk")
+    before = torch.get_num_threads()
+    one = build_index(catalog, emb, tmp_path / "one", batch_size=5, lanes=1)
+    three = build_index(catalog, emb, tmp_path / "three", batch_size=5, lanes=3)
+    assert torch.get_num_threads() == before  # the build gives torch its threads back
+    assert one.indexed == three.indexed == 23
+    assert [s["id"] for s in three.skipped] == [s["id"] for s in one.skipped] == ["00007"]
+    a, b = HnswIndex.load(tmp_path / "one")[0], HnswIndex.load(tmp_path / "three")[0]
+    labels = [i for i in range(24) if i != 7]
+    np.testing.assert_array_equal(b.live_labels(), labels)
+    np.testing.assert_allclose(b.get_vectors(labels), a.get_vectors(labels), atol=1e-5)
+    direct = emb.embed_images([Image.open(catalog.image_path(i)) for i in labels])
+    np.testing.assert_allclose(b.get_vectors(labels), direct, atol=1e-5)

@@ -212,10 +212,13 @@ def test_concurrent_queries(engine: SearchEngine) -> None:
     assert not errors
 
 
-def test_build_skips_broken_images(colour_catalog: Path, fake_embedder, tmp_path: Path) -> None:
+@pytest.mark.parametrize("lanes", [1, 3])
+def test_build_skips_broken_images(colour_catalog: Path, fake_embedder, tmp_path: Path,
+                                   lanes: int) -> None:
     (colour_catalog.parent / "images" / "00003.png").write_bytes(b"junk")
     (colour_catalog.parent / "images" / "00004.png").unlink()
-    report = build_index(load_catalog(colour_catalog), fake_embedder, tmp_path / "ix")
+    report = build_index(load_catalog(colour_catalog), fake_embedder, tmp_path / "ix",
+                         batch_size=5, lanes=lanes)
     assert report.indexed == 22
     assert sorted(s["id"] for s in report.skipped) == ["00003", "00004"]
     assert "skipped 2" in report.summary()
