@@ -41,7 +41,8 @@ def glance(results: Path, names: list[str]) -> str:
             for r in runs:
                 ratio = r["ratio_build_to_forward"]
                 verdict = "unreliable (load)" if ratio > 1.05 else C.verdict(ratio, 0.85, True)
-                rows.append([f"build / forward limit, {catalog}", f"{r['threads']} thread(s)",
+                rows.append([f"build / forward limit, {catalog} (median of paired rounds)",
+                             f"{r['threads']} thread(s)",
                              f"{ratio:.0%}", ">= 85%", verdict, "indexing_throughput"])
     for name in [n for n in names if n.startswith("ann")]:
         a = load(results, name)
