@@ -8,6 +8,7 @@ with the command that rebuilds it.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -156,11 +157,20 @@ def open_or_build(
         return open_engine(settings, index_dir)
     except IndexMismatchError as exc:
         say(f"building the index in {index_dir} ({exc}) ...")
-        report = build_index(load_catalog(catalog, settings.column_map), make_embedder(settings),
-                             index_dir, progress=progress, collection=settings.milvus_collection,
-                             token=settings.milvus_token)
+        embedder = make_embedder(settings)
+        # Nothing is served yet, so the build takes every core, one lane each (the app serves
+        # one torch thread per request, which would otherwise make it a single lane).
+        lanes = _cores() if getattr(embedder, "device", None) == "cpu" else None
+        report = build_index(load_catalog(catalog, settings.column_map), embedder, index_dir,
+                             progress=progress, lanes=lanes,
+                             collection=settings.milvus_collection, token=settings.milvus_token)
         say(report.summary())
         return open_engine(settings, index_dir)
+
+
+def _cores() -> int:
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
 
 
 def _check_asked_for(settings: Settings, catalog: Path, folder: Path) -> None:

@@ -59,3 +59,28 @@ def test_calibration_is_cached_and_reported(settings: Settings, colour_catalog: 
     assert again == gate
     assert calibrate(engine, index, percentile=50, n=20).image >= gate.image  # a new key: recalibrated
     assert gate.threshold(True, True, 0.25) == pytest.approx(0.75 * gate.image + 0.25 * gate.text)
+
+
+def test_a_cold_start_build_takes_every_core_then_serves_on_one_thread(
+        settings: Settings, colour_catalog: Path, tmp_path: Path, monkeypatch) -> None:
+    import torch
+
+    import searchcore.build
+    from searchcore.service import _cores
+
+    asked: list[int | None] = []
+    real = searchcore.build.build_index
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs.get("lanes"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(searchcore.build, "build_index", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # what app.py serves with
+    try:
+        engine = open_or_build(settings, colour_catalog, str(tmp_path / "ix"), progress=False)
+        assert torch.get_num_threads() == 1  # the lanes gave the serving setting back
+    finally:
+        torch.set_num_threads(before)
+    assert asked == [_cores()] and len(engine.index) == 24
