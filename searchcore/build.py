@@ -204,9 +204,14 @@ def _embed_rows(catalog: Catalog, embedder: Embedder, rows: list[int], add: Any,
     return skipped
 
 
+def runs_in_lanes(embedder: Any) -> bool:
+    """A CPU model that preprocesses in batches: worth more than one lane."""
+    return getattr(embedder, "device", None) == "cpu" and hasattr(embedder, "collate")
+
+
 def _lanes(embedder: Any) -> int:
-    """One lane per torch thread for a CPU model that preprocesses in batches; else one."""
-    if getattr(embedder, "device", None) != "cpu" or not hasattr(embedder, "collate"):
+    """One lane per torch thread for a model that runs in lanes; else one."""
+    if not runs_in_lanes(embedder):
         return 1
     import torch
 
@@ -228,11 +233,12 @@ def _in_lanes(catalog: Catalog, embedder: Any, wanted: list[int], batch_size: in
     def lane(rows: list[int]) -> Embedded:
         items, kept, failures = [], [], []
         for row in rows:
-            try:
-                items.append(prepare(decode_image(paths[row], draft=DRAFT)))
+            item, error = _prepared(prepare, paths[row])
+            if error is None:
+                items.append(item)
                 kept.append(row)
-            except ImageError as exc:
-                failures.append((row, str(exc)))
+            else:
+                failures.append((row, error))
         vectors = embedder.embed_pixels(collate(items)) if items else None
         return kept, vectors, failures
 
@@ -277,13 +283,11 @@ def _batches(
     lock = threading.Lock()
 
     def load(row: int) -> tuple[int, Any, str | None]:
-        try:
-            item = prepare(decode_image(paths[row], draft=DRAFT))
-        except ImageError as exc:
-            return row, None, str(exc)
-        with lock:
-            largest[0] = max(largest[0], getattr(item, "nbytes", 1))
-        return row, item, None
+        item, error = _prepared(prepare, paths[row])
+        if error is None:
+            with lock:
+                largest[0] = max(largest[0], getattr(item, "nbytes", 1))
+        return row, item, error
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         pending: deque[Future] = deque()
@@ -308,6 +312,14 @@ def _batches(
                 rows, items, failures = [], [], []
         if rows or failures:
             yield rows, (collate(items) if items else None), failures
+
+
+def _prepared(prepare: Any, path: Path) -> tuple[Any, str | None]:
+    """(prepared photo, None), or (None, why) for a photo that is missing or undecodable."""
+    try:
+        return prepare(decode_image(path, draft=DRAFT)), None
+    except ImageError as exc:
+        return None, str(exc)
 
 
 def _preprocessing(embedder: Any) -> tuple[Any, Any]:

@@ -18,6 +18,14 @@ from searchcore.errors import ConfigError
 UPSCALE_MODES = ("auto", "always", "never")
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (a container's share, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def default_cache_dir() -> Path:
     """Where downloaded weights live: ``$SEARCHCORE_CACHE``, else ``$XDG_CACHE_HOME/searchcore``."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")

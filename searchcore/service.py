@@ -8,14 +8,13 @@ with the command that rebuilds it.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from searchcore.build import rebuild_command
 from searchcore.catalog import Catalog, load_catalog
-from searchcore.config import Settings
+from searchcore.config import Settings, usable_cpus
 from searchcore.embed import ClipEmbedder, Embedder, PixelEmbedder, load_embedder
 from searchcore.engine import SearchEngine
 from searchcore.errors import CatalogError, IndexMismatchError, SearchError
@@ -140,7 +139,7 @@ def open_or_build(
     The index is rebuilt when it is missing, damaged, or was built for another model or
     catalog than the ones asked for (``open_engine`` alone trusts the index's own record).
     """
-    from searchcore.build import build_index
+    from searchcore.build import build_index, runs_in_lanes
 
     if not catalog.is_file():
         if not demo:
@@ -160,17 +159,12 @@ def open_or_build(
         embedder = make_embedder(settings)
         # Nothing is served yet, so the build takes every core, one lane each (the app serves
         # one torch thread per request, which would otherwise make it a single lane).
-        lanes = _cores() if getattr(embedder, "device", None) == "cpu" else None
+        lanes = usable_cpus() if runs_in_lanes(embedder) else None
         report = build_index(load_catalog(catalog, settings.column_map), embedder, index_dir,
                              progress=progress, lanes=lanes,
                              collection=settings.milvus_collection, token=settings.milvus_token)
         say(report.summary())
         return open_engine(settings, index_dir)
-
-
-def _cores() -> int:
-    affinity = getattr(os, "sched_getaffinity", None)
-    return len(affinity(0)) if affinity else os.cpu_count() or 1
 
 
 def _check_asked_for(settings: Settings, catalog: Path, folder: Path) -> None:

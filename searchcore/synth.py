@@ -31,6 +31,8 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm.auto import tqdm
 
+from searchcore.config import usable_cpus
+
 RGB = tuple[int, int, int]
 
 # Named colours with fixed RGB values. They are kept far apart (also after the +-15% that the
@@ -638,11 +640,7 @@ _PRODUCTS_PER_WORKER = 300
 
 
 def _workers(n: int) -> int:
-    try:
-        cpus = len(os.sched_getaffinity(0))  # the CPUs this process may use (containers)
-    except AttributeError:  # macOS, Windows
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, 8, n // _PRODUCTS_PER_WORKER))
+    return max(1, min(usable_cpus(), 8, n // _PRODUCTS_PER_WORKER))
 
 
 def _draw_all(jobs: list[tuple[dict[str, str], int, int, int, str]], progress: bool) -> None:

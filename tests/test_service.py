@@ -66,7 +66,7 @@ def test_a_cold_start_build_takes_every_core_then_serves_on_one_thread(
     import torch
 
     import searchcore.build
-    from searchcore.service import _cores
+    from searchcore.config import usable_cpus
 
     asked: list[int | None] = []
     real = searchcore.build.build_index
@@ -83,4 +83,4 @@ def test_a_cold_start_build_takes_every_core_then_serves_on_one_thread(
         assert torch.get_num_threads() == 1  # the lanes gave the serving setting back
     finally:
         torch.set_num_threads(before)
-    assert asked == [_cores()] and len(engine.index) == 24
+    assert asked == [usable_cpus()] and len(engine.index) == 24
