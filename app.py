@@ -30,17 +30,17 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from searchcore.config import UPSCALE_MODES, ImageLimits, Settings
-from searchcore.engine import Filters, SearchEngine, SearchResult
 from searchcore.calibrate import MatchGate, calibrate
+from searchcore.config import UPSCALE_MODES, ImageLimits, Settings
+from searchcore.engine import SearchEngine, SearchResult
 from searchcore.errors import SearchError
+from searchcore.query import ALL_CATEGORIES as ALL
+from searchcore.query import MAX_RESULTS, MAX_TEXT, Query
+from searchcore.webguard import ServedImages, UploadGuard, upload_path
 
 ROOT = Path(__file__).resolve().parent
 DEMO_CATALOG = ROOT / "catalog" / "demo" / "products.csv"
 EXAMPLES = ROOT / "assets" / "examples"
-ALL = "All categories"
-MAX_RESULTS = 48
-MAX_TEXT = 300
 EXAMPLE_PHOTOS = ("tiny-red-sneakers.png", "blurry-striped-tshirt.jpg", "lowres-orange-handbag.jpg",
                   "blurry-yellow-mug.jpg", "sharp-grey-watch.jpg")
 EXAMPLE_TEXTS = ("red sneakers with white soles", "navy striped t-shirt", "black leather handbag",
@@ -72,65 +72,41 @@ def _edge() -> Iterator[None]:
         raise gr.Error("Something went wrong on our side; please try again.", print_exception=False) from None
 
 
-def _number(value: Any, name: str) -> float | None:
-    if value in (None, ""):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise gr.Error(f"{name} must be a number", print_exception=False) from None
-
-
-def _photo_path(value: Any) -> str | None:
-    # Events that take a photo run with preprocess=False: Gradio hands over its upload record
-    # and never opens the file, so only searchcore's safe decoder ever decodes an upload.
-    if value in (None, ""):
-        return None
-    path = value.get("path") if isinstance(value, dict) else None
-    if not path:
-        raise gr.Error("The photo did not arrive; please upload it again.", print_exception=False)
-    return str(path)
-
-
-def _query(k: Any, category: Any, min_price: Any, max_price: Any) -> tuple[int, Filters]:
-    try:
-        k = int(k if k is not None else 12)
-    except (TypeError, ValueError):
-        raise gr.Error("number of results must be a whole number", print_exception=False) from None
-    if not 1 <= k <= MAX_RESULTS:
-        raise gr.Error(f"number of results must be between 1 and {MAX_RESULTS}", print_exception=False)
-    category = None if category in (None, "", ALL) else str(category)
-    # The page's number boxes cannot be empty (Gradio sends 0), so 0 means "no limit".
-    low, high = _number(min_price, "min price") or None, _number(max_price, "max price") or None
-    return k, Filters(category=category, min_price=low, max_price=high)
-
-
 class Page:
-    """The handlers, bound to one engine and its match gate."""
+    """The handlers, bound to one engine and its match gate.
 
-    def __init__(self, engine: SearchEngine, gate: MatchGate, currency: str = "€") -> None:
+    Photo events run with ``preprocess=False``: Gradio hands over the client's file record and
+    never opens the file, so only searchcore's checked decoder reads an upload, and only after
+    :func:`upload_path` found it inside this server's upload folder. Every other parameter
+    arrives as raw JSON too and is checked by :meth:`Query.parse`.
+    """
+
+    def __init__(self, engine: SearchEngine, gate: MatchGate, currency: str = "€",
+                 upload_dir: str | Path | None = None, served: ServedImages | None = None) -> None:
+        from gradio.utils import get_upload_folder
+
         self.engine = engine
         self.gate = gate
         self.currency = currency
         self.prices = engine.catalog.prices
+        self.upload_dir = Path(upload_dir or get_upload_folder())
+        self.served = served or ServedImages(self.upload_dir, engine.image_limits.max_bytes)
 
     # -- the engine, through the edge ---------------------------------------------------------
     def run(self, photo: Any, text: Any, text_weight: Any, k: Any, category: Any, min_price: Any,
             max_price: Any, upscale: Any) -> tuple[SearchResult, float]:
-        path = _photo_path(photo)
-        text = (text or "").strip()
-        if len(text) > MAX_TEXT:
-            raise gr.Error(f"please describe it in at most {MAX_TEXT} characters", print_exception=False)
-        if path is None and not text:
-            raise gr.Error("Add a photo, a description, or both.", print_exception=False)
         with _edge():
-            n, filters = _query(k, category, min_price, max_price)
-            weight = _number(text_weight, "text weight")
-            weight = 0.5 if weight is None else weight
+            path = upload_path(photo, self.upload_dir)
+            query = Query.parse(text=text, text_weight=text_weight, k=k, category=category,
+                                min_price=min_price, max_price=max_price, upscale=upscale)
+            text = query.text
+            if path is None and not text:
+                raise gr.Error("Add a photo, a description, or both.", print_exception=False)
             label = "photo" + (f" + {text!r}" if text else "") if path else text
-            result = self.engine.search(image=path, text=text or None, text_weight=weight, k=n,
-                                        filters=filters, upscale=upscale or None, query_label=label)
-        return result, self.gate.threshold(path is not None, bool(text), weight)
+            result = self.engine.search(image=path, text=text or None, text_weight=query.text_weight,
+                                        k=query.k, filters=query.filters, upscale=query.upscale,
+                                        query_label=label)
+        return result, self.gate.threshold(path is not None, bool(text), query.text_weight)
 
     def api(self, result: SearchResult, threshold: float) -> dict[str, Any]:
         out = result.to_dict()
@@ -144,12 +120,12 @@ class Page:
     # -- API endpoints (JSON) -----------------------------------------------------------------
     def search_image(self, image: Any, k: Any, category: Any, min_price: Any, max_price: Any,
                      upscale: Any) -> dict[str, Any]:
-        if _photo_path(image) is None:
+        if image is None or image == "":
             raise gr.Error("give a photo", print_exception=False)
         return self.api(*self.run(image, None, 0.0, k, category, min_price, max_price, upscale))
 
     def search_text(self, text: Any, k: Any, category: Any, min_price: Any, max_price: Any) -> dict[str, Any]:
-        if not (text or "").strip():
+        if text is None or (isinstance(text, str) and not text.strip()):
             raise gr.Error("give a description", print_exception=False)
         return self.api(*self.run(None, text, 1.0, k, category, min_price, max_price, None))
 
@@ -163,8 +139,11 @@ class Page:
         return f"{self.currency}{value:,.2f}" if np.isfinite(value) else raw
 
     def show(self, result: SearchResult, threshold: float, what: str) -> tuple:
-        hits = result.hits
-        items = [(str(h.image), f"{h.title} · {self.price(h.row, h.price)} · {h.score:.2f}") for h in hits]
+        # Only the catalog's own photo files are handed to Gradio, as copies in its cache.
+        served = [(h, self.served.serve(self.engine.catalog, h.fields.get("image", ""))) for h in result.hits]
+        hits = [h for h, path in served if path is not None]
+        items = [(path, f"{h.title} · {self.price(h.row, h.price)} · {h.score:.2f}")
+                 for h, path in served if path is not None]
         state = [{"id": h.id, "title": h.title, "price": self.price(h.row, h.price), "score": h.score,
                   **{k: h.fields.get(k, "") for k in ("category", "colour", "material")}} for h in hits]
         if not hits:
@@ -225,8 +204,8 @@ class Page:
         if not product_id:
             raise gr.Error("Click a result first.", print_exception=False)
         with _edge():
-            n, filters = _query(k, category, min_price, max_price)
-            result = self.engine.similar(str(product_id), k=n, filters=filters)
+            query = Query.parse(k=k, category=category, min_price=min_price, max_price=max_price)
+            result = self.engine.similar(str(product_id), k=query.k, filters=query.filters)
             row = self.engine.catalog.rows_for_ids([str(product_id)])[0]
         what = f"“{html.escape(str(self.engine.catalog.df['title'].iat[row]))}”"
         lead = f"Products whose photos look like {what} (its stored vector, no new embedding)."
@@ -342,16 +321,19 @@ def about_text(engine: SearchEngine, gate: MatchGate, catalog: Path) -> str:
     from searchcore.embed import ModelSpec
 
     spec = engine.embedder.spec
-    model = f"`{spec}`"
-    if ModelSpec.parse(spec).kind == "arch":
+    kind = ModelSpec.parse(spec).kind
+    model = f"`{Path(spec).name}` (a model folder)" if kind == "local" else f"`{spec}`"
+    if kind == "arch":
         model += (" with **random weights** (a stand-in until the trained model ships): the page "
                   "works end to end, but which products come back is not meaningful yet")
     up = engine.upscaler
-    upscaler = (f"`{up.name}`, weights from `{getattr(up, 'weights', '?')}`; photos are shrunk to "
+    weights = getattr(up, "weights", None)
+    upscaler = (f"`{up.name}`" + (f", weights `{Path(weights).name}`" if weights else "") + "; photos are shrunk to "
                 f"{engine.policy.settings.max_input_side} px before upscaling" if up is not None
                 else f"unavailable ({html.escape(engine.upscaler_problem or 'none configured')}), "
                 "so photos are searched as they are")
-    return (f"- **Catalog:** {len(engine.catalog)} products from `{catalog}`\n"
+    # File names only: the server's own folders are nobody's business (this text is in /config).
+    return (f"- **Catalog:** {len(engine.catalog)} products from `{catalog.name}`\n"
             f"- **Model:** {model}\n- **Upscaler:** {upscaler}\n"
             f"- **No good match** below {gate.image:.3f} (photos) / {gate.text:.3f} (words): {gate.how}\n"
             "- Uploads are decoded by searchcore's checked decoder only, and deleted after 15 minutes.")
@@ -375,6 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--match-percentile", type=float, default=float(env("SEARCHCORE_MATCH_PERCENTILE") or 5),
                    help="calibration: share (%%) of genuine queries allowed below the threshold")
     p.add_argument("--queue-size", type=int, default=int(env("SEARCHCORE_QUEUE_SIZE") or 16))
+    p.add_argument("--uploads-per-minute", type=int,
+                   default=int(env("SEARCHCORE_UPLOADS_PER_MINUTE") or 60),
+                   help="photo uploads one client address may make per minute")
+    p.add_argument("--upload-folder-mb", type=float,
+                   default=float(env("SEARCHCORE_UPLOAD_FOLDER_MB") or 512),
+                   help="uploads (MB) all clients may leave within the 20 min before clean-up")
     return p
 
 
@@ -424,12 +412,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"error: {exc}")
         return getattr(exc, "exit_code", 1)
     say(f"ready in {time.perf_counter() - started:.1f} s")
-    images = os.path.commonpath([str(p.parent) for p in engine.catalog.image_paths()] or [str(catalog.parent)])
     # Bounded queue; two workers for cheap events, photo events one at a time (see build_demo).
     demo.queue(max_size=args.queue_size, default_concurrency_limit=2)
-    demo.launch(server_name=args.host, server_port=args.port, allowed_paths=[images],
-                max_file_size=int(args.max_upload_mb * 1024 * 1024), show_error=False,
-                ssr_mode=False, theme=gr.themes.Soft(), css=CSS, footer_links=["api"])
+    # No allowed_paths: the page serves the catalog's photos as copies in Gradio's cache
+    # (ServedImages), so nothing of the shop's folder is reachable by URL.
+    from starlette.middleware import Middleware
+
+    max_bytes = int(args.max_upload_mb * 1024 * 1024)
+    guard = Middleware(UploadGuard, max_request_bytes=max_bytes + 64 * 1024,
+                       per_minute=args.uploads_per_minute,
+                       window_bytes=int(args.upload_folder_mb * 1024 * 1024))
+    demo.launch(server_name=args.host, server_port=args.port, max_file_size=max_bytes,
+                show_error=False, ssr_mode=False, theme=gr.themes.Soft(), css=CSS,
+                footer_links=["api"], app_kwargs={"middleware": [guard]})
     return 0
 
 

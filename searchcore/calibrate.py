@@ -10,7 +10,6 @@ the share of them the threshold turns away is reported, so the figure can be jud
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from PIL import Image, ImageFilter
 
 from searchcore.engine import SearchEngine
 from searchcore.errors import ImageError
+from searchcore.fsutil import read_json
 
 CALIBRATION_FILE = "calibration.json"
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def calibrate(engine: SearchEngine, index_dir: str | None, percentile: float = 5
         key = {"index": read_manifest(Path(index_dir))["index_sha256"], "percentile": percentile,
                "model": engine.embedder.fingerprint, "n": n, "version": 1}
         try:
-            saved = json.loads(cache.read_text(encoding="utf-8"))
+            saved = read_json(cache, 1 << 20)
             if saved.get("key") == key:
                 return MatchGate(saved["image"], saved["text"], saved["how"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError):

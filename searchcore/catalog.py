@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from searchcore.errors import CatalogError, ImageError
-from searchcore.fsutil import file_sha256
+from searchcore.fsutil import NotRegularFileError, file_sha256, is_regular_file, open_regular
 from searchcore.images import decode_image
 
 REQUIRED = ("id", "title", "image")
@@ -140,20 +140,23 @@ class Catalog:
 def read_table(path: Path) -> pd.DataFrame:
     """Read a CSV or Parquet file with every cell as text ('' for missing)."""
     suffix = path.suffix.lower()
+    if suffix not in (".csv", ".tsv", ".txt", ".parquet", ".pq"):
+        raise CatalogError(f"catalog must be a .csv, .tsv or .parquet file, not {path.name}")
     try:
-        if suffix in (".csv", ".tsv", ".txt"):
+        with open_regular(path) as f:  # a FIFO or device is refused, never waited on
+            if suffix in (".parquet", ".pq"):
+                df = pd.read_parquet(f)
+                return df.apply(lambda col: col.map(lambda v: "" if _is_missing(v) else str(v)))
             sep = "\t" if suffix == ".tsv" else ","
-            return pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep, encoding="utf-8")
-        if suffix in (".parquet", ".pq"):
-            df = pd.read_parquet(path)
-            return df.apply(lambda col: col.map(lambda v: "" if _is_missing(v) else str(v)))
+            return pd.read_csv(f, dtype=str, keep_default_na=False, sep=sep, encoding="utf-8")
     except FileNotFoundError:
         raise CatalogError(f"catalog not found: {path}") from None
+    except NotRegularFileError:
+        raise CatalogError(f"catalog {path.name} is not a regular file") from None
     except UnicodeDecodeError:
         raise CatalogError(f"catalog {path.name} is not UTF-8 text") from None
     except Exception as exc:  # noqa: BLE001 - pandas/pyarrow raise many types on bad files
         raise CatalogError(f"cannot read catalog {path.name}: {str(exc).splitlines()[0][:160]}") from None
-    raise CatalogError(f"catalog must be a .csv, .tsv or .parquet file, not {path.name}")
 
 
 def _is_missing(v: object) -> bool:
@@ -296,7 +299,7 @@ def _check_images(
 
     def check(i: int) -> Problem | None:
         p = paths[i]
-        if not p.is_file():
+        if not is_regular_file(p):  # missing, or a FIFO, device or folder: never opened
             return Problem("missing_image", f"image {df['image'].iat[i]} not found", i, ids[i])
         if decode:
             try:

@@ -207,11 +207,13 @@ def _fields(args: argparse.Namespace) -> dict[str, str]:
     return fields
 
 
-def _read_photo(path: Path | None) -> bytes | None:
+def _read_photo(path: Path | None, max_bytes: int) -> bytes | None:
     if path is None:
         return None
-    try:
-        return path.read_bytes()
+    from searchcore.fsutil import read_regular
+
+    try:  # a regular file within the upload cap: a FIFO or a huge file is refused unread
+        return read_regular(path, max_bytes)
     except OSError as exc:
         raise SearchError(f"cannot read {path}: {exc.strerror or exc}") from None
 
@@ -221,11 +223,11 @@ def cmd_live(args: argparse.Namespace) -> int:
     if args.action == "add":
         if len(args.ids) != 1:
             raise ConfigError("add one product at a time (one --id)")
-        shop.add([{"id": args.ids[0], **_fields(args)}], [_read_photo(args.image)])
+        shop.add([{"id": args.ids[0], **_fields(args)}], [_read_photo(args.image, shop.engine.image_limits.max_bytes)])
     elif args.action == "update":
         if len(args.ids) != 1:
             raise ConfigError("update one product at a time (one --id)")
-        shop.update(args.ids[0], _fields(args), _read_photo(args.image))
+        shop.update(args.ids[0], _fields(args), _read_photo(args.image, shop.engine.image_limits.max_bytes))
     else:
         shop.remove(args.ids)
     print(f"{args.action}: {', '.join(args.ids)} (committed; {len(shop.live_ids)} products live)")

@@ -24,7 +24,6 @@ passed to :func:`register_architecture`). Embeddings are float32, L2-normalised,
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from searchcore.errors import ConfigError, WeightsError
+from searchcore.fsutil import is_regular_file, read_json
 
 PACKAGE_CONFIGS = Path(__file__).with_name("model_configs")
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -396,10 +396,13 @@ def _check_local_dir(folder: Path) -> None:
     if not config.is_file():
         raise WeightsError(f"model folder {folder} has no open_clip_config.json")
     try:
-        json.loads(config.read_text(encoding="utf-8"))["model_cfg"]
-    except (ValueError, KeyError, TypeError):
+        read_json(config, 1 << 20)["model_cfg"]
+    except (OSError, ValueError, KeyError, TypeError):
         raise WeightsError(f"{config} is not a valid open_clip config (needs 'model_cfg')") from None
     weights = [p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pth", ".pt")]
+    odd = [p.name for p in weights if not is_regular_file(p)]
+    if odd:  # a FIFO or device would block the loader forever
+        raise WeightsError(f"model folder {folder.name}: {odd[0]} is not a regular file")
     if not weights:
         raise WeightsError(f"model folder {folder} has no weights file (open_clip_model.safetensors)")
 

@@ -1,20 +1,89 @@
-"""Small file-system helpers: checksums and crash-safe writes."""
+"""Small file-system helpers: safe reads, checksums and crash-safe writes.
+
+Every file the project reads by path (uploads, catalog photos and tables, weights, index files,
+manifests) is opened through :func:`open_regular`: a FIFO, device, socket or directory is
+refused *before* anything blocks on it or reads from it, and :func:`read_regular` reads at most
+a size cap. Both raise :class:`OSError` subclasses with a short ``strerror``, so callers' usual
+``except OSError`` turns them into their own one-line errors.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import stat
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+
+class NotRegularFileError(OSError):
+    """A path that names a FIFO, device, socket or directory, not a regular file."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(errno.EINVAL, "not a regular file", str(path))
+
+
+class FileTooLargeError(OSError):
+    """A regular file over the size cap of the caller; ``size`` is what it holds (or more)."""
+
+    def __init__(self, path: str | Path, size: int, limit: int) -> None:
+        super().__init__(errno.EFBIG, f"file is too large ({size} bytes, at most {limit})", str(path))
+        self.size, self.limit = size, limit
+
+
+@contextlib.contextmanager
+def open_regular(path: str | Path) -> Iterator[IO[bytes]]:
+    """Open a regular file for binary reading, or raise without blocking.
+
+    ``O_NONBLOCK`` makes opening a FIFO return at once (instead of waiting for a writer), and
+    ``fstat`` on the opened descriptor decides: whatever the path names at that moment (a link
+    swapped after a check included) must be a regular file.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    flags |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFileError(path)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)  # a regular file: plain reads from here on
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        yield f
+
+
+def read_regular(path: str | Path, max_bytes: int) -> bytes:
+    """All of a regular file's bytes, refused (``FileTooLargeError``) beyond ``max_bytes``."""
+    with open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > max_bytes:
+            raise FileTooLargeError(path, size, max_bytes)
+        data = f.read(max_bytes + 1)  # the file may have grown since fstat
+    if len(data) > max_bytes:
+        raise FileTooLargeError(path, len(data), max_bytes)
+    return data
+
+
+def is_regular_file(path: str | Path) -> bool:
+    """True for a regular file (links followed); False for anything else or nothing."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 def file_sha256(path: Path, extra: bytes = b"") -> str:
-    """sha256 of a file's bytes (followed by ``extra``), read in 1 MiB chunks."""
+    """sha256 of a regular file's bytes (followed by ``extra``), read in 1 MiB chunks."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     h.update(extra)
@@ -50,3 +119,12 @@ def fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+JSON_MAX_BYTES = 256 * 1024 * 1024  # a manifest listing a million deleted labels is ~8 MB
+
+
+def read_json(path: str | Path, max_bytes: int = JSON_MAX_BYTES) -> Any:
+    """Parse a regular file's JSON (UTF-8). OSError for what is not a regular file or too
+    large, ValueError for what is not JSON."""
+    return json.loads(read_regular(path, max_bytes).decode("utf-8"))

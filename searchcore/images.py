@@ -17,6 +17,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from searchcore.config import ImageLimits
 from searchcore.errors import ImageError
+from searchcore.fsutil import FileTooLargeError, read_regular
 
 # Only well-known raster formats: Pillow can also open EPS (which runs Ghostscript), PSD, ICNS
 # and many more, none of which a shopper needs.
@@ -49,14 +50,10 @@ def decode_image(
         return _normalise(source, limits, owned=False)
     if isinstance(source, (str, Path)):
         path = Path(source)
-        try:
-            size = path.stat().st_size
-        except OSError as exc:
-            raise ImageError(f"cannot read image {path.name}: {exc.strerror or exc}") from None
-        if size > limits.max_bytes:
-            raise ImageError(_too_big(size, limits))
-        try:
-            data = path.read_bytes()
+        try:  # regular files only (a FIFO would block), never more than the cap
+            data = read_regular(path, limits.max_bytes)
+        except FileTooLargeError as exc:
+            raise ImageError(_too_big(exc.size, limits)) from None
         except OSError as exc:
             raise ImageError(f"cannot read image {path.name}: {exc.strerror or exc}") from None
     elif isinstance(source, (bytes, bytearray, memoryview)):

@@ -12,7 +12,6 @@ its own, so loading checks the manifest and the sha256 before hnswlib reads a by
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import struct
 import threading
@@ -26,7 +25,7 @@ import numpy as np
 
 from searchcore.errors import IndexMismatchError, SearchError
 from searchcore.store import Filters, Neighbours
-from searchcore.fsutil import file_sha256, fsync_dir, fsync_file, write_json_atomic
+from searchcore.fsutil import file_sha256, fsync_dir, fsync_file, read_json, write_json_atomic
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -411,7 +410,7 @@ def read_manifest(folder: Path, *, fix: str = "searchcore index build") -> dict[
     if not folder.is_dir():
         raise IndexMismatchError(f"no index at {folder}; build one with `{fix}`")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = read_json(path)
     except FileNotFoundError:
         raise IndexMismatchError(f"{folder} has no {MANIFEST}; build the index with `{fix}`") from None
     except (OSError, ValueError) as exc:

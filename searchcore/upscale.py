@@ -18,7 +18,6 @@ that need them (basicsr's package ``__init__`` pulls in all of its training code
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 import threading
@@ -35,6 +34,7 @@ from PIL import Image
 from searchcore._compat import patch_torchvision_for_basicsr
 from searchcore.config import UPSCALE_MODES, Settings, UpscaleSettings
 from searchcore.errors import ConfigError, UpscaleError, WeightsError
+from searchcore.fsutil import file_sha256, is_regular_file, read_json
 
 if TYPE_CHECKING:
     import torch
@@ -206,11 +206,7 @@ def register_upscaler(spec: UpscalerSpec, *, replace: bool = False) -> UpscalerS
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def resolve_weights(
@@ -333,6 +329,8 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     import torch
 
     path = Path(path)
+    if not is_regular_file(path):  # a FIFO or device would block torch.load forever
+        raise WeightsError(f"cannot load upscaler weights {path.name}: not a regular file")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -681,7 +679,7 @@ def load_upscaler_folder(folder: str | Path) -> tuple[UpscalerSpec, Path]:
     folder = Path(folder)
     path = folder / FOLDER_CONFIG
     try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
+        cfg = read_json(path, 1 << 20)
         weights = folder / Path(str(cfg["weights"])).name
         spec = UpscalerSpec(name=str(cfg["name"]), arch=cfg.get("arch", "srvgg"),
                             arch_kwargs=dict(cfg["arch_kwargs"]), scale=int(cfg["scale"]), url=None,
@@ -689,9 +687,9 @@ def load_upscaler_folder(folder: str | Path) -> tuple[UpscalerSpec, Path]:
                             description=f"trained by searchcore ({folder.name})")
     except FileNotFoundError:
         raise WeightsError(f"upscaler folder {folder} has no {FOLDER_CONFIG}") from None
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
         raise WeightsError(f"{path} is not a valid upscaler config ({_first_line(exc)})") from None
-    if not weights.is_file():
+    if not is_regular_file(weights):
         raise WeightsError(f"upscaler weights {weights} are missing")
     if _sha256(weights) != spec.sha256:
         raise WeightsError(f"upscaler weights {weights} do not match the sha256 in {path}")

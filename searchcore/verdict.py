@@ -8,12 +8,11 @@ upscaler that was measured not to help, saying why. Reading it imports nothing h
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from searchcore.embed import ModelSpec
-from searchcore.fsutil import write_json_atomic
+from searchcore.fsutil import read_json, write_json_atomic
 
 VERDICT_FILE = "upscale_verdict.json"
 
@@ -29,8 +28,8 @@ def read_verdict(model_spec: str) -> dict[str, Any] | None:
     if path is None or not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
+        data = read_json(path, 1 << 20)
+    except (OSError, ValueError):
         return None  # a damaged verdict only costs the optimisation, never a search
     return data if isinstance(data, dict) else None
 

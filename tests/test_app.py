@@ -177,11 +177,13 @@ def test_oversize_upload_is_refused(app, images, tmp_path: Path) -> None:
     assert search_text(app["client"], "lamp")["results"]
 
 
-def test_only_catalog_images_are_served(app, shop, images) -> None:
+def test_nothing_is_served_by_its_server_path(app, shop, images) -> None:
+    """Catalog photos reach the page as copies in Gradio's cache (test_webguard, test_browser);
+    no file is served by its path on the server, the catalog's own photos included."""
     def status(path: Path) -> int:
         return httpx.get(f"{app['url']}gradio_api/file={path}", timeout=10).status_code
 
-    assert status(images / "P00001.jpg") == 200
+    assert status(images / "P00001.jpg") == 403
     assert status(shop["csv"]) == 403
     assert status(shop["index"] / "manifest.json") == 403
     assert status(ROOT / "app.py") == 403

@@ -73,6 +73,12 @@ def test_search_by_photo_in_a_browser(browser, app_url: str, tmp_path: Path, tin
     title, price, score = first.split(" · ")
     assert title.strip() and price.startswith("€") and 0.0 <= float(score) <= 1.0001, first
     assert captions.count() == 12
+    # every result photo loaded, served from Gradio's cache (never by its path in the shop)
+    page.wait_for_function("[...document.querySelectorAll('#results img')].every(i => i.complete)")
+    photos = page.locator("#results img").evaluate_all(
+        "imgs => imgs.map(i => [i.naturalWidth, i.getAttribute('src')])")
+    assert len(photos) == 12 and all(w > 0 for w, _ in photos), photos
+    assert all("searchcore-catalog" in src and "/shop/" not in src for _, src in photos), photos
     # the query as the system saw it: the 40 px photo, and why it was (not) upscaled
     assert "40×40 px" in page.locator("body").inner_text()
     page.screenshot(path=str(tmp_path / "search.png"), full_page=True)

@@ -21,6 +21,10 @@ from apphelpers import make_shop, running_app, search_image, search_text
 
 pytestmark = pytest.mark.slow
 
+# These tests measure load and decoding, all from one address: the per-client upload limit
+# (tested in test_security / test_webguard) would otherwise be what they measure.
+NO_RATE_LIMIT = ("--uploads-per-minute", "100000", "--upload-folder-mb", "100000")
+
 
 def _server(url: str) -> psutil.Process:
     port = int(url.rstrip("/").rsplit(":", 1)[1])
@@ -40,7 +44,7 @@ def test_steady_load_has_no_errors(shop, tmp_path: Path) -> None:
 
     seconds = float(os.environ.get("SEARCHCORE_LOAD_SECONDS", "8"))
     photos = sorted((shop["csv"].parent / "images").glob("*.jpg"))[:20]
-    with running_app(shop) as (url, _log):
+    with running_app(shop, *NO_RATE_LIMIT) as (url, _log):
         latencies: list[float] = []
         errors: list[str] = []
         stop = time.monotonic() + seconds
@@ -75,7 +79,7 @@ def test_overload_sheds_with_queue_full_and_nothing_else(shop) -> None:
     from gradio_client import Client
 
     photo = next((shop["csv"].parent / "images").glob("*.jpg"))
-    with running_app(shop, "--queue-size", "2", log_name="overload.log") as (url, _log):
+    with running_app(shop, "--queue-size", "2", *NO_RATE_LIMIT, log_name="overload.log") as (url, _log):
         ok, full, other = [], [], []
 
         def burst() -> None:
@@ -130,7 +134,7 @@ def test_hostile_barrage_keeps_the_server_up_and_bounded(shop, tmp_path: Path) -
     for name, data in corpus:
         (tmp_path / name).write_bytes(data)
         files.append(tmp_path / name)
-    with running_app(shop, log_name="hostile.log") as (url, log):
+    with running_app(shop, *NO_RATE_LIMIT, log_name="hostile.log") as (url, log):
         client = Client(url, verbose=False)
         before = search_image(client, photo, upscale="never")
         server = _server(url)

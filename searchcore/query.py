@@ -1,0 +1,103 @@
+"""A shopper's query: its parameters defined once, checked once, wherever they come from.
+
+The page, its JSON API and programs all pass the same parameters (``text``, ``text_weight``,
+``k``, ``category``, ``min_price``, ``max_price``, ``upscale``, plus a photo). They arrive from
+strangers as JSON, so each may be any type: :meth:`Query.parse` accepts exactly the types a
+client can mean and turns everything else (a list for ``text``, ``true`` for ``k``, a string
+that cannot be encoded) into one :class:`~searchcore.errors.ConfigError` line. The photo itself
+is the web edge's to resolve (see :mod:`searchcore.webguard`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from searchcore.config import UPSCALE_MODES
+from searchcore.errors import ConfigError
+from searchcore.store import Filters
+
+ALL_CATEGORIES = "All categories"
+MAX_RESULTS = 48
+DEFAULT_RESULTS = 12
+MAX_TEXT = 300  # characters a description may have
+MAX_LABEL = 200  # characters of a category name
+
+
+@dataclass(frozen=True)
+class Query:
+    """Checked parameters of one search (the photo travels beside it)."""
+
+    text: str = ""
+    text_weight: float = 0.5
+    k: int = DEFAULT_RESULTS
+    filters: Filters = field(default_factory=Filters)
+    upscale: str | None = None
+
+    @classmethod
+    def parse(cls, *, text: Any = None, text_weight: Any = None, k: Any = None,
+              category: Any = None, min_price: Any = None, max_price: Any = None,
+              upscale: Any = None) -> Query:
+        """Check raw values as a client sent them; ``None`` (or "") means the default."""
+        text = _text(text, "text", MAX_TEXT).strip()
+        weight = _number(text_weight, "text weight")
+        weight = 0.5 if weight is None else weight
+        if not 0.0 <= weight <= 1.0:
+            raise ConfigError(f"text weight must be between 0 and 1, not {weight:g}")
+        category = _text(category, "category", MAX_LABEL).strip()
+        # The page's number boxes cannot be empty (Gradio sends 0), so 0 means "no limit".
+        low = _number(min_price, "min price") or None
+        high = _number(max_price, "max price") or None
+        for name, value in (("min price", low), ("max price", high)):
+            if value is not None and value < 0:
+                raise ConfigError(f"{name} cannot be negative")
+        mode = _text(upscale, "upscale", 16).strip() or None
+        if mode is not None and mode not in UPSCALE_MODES:
+            raise ConfigError(f"upscale must be one of {', '.join(UPSCALE_MODES)}")
+        filters = Filters(category=None if category in ("", ALL_CATEGORIES) else category,
+                          min_price=low, max_price=high)
+        return cls(text=text, text_weight=weight, k=_count(k), filters=filters, upscale=mode)
+
+
+def _text(value: Any, name: str, limit: int) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be text")
+    if len(value) > limit:
+        raise ConfigError(f"{name} must be at most {limit} characters")
+    try:
+        value.encode("utf-8")  # lone surrogates ("\udcff") cannot be sent back in an answer
+    except UnicodeEncodeError:
+        raise ConfigError(f"{name} is not valid text (unencodable characters)") from None
+    if "\x00" in value:
+        raise ConfigError(f"{name} contains a NUL character")
+    return value
+
+
+def _number(value: Any, name: str) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{name} must be a number")
+    if isinstance(value, str) and len(value) > 32:
+        raise ConfigError(f"{name} must be a number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{name} must be a finite number")
+    return number
+
+
+def _count(value: Any) -> int:
+    number = _number(value, "number of results")
+    if number is None:
+        return DEFAULT_RESULTS
+    if number != int(number):
+        raise ConfigError("number of results must be a whole number")
+    if not 1 <= number <= MAX_RESULTS:
+        raise ConfigError(f"number of results must be between 1 and {MAX_RESULTS}")
+    return int(number)
