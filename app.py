@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from searchcore.calibrate import MatchGate, calibrate
+from searchcore.catalog import parse_price
 from searchcore.config import UPSCALE_MODES, ImageLimits, Settings
 from searchcore.engine import SearchEngine, SearchResult
 from searchcore.errors import SearchError
@@ -45,6 +46,7 @@ EXAMPLE_PHOTOS = ("tiny-red-sneakers.png", "blurry-striped-tshirt.jpg", "lowres-
                   "blurry-yellow-mug.jpg", "sharp-grey-watch.jpg")
 EXAMPLE_TEXTS = ("red sneakers with white soles", "navy striped t-shirt", "black leather handbag",
                  "yellow mug with dots", "green checked backpack")
+FOLLOW_SECONDS = 2.0  # how often the page looks for changes committed by other processes
 log = logging.getLogger("app")
 
 # --------------------------------------------------------------------------- "no good match"
@@ -88,7 +90,6 @@ class Page:
         self.engine = engine
         self.gate = gate
         self.currency = currency
-        self.prices = engine.catalog.prices
         self.upload_dir = Path(upload_dir or get_upload_folder())
         self.served = served or ServedImages(self.upload_dir, engine.image_limits.max_bytes)
 
@@ -134,17 +135,17 @@ class Page:
         return self.api(*self.run(image, text, text_weight, k, category, min_price, max_price, upscale))
 
     # -- the page -----------------------------------------------------------------------------
-    def price(self, row: int, raw: str) -> str:
-        value = self.prices[row] if row < len(self.prices) else float("nan")
-        return f"{self.currency}{value:,.2f}" if np.isfinite(value) else raw
+    def price(self, raw: str) -> str:
+        value, problem = parse_price(raw)  # the hit's own field: right after a live change too
+        return f"{self.currency}{value:,.2f}" if problem is None and np.isfinite(value) else raw
 
     def show(self, result: SearchResult, threshold: float, what: str) -> tuple:
         # Only the catalog's own photo files are handed to Gradio, as copies in its cache.
         served = [(h, self.served.serve(self.engine.catalog, h.fields.get("image", ""))) for h in result.hits]
         hits = [h for h, path in served if path is not None]
-        items = [(path, f"{h.title} · {self.price(h.row, h.price)} · {h.score:.2f}")
+        items = [(path, f"{h.title} · {self.price(h.price)} · {h.score:.2f}")
                  for h, path in served if path is not None]
-        state = [{"id": h.id, "title": h.title, "price": self.price(h.row, h.price), "score": h.score,
+        state = [{"id": h.id, "title": h.title, "price": self.price(h.price), "score": h.score,
                   **{k: h.fields.get(k, "") for k in ("category", "colour", "material")}} for h in hits]
         if not hits:
             status = "### Nothing passes these filters\nWiden the price range or pick another category."
@@ -383,6 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.simplefilter("error", Image.DecompressionBombWarning)
     try:
         from searchcore.service import open_or_build, set_threads
+        from searchcore.store import is_milvus
 
         on_space = bool(os.environ.get("SPACE_ID"))  # Hugging Face Spaces: weights may download
         settings = Settings.from_env(
@@ -397,6 +399,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         index_dir = str(settings.index_dir or catalog.parent / "index")
         engine = open_or_build(settings, catalog, index_dir, demo=catalog.resolve() == DEMO_CATALOG,
                                say=say)
+        if not is_milvus(index_dir):  # changes other processes commit reach the page by themselves
+            from searchcore.live import Follower
+
+            Follower(engine, index_dir, settings=settings, interval=FOLLOW_SECONDS).start()
         if engine.upscaler is not None and hasattr(engine.upscaler, "load"):
             engine.upscaler.load()  # bad weights fail now, not on a shopper's first photo
         calibrating = time.perf_counter()

@@ -30,8 +30,9 @@ from searchcore.catalog import Catalog
 from searchcore.config import IndexSettings
 from searchcore.embed import Embedder
 from searchcore.errors import ConfigError, ImageError, SearchError
+from searchcore.fsutil import folder_lock
 from searchcore.images import DRAFT, decode_image
-from searchcore.index import HnswIndex
+from searchcore.index import HnswIndex, commit_folder, current_manifest
 from searchcore.store import is_milvus
 
 READ_AHEAD_BYTES = 256 * 2**20  # prepared photos waiting for the model, at most (about)
@@ -134,7 +135,8 @@ def build_index(
     if len(index) == 0:
         raise SearchError(f"no product of {catalog.source} has a usable image; nothing to index")
     seconds = time.perf_counter() - started
-    index.save(out, _meta(catalog, embedder, out, skipped, seconds))
+    with folder_lock(out):  # the same lock as live writers: a build is one more commit
+        commit_folder(out, index, _meta(catalog, embedder, out, skipped, seconds), current_manifest(out))
     return BuildReport(folder=out, indexed=len(index), skipped=skipped, seconds=seconds)
 
 

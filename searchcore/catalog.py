@@ -110,7 +110,7 @@ class Catalog:
         """Prices as float64, NaN where a product has none."""
         if "price" not in self.df:
             return np.full(len(self.df), np.nan)
-        # Vectorised (this runs for every price-filtered query); same rules as _parse_price.
+        # Vectorised (this runs for every price-filtered query); same rules as parse_price.
         text = self.df["price"].astype(str).str.strip().str.replace(",", "", regex=False)
         prices = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, copy=True)
         prices[~np.isfinite(prices) | (prices < 0)] = np.nan
@@ -255,16 +255,16 @@ def _check_rows(df: pd.DataFrame, root: Path, report: ValidationReport) -> None:
         errors.append(Problem("title", "empty title", int(row), ids.iat[row]))
     if "price" in df:
         for row, value in enumerate(df["price"]):
-            _, problem = _parse_price(value)
+            _, problem = parse_price(value)
             if problem:
                 errors.append(Problem("price", problem, row, ids.iat[row]))
     for row, value in enumerate(df["image"]):
-        problem = _image_path_problem(value, root)
+        problem = image_path_problem(value, root)
         if problem:
             errors.append(Problem("image_path", problem, row, ids.iat[row]))
 
 
-def _parse_price(value: str) -> tuple[float, str | None]:
+def parse_price(value: str) -> tuple[float, str | None]:
     text = str(value).strip().replace(",", "")
     if text == "":
         return math.nan, None
@@ -277,7 +277,7 @@ def _parse_price(value: str) -> tuple[float, str | None]:
     return price, None
 
 
-def _image_path_problem(value: str, root: Path) -> str | None:
+def image_path_problem(value: str, root: Path) -> str | None:
     text = str(value)
     if not text.strip():
         return "empty image path"

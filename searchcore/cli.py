@@ -203,6 +203,8 @@ def _fields(args: argparse.Namespace) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set must look like FIELD=VALUE, not {item!r}")
+        if key.strip() in fields or key.strip() == "id":
+            raise ConfigError(f"--set {key.strip()}=... is refused: use --{key.strip()} (ids never change)")
         fields[key.strip()] = value
     return fields
 
@@ -223,11 +225,13 @@ def cmd_live(args: argparse.Namespace) -> int:
     if args.action == "add":
         if len(args.ids) != 1:
             raise ConfigError("add one product at a time (one --id)")
-        shop.add([{"id": args.ids[0], **_fields(args)}], [_read_photo(args.image, shop.engine.image_limits.max_bytes)])
+        limit = shop.engine.image_limits.max_bytes
+        shop.add([{"id": args.ids[0], **_fields(args)}], [_read_photo(args.image, limit)])
     elif args.action == "update":
         if len(args.ids) != 1:
             raise ConfigError("update one product at a time (one --id)")
-        shop.update(args.ids[0], _fields(args), _read_photo(args.image, shop.engine.image_limits.max_bytes))
+        limit = shop.engine.image_limits.max_bytes
+        shop.update(args.ids[0], _fields(args), _read_photo(args.image, limit))
     else:
         shop.remove(args.ids)
     print(f"{args.action}: {', '.join(args.ids)} (committed; {len(shop.live_ids)} products live)")

@@ -25,7 +25,7 @@ from searchcore.embed import Embedder
 from searchcore.errors import ConfigError, SearchError, UpscaleError
 from searchcore.images import DEFAULT_LIMITS, DRAFT, ImageLimits, decode_image
 from searchcore.store import Filters, VectorStore
-from searchcore.upscale import UpscaleDecision, Upscaler, UpscalePolicy
+from searchcore.upscale import UpscaleDecision, UpscalePolicy, Upscaler
 
 DISPLAY_COLUMNS = ("id", "title", "price", "category", "colour", "image")
 
@@ -80,6 +80,19 @@ class SearchResult:
         return out
 
 
+@dataclass(frozen=True)
+class View:
+    """What one query reads: a catalog and its index, swapped together (label == catalog row).
+
+    ``version`` names the committed state it came from (the index folder's manifest), so a
+    follower can tell whether a newer one exists.
+    """
+
+    catalog: Catalog
+    index: VectorStore
+    version: str = ""
+
+
 class _Clock:
     def __init__(self) -> None:
         self.start = self.last = time.perf_counter()
@@ -110,13 +123,13 @@ class SearchEngine:
         upscaler_problem: str | None = None,
         auto_skip: str | None = None,
         text_cache_size: int = 512,
+        version: str = "",
     ) -> None:
         if index.dim != embedder.dim:
             raise SearchError(f"index dimension {index.dim} does not match the model's {embedder.dim}")
-        self.catalog = catalog
+        self._view = View(catalog, index, version)
         self.embedder = embedder
         self.upscaler = upscaler
-        self.index = index
         self.policy = UpscalePolicy(upscale or UpscaleSettings())
         self.image_limits = image_limits
         self.upscaler_problem = upscaler_problem
@@ -126,6 +139,26 @@ class SearchEngine:
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._text_cache_size = text_cache_size
         self._cache_lock = threading.Lock()
+
+    # -- the catalog and index being served ------------------------------------------------------
+    @property
+    def view(self) -> View:
+        return self._view
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._view.catalog
+
+    @property
+    def index(self) -> VectorStore:
+        return self._view.index
+
+    def swap(self, catalog: Catalog, index: VectorStore, version: str = "") -> None:
+        """Serve another committed state from now on, atomically: a query reads one view from
+        start to end, so it never mixes one state's index with another's catalog."""
+        if index.dim != self.embedder.dim:
+            raise SearchError(f"index dimension {index.dim} does not match the model's {self.embedder.dim}")
+        self._view = View(catalog, index, version)
 
     # -- queries ----------------------------------------------------------------------------
     def search(
@@ -150,6 +183,7 @@ class SearchEngine:
         if upscale is not None and upscale not in UPSCALE_MODES:
             raise ConfigError(f"upscale must be one of {', '.join(UPSCALE_MODES)}, not {upscale!r}")
         clock = _Clock()
+        view = self._view
         result = SearchResult(query=query_label or text or str(image), hits=[], timings_ms={})
         vectors: list[tuple[float, np.ndarray]] = []
         if image is not None:
@@ -162,7 +196,7 @@ class SearchEngine:
         norm = float(np.linalg.norm(query))
         if norm < 1e-8:  # photo and words cancel out: fall back to the photo alone
             query, norm = vectors[0][1], 1.0
-        result.hits = self._search_vector(query / norm, k, filters, clock)
+        result.hits = self._search_vector(view, query / norm, k, filters, clock)
         result.timings_ms = clock.done()
         return result
 
@@ -175,13 +209,14 @@ class SearchEngine:
     def similar(self, product_id: str, k: int = 10, filters: Filters | None = None) -> SearchResult:
         """'More like this': neighbours of a catalog product's stored vector, itself left out."""
         clock = _Clock()
-        row = self.catalog.rows_for_ids([product_id])[0]
+        view = self._view
+        row = view.catalog.rows_for_ids([product_id])[0]
         try:
-            vec = self.index.get_vectors([row])[0]
+            vec = view.index.get_vectors([row])[0]
         except RuntimeError:
             raise SearchError(f"product {product_id} is not in the index") from None
         clock.lap("lookup")
-        hits = [h for h in self._search_vector(vec, k + 1, filters, clock) if h.row != row][:k]
+        hits = [h for h in self._search_vector(view, vec, k + 1, filters, clock) if h.row != row][:k]
         hits = [Hit(i + 1, h.score, h.row, h.id, h.title, h.image, h.fields) for i, h in enumerate(hits)]
         return SearchResult(query=f"like:{product_id}", hits=hits, timings_ms=clock.done())
 
@@ -227,22 +262,23 @@ class SearchEngine:
         return vec
 
     def _search_vector(
-        self, vec: np.ndarray, k: int, filters: Filters | None, clock: _Clock
+        self, view: View, vec: np.ndarray, k: int, filters: Filters | None, clock: _Clock
     ) -> list[Hit]:
         active = filters is not None and filters.active
-        if active and self.index.pushes_filters:
-            found = self.index.search(vec, k, filters=filters)
+        if active and view.index.pushes_filters:
+            found = view.index.search(vec, k, filters=filters)
         else:
-            allowed = self.filter_mask(filters) if active else None
-            found = self.index.search(vec, k, allowed=allowed)
+            allowed = self.filter_mask(filters, view.catalog) if active else None
+            found = view.index.search(vec, k, allowed=allowed)
         clock.lap("search")
-        hits = self._hits(found.labels, found.scores)
+        hits = _hits(view.catalog, found.labels, found.scores)
         clock.lap("assemble")
         return hits
 
-    def filter_mask(self, filters: Filters) -> np.ndarray:
+    def filter_mask(self, filters: Filters, catalog: Catalog | None = None) -> np.ndarray:
         """Boolean mask over catalog rows that pass ``filters`` (vectorised)."""
-        df = self.catalog.df
+        catalog = catalog or self.catalog
+        df = catalog.df
         mask = np.ones(len(df), dtype=bool)
         if filters.category:
             if "category" not in df:
@@ -250,25 +286,13 @@ class SearchEngine:
             wanted = filters.category.strip().casefold()
             mask &= df["category"].str.strip().str.casefold().to_numpy() == wanted
         if filters.min_price is not None or filters.max_price is not None:
-            prices = self.catalog.prices
+            prices = catalog.prices
             with np.errstate(invalid="ignore"):
                 if filters.min_price is not None:
                     mask &= prices >= filters.min_price
                 if filters.max_price is not None:
                     mask &= prices <= filters.max_price
         return mask
-
-    def _hits(self, labels: np.ndarray, scores: np.ndarray) -> list[Hit]:
-        if len(labels) == 0:
-            return []
-        rows = self.catalog.df.iloc[labels]  # label == catalog row: one vectorised lookup
-        records = rows.to_dict("records")
-        root = self.catalog.root
-        return [
-            Hit(rank=i + 1, score=float(s), row=int(lbl), id=str(rec["id"]), title=str(rec["title"]),
-                image=root / str(rec["image"]), fields={k: str(v) for k, v in rec.items()})
-            for i, (lbl, s, rec) in enumerate(zip(labels, scores, records, strict=True))
-        ]
 
     # -- catalog changes --------------------------------------------------------------------
     def add_products(self, rows: pd.DataFrame, images: list[Image.Image]) -> list[int]:
@@ -294,3 +318,16 @@ class SearchEngine:
         labels = self.catalog.rows_for_ids(ids)
         self.index.remove(labels)
         return labels
+
+
+def _hits(catalog: Catalog, labels: np.ndarray, scores: np.ndarray) -> list[Hit]:
+    if len(labels) == 0:
+        return []
+    rows = catalog.df.iloc[labels]  # label == catalog row: one vectorised lookup
+    records = rows.to_dict("records")
+    root = catalog.root
+    return [
+        Hit(rank=i + 1, score=float(s), row=int(lbl), id=str(rec["id"]), title=str(rec["title"]),
+            image=root / str(rec["image"]), fields={k: str(v) for k, v in rec.items()})
+        for i, (lbl, s, rec) in enumerate(zip(labels, scores, records, strict=True))
+    ]

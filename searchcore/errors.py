@@ -39,5 +39,9 @@ class IndexMismatchError(SearchError):
     """An index folder that is corrupt or was built for another model or catalog."""
 
 
+class LockTimeoutError(SearchError):
+    """Another writer held an index folder's lock for longer than the caller would wait."""
+
+
 class UpscaleError(SearchError):
     """The upscaler could not process an image."""

@@ -128,3 +128,32 @@ def read_json(path: str | Path, max_bytes: int = JSON_MAX_BYTES) -> Any:
     """Parse a regular file's JSON (UTF-8). OSError for what is not a regular file or too
     large, ValueError for what is not JSON."""
     return json.loads(read_regular(path, max_bytes).decode("utf-8"))
+
+
+LOCK_FILE = ".writer.lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, timeout: float = 300.0) -> Iterator[None]:
+    """Hold the exclusive writer lock of ``folder`` (an index folder) across processes.
+
+    ``filelock`` (``flock`` on POSIX, ``LockFileEx`` on Windows): the kernel drops the lock when
+    its holder dies, kill -9 included, so a crashed writer never blocks the next one. The lock
+    file stays in the folder (deleting it while another process waits would split the lock).
+    """
+    from filelock import FileLock, Timeout
+
+    from searchcore.errors import LockTimeoutError
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(folder / LOCK_FILE, timeout=timeout, preserve_lock_file=True)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise LockTimeoutError(f"another writer has held {folder} for over {timeout:.0f} s; "
+                               "try again later") from None
+    try:
+        yield
+    finally:
+        lock.release()

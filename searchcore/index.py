@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from searchcore.errors import IndexMismatchError, SearchError
-from searchcore.store import Filters, Neighbours
 from searchcore.fsutil import file_sha256, fsync_dir, fsync_file, read_json, write_json_atomic
+from searchcore.store import Filters, Neighbours
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -170,8 +170,13 @@ class HnswIndex:
             for label in set(labels.tolist()) & self._deleted:  # a removed product comes back
                 self._index.unmark_deleted(label)
                 self._deleted.discard(label)
-            # New labels take the slots of deleted ones first, so churn does not grow the index.
-            self._index.add_items(vectors, labels, replace_deleted=True)
+            stored = np.isin(labels, self._all_labels())
+            if stored.any():  # updated in their own slots
+                self._index.add_items(vectors[stored], labels[stored], replace_deleted=False)
+            if not stored.all():
+                # New labels take the slots of deleted ones first, so churn does not grow the
+                # index. (Only new ones: hnswlib would give a stored label a second slot.)
+                self._index.add_items(vectors[~stored], labels[~stored], replace_deleted=True)
             self._live_cache = self._labels = None
             if self._deleted:  # replaced slots drop their old label
                 self._deleted &= set(self._all_labels().tolist())
@@ -226,7 +231,7 @@ class HnswIndex:
             flt: Callable[[int], bool] | None = None
             if allowed is not None:
                 mask = allowed
-                flt = lambda label: bool(label < len(mask) and mask[label])  # noqa: E731
+                flt = lambda label: bool(label < len(mask) and mask[label])
             try:
                 labels, dist = self._index.knn_query(q, k=k, num_threads=1, filter=flt)
             except RuntimeError:  # the walk found fewer than k: answer exactly instead
@@ -299,11 +304,8 @@ class HnswIndex:
             **(meta or {}),
         }
         write_json_atomic(folder / MANIFEST, manifest)
-        for old in folder.glob("index-*.bin"):  # superseded files; the manifest is the truth
-            if old.name != final.name:
-                old.unlink(missing_ok=True)
-        for stale in folder.glob(".index-*.tmp"):
-            stale.unlink(missing_ok=True)
+        # Superseded files stay: a reader may be opening them. Writers prune under the folder's
+        # lock (prune_folder), keeping the previous state's files too.
         return manifest
 
     @classmethod
@@ -403,6 +405,63 @@ def verify_hnsw_file(path: Path, manifest: dict[str, Any], fix: str) -> None:
             pos += nbytes
     if pos != size:
         raise IndexMismatchError(f"{bad} (trailing bytes); rebuild with `{fix}`")
+
+
+def manifest_files(manifest: dict[str, Any] | None) -> set[str]:
+    """The file names a manifest needs in its folder (index file, catalog snapshot)."""
+    if not isinstance(manifest, dict):
+        return set()
+    names = {str(manifest.get("index_file", ""))}
+    catalog = manifest.get("catalog")
+    if isinstance(catalog, dict) and catalog.get("snapshot"):
+        names.add(str(catalog["snapshot"]))
+    return names - {""}
+
+
+def manifest_version(manifest: dict[str, Any]) -> str:
+    """Names one committed state of a folder: equal versions, equal index and catalog."""
+    catalog = manifest.get("catalog") if isinstance(manifest.get("catalog"), dict) else {}
+    return f"{manifest.get('generation', 0)}:{manifest.get('index_sha256')}:{catalog.get('sha256')}"
+
+
+def current_manifest(folder: Path) -> dict[str, Any] | None:
+    """The folder's manifest, or None where there is none (or none that can be read)."""
+    try:
+        return read_manifest(folder)
+    except IndexMismatchError:
+        return None
+
+
+def commit_folder(folder: Path, index: HnswIndex, meta: dict[str, Any],
+                  previous: dict[str, Any] | None) -> dict[str, Any]:
+    """Save ``index`` with ``meta`` as the folder's next state after ``previous`` (the manifest
+    the caller's change is based on), then prune what neither of the two needs.
+
+    The caller holds the folder's writer lock (:func:`searchcore.fsutil.folder_lock`) from
+    reading ``previous`` to here: that is what makes read-modify-commit safe across processes.
+    """
+    generation = int((previous or {}).get("generation", 0)) + 1
+    manifest = index.save(folder, {**meta, "generation": generation})
+    prune_folder(folder, manifest_files(manifest) | manifest_files(previous))
+    return manifest
+
+
+def prune_folder(folder: Path, keep: set[str]) -> list[Path]:
+    """Delete index files and catalog snapshots not named in ``keep``, and temp files.
+
+    Call it holding the folder's writer lock (:func:`searchcore.fsutil.folder_lock`): then no
+    writer is between writing its files and committing them, so every temp file is a dead
+    writer's. ``keep`` holds the files of the current and the previous manifest, so a reader
+    that read the previous manifest a moment ago still finds its files (and a reader that
+    loses that race re-reads the manifest: see ``searchcore.service.open_engine``).
+    """
+    removed = []
+    for pattern in ("index-*.bin", "catalog-*.csv", ".index-*.tmp", ".catalog-*.tmp", ".manifest.json.*.tmp"):
+        for path in folder.glob(pattern):
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
 
 
 def read_manifest(folder: Path, *, fix: str = "searchcore index build") -> dict[str, Any]:

@@ -1,7 +1,11 @@
-"""A live shop: catalog edits that reach search at once and survive crashes.
+"""A live shop: catalog edits that reach search at once, survive crashes, and never lose each
+other when several processes write at once.
 
 ``LiveShop`` wraps a :class:`~searchcore.engine.SearchEngine` over an hnswlib index folder
-and adds, removes and updates products while queries keep running. Each acknowledged change
+and adds, removes and updates products while queries keep running. Writers in any process (the
+CLI, the app, a shop's scripts) take the folder's exclusive lock
+(:func:`searchcore.fsutil.folder_lock`) for the whole read-modify-commit; a writer whose view is
+older than the folder's manifest re-reads the committed state first. Each acknowledged change
 is committed before the call returns:
 
 1. a new photo is written under a generated name inside the shop's image folder
@@ -11,9 +15,16 @@ is committed before the call returns:
 3. ``manifest.json`` is swapped atomically to point at both: **this rename is the commit**.
 
 A process killed anywhere before step 3 leaves the previous state (the unacknowledged change is
-all-or-nothing); files it left behind are removed on the next open. Removed products stay as
-tombstone rows (``_removed`` = ``1``) so that index label == catalog row holds, and their rows
-and index slots are reused by later additions, so churn does not grow the index.
+all-or-nothing); its lock dies with it. Clean-up runs only under the lock, so it never meets a
+writer between steps 1 and 3: it removes temp files, index files and snapshots that neither the
+current nor the previous manifest names (a reader may be opening the previous one; one that
+loses even that race re-reads the manifest), and photos no snapshot names once they are older
+than :data:`PHOTO_GRACE_S`. Removed products stay as tombstone rows (``_removed`` = ``1``) so
+that index label == catalog row holds; their rows and index slots are reused by later
+additions, so churn does not grow the index.
+
+:class:`Follower` keeps a serving engine (the app) on the newest committed state that other
+processes wrote, swapping catalog and index together.
 
 Cost: every commit rewrites the catalog snapshot and the index file (milliseconds for the demo
 shop; for large catalogs batch changes with :meth:`LiveShop.add` of many products at once).
@@ -21,10 +32,14 @@ shop; for large catalogs batch changes with :meth:`LiveShop.add` of many product
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
+import os
 import threading
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,35 +47,48 @@ import numpy as np
 import pandas as pd
 
 from searchcore.build import catalog_meta
-from searchcore.catalog import MAX_FIELD, REQUIRED, Catalog, _image_path_problem, _parse_price
+from searchcore.catalog import MAX_FIELD, REQUIRED, Catalog, image_path_problem, parse_price
+from searchcore.config import Settings
 from searchcore.engine import SearchEngine
-from searchcore.errors import CatalogError, SearchError
-from searchcore.fsutil import file_sha256, fsync_dir, fsync_file
+from searchcore.errors import CatalogError, IndexMismatchError, SearchError
+from searchcore.fsutil import file_sha256, folder_lock, fsync_dir, fsync_file, is_regular_file
 from searchcore.images import decode_image
-from searchcore.index import HnswIndex, read_manifest
+from searchcore.index import (
+    MANIFEST,
+    HnswIndex,
+    commit_folder,
+    manifest_files,
+    manifest_version,
+    prune_folder,
+    read_manifest,
+)
+
+log = logging.getLogger(__name__)
 
 REMOVED = "_removed"
 IMAGE_SHA = "image_sha256"
+MANAGED = (REMOVED, IMAGE_SHA, "image")  # fields only the shop itself writes
 LIVE_DIR = Path("images") / "live"
 FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
+PHOTO_GRACE_S = 600.0  # an unreferenced photo may still be shown by a reader of an older state
+MAX_FIELD_NAME = 100
 
 
 class LiveShop:
-    """Serialises writers; readers go on through the engine meanwhile."""
+    """Serialises writers across threads and processes; readers go on meanwhile."""
 
-    def __init__(self, engine: SearchEngine, folder: str | Path) -> None:
+    def __init__(self, engine: SearchEngine, folder: str | Path, *, lock_timeout: float = 300.0) -> None:
         if not isinstance(engine.index, HnswIndex):
             raise SearchError("live catalog changes need an hnswlib index folder (Milvus indexes "
                               "take upserts through `searchcore index build`)")
         self.engine = engine
         self.folder = Path(folder)
+        self.lock_timeout = lock_timeout
         self._write = threading.Lock()
-        df = engine.catalog.df
-        for col in (REMOVED, IMAGE_SHA):
-            if col not in df:
-                df[col] = ""
+        _with_live_columns(engine.catalog)
         self._manifest = read_manifest(self.folder)
-        self.cleanup()
+        with self._locked():
+            self.cleanup()
 
     @property
     def catalog(self) -> Catalog:
@@ -76,15 +104,18 @@ class LiveShop:
         """Add products (canonical fields) with their photos' bytes; returns their ids."""
         if len(products) != len(images):
             raise SearchError(f"{len(products)} products but {len(images)} photos")
-        with self._write:
+        rows = [self._clean(p, new=True) for p in products]
+        ids = [r["id"] for r in rows]
+        _refuse_repeats(ids)
+        # Refused before anything is written, and embedded before the lock is taken: the lock
+        # is held for the commit only, not for the model.
+        pics = [decode_image(b, self.engine.image_limits) for b in images]
+        vectors = self.engine.embedder.embed_images(pics)
+        with self._locked():
             df = self.catalog.df
-            live = set(df.loc[df[REMOVED] != "1", "id"])
-            rows = [self._clean(p, new=True) for p in products]
-            ids = [r["id"] for r in rows]
-            if len(set(ids)) != len(ids) or live & set(ids):
-                raise CatalogError(f"product id(s) already in the catalog: {sorted(live & set(ids))[:5] or ids}")
-            pics = [decode_image(b, self.engine.image_limits) for b in images]  # refuse before writing
-            vectors = self.engine.embedder.embed_images(pics)
+            clash = set(df.loc[df[REMOVED] != "1", "id"]) & set(ids)
+            if clash:
+                raise CatalogError(f"product id(s) already in the catalog: {sorted(clash)[:5]}")
             written = [self._store_image(b) for b in images]
             free = df.index[(df[REMOVED] == "1") & ~df["id"].isin(ids)].tolist()
             new_df = df.copy()
@@ -93,6 +124,7 @@ class LiveShop:
                 row.update({"image": rel, IMAGE_SHA: sha, REMOVED: ""})
                 if free:  # reuse a tombstone: its label's index slot is reused too
                     label = free.pop(0)
+                    new_df = _extend_columns(new_df, [row])
                     new_df.loc[label] = pd.Series(row).reindex(new_df.columns, fill_value="")
                 else:
                     label = len(new_df)
@@ -104,29 +136,62 @@ class LiveShop:
             return ids
 
     def remove(self, ids: list[str]) -> None:
-        with self._write:
-            df = self.catalog.df
+        ids = [str(i) for i in ids]
+        _refuse_repeats(ids)
+        with self._locked():
             labels = self._live_rows(ids)
-            new_df = df.copy()
+            new_df = self.catalog.df.copy()
             new_df.loc[labels, REMOVED] = "1"
             self._commit(new_df, lambda ix: ix.remove(labels))
 
     def update(self, product_id: str, fields: Mapping[str, Any] | None = None,
                image: bytes | None = None) -> None:
         """Change a product's fields and/or photo; its id and label stay."""
-        with self._write:
+        fields = dict(fields or {})
+        if "id" in fields:
+            raise CatalogError("field 'id' cannot be changed (remove the product and add it anew)")
+        changes = self._clean({**fields, "id": product_id}, new=False)
+        vector = None
+        if image is not None:
+            vector = self.engine.embedder.embed_images([decode_image(image, self.engine.image_limits)])
+        with self._locked():
             (label,) = self._live_rows([product_id])
             df = self.catalog.df
-            row = {**df.loc[label].to_dict(), **self._clean({**(fields or {}), "id": product_id}, new=False)}
-            vector = None
+            row = {**df.loc[label].to_dict(), **changes}
             if image is not None:
-                vector = self.engine.embedder.embed_images([decode_image(image, self.engine.image_limits)])
                 row["image"], row[IMAGE_SHA] = self._store_image(image)
             new_df = _extend_columns(df.copy(), [row])
             new_df.loc[label] = pd.Series(row).reindex(new_df.columns, fill_value="")
             self._commit(new_df, (lambda ix: ix.add(vector, [label])) if vector is not None else None)
 
-    # -- internals --------------------------------------------------------------------------
+    # -- the lock and the committed state -----------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """This process's writers one at a time, then the folder's lock against other
+        processes; inside, the engine holds the newest committed state."""
+        with self._write, folder_lock(self.folder, self.lock_timeout):
+            self._refresh()
+            yield
+
+    def _refresh(self) -> None:
+        """Re-read the committed state when another writer moved the manifest on."""
+        manifest = read_manifest(self.folder)
+        if manifest_version(manifest) != manifest_version(self._manifest) or \
+                manifest_version(manifest) != self.engine.view.version:
+            self._reload()
+        else:
+            self._manifest = manifest
+
+    def _reload(self) -> None:
+        from searchcore.service import load_state
+
+        index, manifest, catalog = load_state(Settings(), str(self.folder), attempts=1)
+        if not isinstance(index, HnswIndex):
+            raise SearchError("live catalog changes need an hnswlib index folder")
+        _with_live_columns(catalog)
+        self.engine.swap(catalog, index, manifest_version(manifest))
+        self._manifest = manifest
+
     def _live_rows(self, ids: list[str]) -> list[int]:
         df = self.catalog.df
         live = df[df[REMOVED] != "1"]
@@ -139,9 +204,11 @@ class LiveShop:
     def _clean(self, product: Mapping[str, Any], *, new: bool) -> dict[str, str]:
         row = {str(k): "" if v is None else str(v) for k, v in product.items()}
         for key, value in row.items():
-            if key in (REMOVED, IMAGE_SHA, "image"):
+            if key in MANAGED or key.startswith("_"):
                 raise CatalogError(f"field {key!r} is managed by the shop and cannot be set")
-            if "\x00" in value or "\x00" in key or len(value) > MAX_FIELD:
+            if not key.strip() or len(key) > MAX_FIELD_NAME or not key.isprintable():
+                raise CatalogError(f"field name {key[:40]!r} must be 1-{MAX_FIELD_NAME} printable characters")
+            if "\x00" in value or len(value) > MAX_FIELD:
                 raise CatalogError(f"field {key!r} has a NUL byte or is over {MAX_FIELD} characters")
         if not row.get("id", "").strip():
             raise CatalogError("a product needs a non-empty id")
@@ -152,7 +219,7 @@ class LiveShop:
         elif "title" in row and not row["title"].strip():
             raise CatalogError("the title cannot be empty")
         if "price" in row:
-            _, problem = _parse_price(row["price"])
+            _, problem = parse_price(row["price"])
             if problem:
                 raise CatalogError(problem)
         return row
@@ -162,7 +229,7 @@ class LiveShop:
 
         fmt = Image.open(io.BytesIO(data)).format or "JPEG"
         rel = LIVE_DIR / f"{uuid.uuid4().hex}{FORMATS.get(fmt, '.img')}"
-        if _image_path_problem(str(rel), self.catalog.root):
+        if image_path_problem(str(rel), self.catalog.root):
             raise CatalogError(f"the shop's image folder {self.catalog.root / LIVE_DIR} is unsafe")
         target = self.catalog.root / rel
         try:
@@ -177,7 +244,10 @@ class LiveShop:
         return rel.as_posix(), file_sha256(target)
 
     def _commit(self, new_df: pd.DataFrame, change: Any) -> None:
-        """Apply ``change`` to the index, persist catalog + index, swap the manifest, publish."""
+        """Apply ``change`` to the index, persist catalog + index, swap the manifest, publish.
+
+        Runs under :meth:`_locked`, on the newest committed state.
+        """
         index: HnswIndex = self.engine.index  # type: ignore[assignment]
         data = new_df.to_csv(index=False).encode("utf-8")
         sha = _sha(data + b"[]")  # the same hash load_catalog computes (file bytes + mapping)
@@ -186,7 +256,6 @@ class LiveShop:
         tmp.write_bytes(data)
         fsync_file(tmp)
         tmp.replace(snapshot)
-        old_df = self.catalog.df
         self.catalog.df = new_df  # rows first: a reader never sees a label without its row
         try:
             if change is not None:
@@ -200,35 +269,111 @@ class LiveShop:
                 "rows": len(new_df),
                 "column_map": [],
             }
-            self._manifest = index.save(self.folder, meta)  # the commit point
+            manifest = commit_folder(self.folder, index, meta, self._manifest)  # the commit point
         except BaseException:
             # Nothing was committed: go back to what is on disk (the index may hold the change).
-            self.catalog.df = old_df
-            self.engine.index, self._manifest = HnswIndex.load(self.folder)
+            self._reload()
             raise
         self.catalog.sha256 = sha
-        for old in self.folder.glob("catalog-*.csv"):
-            if old.name != snapshot.name:
-                old.unlink(missing_ok=True)
+        self._manifest = manifest
+        self.engine.swap(self.catalog, index, manifest_version(manifest))
 
     def cleanup(self) -> list[Path]:
-        """Remove what unacknowledged changes left: temp files and unreferenced live photos."""
-        removed = []
-        for tmp in list(self.folder.glob(".catalog-*.tmp")) + list(self.folder.glob(".index-*.tmp")):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
+        """Remove what unacknowledged changes left (call under :meth:`_locked`): temp files,
+        files no manifest names, and photos no snapshot names once past their grace period."""
+        removed = prune_folder(self.folder, manifest_files(self._manifest))
         live_dir = self.catalog.root / LIVE_DIR
         if live_dir.is_dir():
             used = set(self.catalog.df["image"])
+            old = time.time() - PHOTO_GRACE_S
             for p in live_dir.iterdir():
-                if (LIVE_DIR / p.name).as_posix() not in used:
-                    p.unlink(missing_ok=True)
-                    removed.append(p)
+                if (LIVE_DIR / p.name).as_posix() in used:
+                    continue
+                with contextlib.suppress(OSError):
+                    # a dead writer's temp file at once; a photo an older state named, later
+                    if p.name.endswith(".tmp") or p.lstat().st_mtime < old:
+                        p.unlink()
+                        removed.append(p)
         return removed
 
 
+class Follower:
+    """Keeps a serving engine on the newest state that writers committed to its folder.
+
+    Polls ``manifest.json`` every ``interval`` seconds (a ``stat``; the manifest is read only
+    when it changed) and swaps the new catalog and index into the engine together, so a page
+    sees another process's change within a few seconds and never a half of one.
+    """
+
+    def __init__(self, engine: SearchEngine, folder: str | Path, *, settings: Settings | None = None,
+                 interval: float = 2.0) -> None:
+        self.engine = engine
+        self.folder = Path(folder)
+        self.settings = settings or Settings()
+        self.interval = interval
+        self._seen: tuple[int, int, int] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def check(self) -> bool:
+        """One poll: True when a newer committed state is now being served."""
+        try:
+            st = os.stat(self.folder / MANIFEST)
+        except OSError:
+            return False
+        seen = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if seen == self._seen:
+            return False
+        from searchcore.service import load_state
+
+        try:
+            manifest = read_manifest(self.folder)
+            if manifest_version(manifest) == self.engine.view.version:
+                self._seen = seen
+                return False
+            store, manifest, catalog = load_state(self.settings, str(self.folder))
+            model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
+            if model.get("fingerprint") != self.engine.embedder.fingerprint:
+                raise IndexMismatchError("it was rebuilt for another model; restart to serve it")
+            labels = store.live_labels()
+            if len(labels) and int(labels.max()) >= len(catalog):
+                raise IndexMismatchError("its index has labels beyond its catalog")
+        except SearchError as exc:
+            log.warning("not following the change in %s: %s", self.folder.name, exc)
+            self._seen = seen  # until the manifest changes again
+            return False
+        self.engine.swap(catalog, store, manifest_version(manifest))
+        self._seen = seen
+        log.info("serving %s generation %s (%d products)", self.folder.name,
+                 manifest.get("generation", 0), len(store))
+        return True
+
+    def start(self) -> Follower:
+        def loop() -> None:
+            while not self._stop.wait(self.interval):
+                try:
+                    self.check()
+                except Exception:
+                    log.exception("following %s failed", self.folder.name)
+
+        self._thread = threading.Thread(target=loop, name="searchcore-follower", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
 def check_invariants(shop: LiveShop) -> list[str]:
-    """What is wrong with a shop's state (empty when all is well); used by tests and `check`."""
+    """What is wrong with a shop's state (empty when all is well); used by tests and `check`.
+
+    Every live product must have its row, its vector and its photo: the label sets of catalog
+    and index agree, each live label's vector is readable and finite, each live row's photo is
+    a regular file (with the recorded sha256 where one was recorded), and the files the
+    manifest names exist.
+    """
     problems = []
     df = shop.catalog.df
     index: HnswIndex = shop.engine.index  # type: ignore[assignment]
@@ -236,16 +381,45 @@ def check_invariants(shop: LiveShop) -> list[str]:
     labels = set(index.live_labels().tolist())
     if labels != live_rows:
         problems.append(f"phantoms: {len(labels - live_rows)} index labels without a live row, "
-                        f"{len(live_rows - labels)} live rows without a label")
-    if df.loc[list(live_rows), "id"].duplicated().any():
+                        f"{len(live_rows - labels)} live rows without a label "
+                        f"(e.g. {sorted(df.loc[sorted(live_rows - labels)[:3], 'id'])})")
+    if df.loc[sorted(live_rows), "id"].duplicated().any():
         problems.append("duplicate live ids")
+    both = sorted(labels & live_rows)
+    if both:
+        try:
+            vectors = index.get_vectors(both)
+            if not np.isfinite(vectors).all() or (np.abs(vectors).sum(axis=1) == 0).any():
+                problems.append("some live products have an empty or broken vector")
+        except RuntimeError as exc:
+            problems.append(f"some live products have no vector ({exc})")
+    root = shop.catalog.root
     for row in sorted(live_rows):
+        path = root / df.at[row, "image"]
         sha = df.at[row, IMAGE_SHA]
-        if sha:
-            path = shop.catalog.root / df.at[row, "image"]
-            if not path.is_file() or file_sha256(path) != sha:
-                problems.append(f"photo of {df.at[row, 'id']} missing or changed")
+        if not is_regular_file(path):
+            problems.append(f"photo of {df.at[row, 'id']} is missing")
+        elif sha and file_sha256(path) != sha:
+            problems.append(f"photo of {df.at[row, 'id']} changed")
+    for name in manifest_files(shop._manifest):
+        if not is_regular_file(shop.folder / name):
+            problems.append(f"{name} named by the manifest is missing")
     return problems
+
+
+def _refuse_repeats(ids: list[str]) -> None:
+    seen: set[str] = set()
+    for i in ids:
+        if i in seen:
+            raise CatalogError(f"product id {i!r} is given twice in one change")
+        seen.add(i)
+
+
+def _with_live_columns(catalog: Catalog) -> None:
+    """Give the catalog the shop's own columns (a new table: readers may hold the old one)."""
+    missing = {col: "" for col in (REMOVED, IMAGE_SHA) if col not in catalog.df}
+    if missing:
+        catalog.df = catalog.df.assign(**missing)
 
 
 def _extend_columns(df: pd.DataFrame, rows: list[Mapping[str, str]]) -> pd.DataFrame:

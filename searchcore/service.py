@@ -18,7 +18,7 @@ from searchcore.config import Settings, usable_cpus
 from searchcore.embed import ClipEmbedder, Embedder, PixelEmbedder, load_embedder
 from searchcore.engine import SearchEngine
 from searchcore.errors import CatalogError, IndexMismatchError, SearchError
-from searchcore.index import HnswIndex, read_manifest
+from searchcore.index import HnswIndex, manifest_version, read_manifest
 from searchcore.store import VectorStore, is_milvus
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,34 @@ def open_store(settings: Settings, location: str) -> tuple[VectorStore, dict]:
     return HnswIndex.load(Path(location), fix=fix)
 
 
+def load_state(settings: Settings, location: str, attempts: int = 5) -> tuple[VectorStore, dict, Catalog]:
+    """The committed state at ``location``: its store, manifest and catalog, consistent.
+
+    Readers take no lock. A writer may commit twice while a reader loads, and prune the files
+    the reader's manifest named: then the manifest has moved on, and the reader starts over
+    from the new one (``attempts`` times). A folder whose manifest did not move is damaged.
+    """
+    for attempt in range(attempts):
+        before = _version(location)
+        try:
+            store, manifest = open_store(settings, location)
+            return store, manifest, catalog_for_index(location, manifest)
+        except (IndexMismatchError, CatalogError):
+            if attempt == attempts - 1 or before is None or _version(location) == before:
+                raise
+            log.info("index %s changed while it was being opened; opening the new state", location)
+    raise AssertionError("unreachable")
+
+
+def _version(location: str) -> str | None:
+    if is_milvus(location):
+        return None
+    try:
+        return manifest_version(read_manifest(Path(location)))
+    except IndexMismatchError:
+        return None
+
+
 def open_engine(
     settings: Settings, index_dir: str | Path | None = None, *, embedder: Embedder | None = None
 ) -> SearchEngine:
@@ -102,11 +130,10 @@ def open_engine(
     location = str(index_dir or settings.index_dir or "")
     if not location:
         raise SearchError("no index given: pass --index DIR or set SEARCHCORE_INDEX")
-    store, manifest = open_store(settings, location)
+    store, manifest, catalog = load_state(settings, location)
     model_meta = manifest.get("model")
     if not isinstance(model_meta, dict) or not isinstance(model_meta.get("spec"), str):
         raise IndexMismatchError(f"the manifest of {location} does not name its model; rebuild the index")
-    catalog = catalog_for_index(location, manifest)
     fix = rebuild_command(catalog, model_meta["spec"], location)
     embedder = embedder or make_embedder(settings, model_meta["spec"])
     if embedder.fingerprint != model_meta.get("fingerprint"):
@@ -127,7 +154,8 @@ def open_engine(
 
         skip = auto_skip_reason(model_meta["spec"], upscaler.name)
     return SearchEngine(catalog, embedder, upscaler, store, upscale=settings.upscale,
-                        upscaler_problem=problem, image_limits=settings.images, auto_skip=skip)
+                        upscaler_problem=problem, image_limits=settings.images, auto_skip=skip,
+                        version=manifest_version(manifest))
 
 
 def open_or_build(

@@ -1,13 +1,17 @@
 """A writer process for the crash-loop tests: random catalog changes, each printed when acked.
 
-Usage: python live_writer.py INDEX_DIR SEED [--unsafe]
+Usage: python live_writer.py INDEX_DIR SEED [--unsafe] [--no-lock]
 Prints ``BEGIN op id payload`` before and ``ACK op id payload`` after each committed change.
-``--unsafe`` replaces the atomic manifest write with a plain, slow, in-place write: the negative
-control the crash test must catch.
+A writer adds products ``w<SEED>-<n>`` and removes and updates only its own, so that several
+writers at once have disjoint histories the test can check one by one (their commits still
+interleave, reuse each other's tombstone rows and rewrite one shared catalog and index).
+``--unsafe`` replaces the atomic manifest write with a plain, slow, in-place write, and
+``--no-lock`` takes away the folder's writer lock: the negative controls the tests must catch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import sys
@@ -21,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import ColourEmbedder  # noqa: E402
 
 from searchcore import index as index_module  # noqa: E402
+from searchcore import live as live_module  # noqa: E402
 from searchcore.config import Settings, UpscaleSettings  # noqa: E402
 from searchcore.live import LiveShop  # noqa: E402
 from searchcore.service import open_engine  # noqa: E402
@@ -46,15 +51,18 @@ def main() -> None:
     folder, seed = sys.argv[1], int(sys.argv[2])
     if "--unsafe" in sys.argv:
         index_module.write_json_atomic = unsafe_write_json
+    if "--no-lock" in sys.argv:
+        live_module.folder_lock = lambda *a, **k: contextlib.nullcontext()
     settings = Settings(upscale=UpscaleSettings(mode="never"))
     shop = LiveShop(open_engine(settings, folder, embedder=ColourEmbedder()), folder)
     rng = np.random.default_rng(seed)
+    shop.engine.embedder.embed_images([Image.new("RGB", (8, 8))])  # imports torch before READY
     print("READY", flush=True)
     n = 0
     while True:
         n += 1
-        live = shop.live_ids
-        op = rng.choice(["add", "add", "remove", "update"]) if len(live) > 5 else "add"
+        live = [i for i in shop.live_ids if i.startswith(f"w{seed}-")]  # its own products only
+        op = rng.choice(["add", "add", "remove", "update"]) if len(live) > 3 else "add"
         if op == "add":
             pid = f"w{seed}-{n}"
             data, rgb = photo(rng)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import SHARED_CATALOG, needs_shared
 from PIL import Image
 
-from conftest import SHARED_CATALOG, needs_shared
 from searchcore.cli import main
 
 
@@ -179,3 +179,29 @@ def test_shared_catalog_builds_through_a_mapping(tmp_path: Path, tiny_clip: str,
     line = json.loads(capsys.readouterr().out)
     assert line["results"][0]["id"] == df["id"][7]
     assert {r["category"] for r in line["results"]} == {df["subCategory"][7]}
+
+
+def test_refused_live_changes_are_one_line_and_write_nothing(shop, capsys) -> None:
+    """The exact commands of the live-shop report: a duplicate id, an id changed by --set."""
+    index = str(shop["index"])
+    df = pd.read_csv(shop["csv"], dtype=str, keep_default_na=False)
+    first, photo = df["id"].iat[3], str(shop["csv"].parent / df["image"].iat[5])
+
+    def files() -> dict[str, bytes]:
+        return {str(p): p.read_bytes() for p in sorted(shop["base"].rglob("*")) if p.is_file()}
+
+    before = files()
+    cases = [
+        ["catalog", "remove", "--index", index, "--id", first, "--id", first],
+        ["catalog", "update", "--index", index, "--id", first, "--set", "id=other"],
+        ["catalog", "update", "--index", index, "--id", first, "--set", "image=x.jpg"],
+        ["catalog", "update", "--index", index, "--id", first, "--set", "_removed=1"],
+        ["catalog", "add", "--index", index, "--id", "N9", "--title", "t", "--set", "id=N10", "--image", photo],
+        ["catalog", "add", "--index", index, "--id", first, "--title", "t", "--image", photo],
+    ]
+    for argv in cases:
+        assert main(argv) != 0, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("searchcore: error:") and "\n" not in err and "Traceback" not in err, err
+        assert files() == before, argv
+    assert main(["catalog", "check", "--index", index]) == 0

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from searchcore.errors import IndexMismatchError, SearchError
-from searchcore.index import MANIFEST, HnswIndex
+from searchcore.index import commit_folder, MANIFEST, HnswIndex
 
 
 def _unit(n: int, d: int, seed: int = 0) -> np.ndarray:
@@ -113,10 +113,21 @@ def test_save_load_round_trip(tmp_path: Path, index: HnswIndex, data: np.ndarray
     q = _unit(1, 32, seed=5)[0]
     assert loaded.search(q, 10).labels.tolist() == index.search(q, 10).labels.tolist()
     assert 7 not in loaded.search(data[7], 3).labels
-    # saving again replaces the file and leaves exactly one index file
+    # committing again: the previous state's file stays (a reader may be opening it), older
+    # ones and temp files go
+    folder = tmp_path / "idx"
+    (folder / ".index-dead.tmp").write_bytes(b"a dead writer's")
+    first = set(p.name for p in folder.glob("index-*.bin"))
+    previous = HnswIndex.load(folder)[1]
     loaded.add(_unit(1, 32, seed=6), [5000])
-    loaded.save(tmp_path / "idx")
-    assert len(list((tmp_path / "idx").glob("index-*.bin"))) == 1
+    second = commit_folder(folder, loaded, {}, previous)
+    assert second["generation"] == 1 + previous.get("generation", 0)
+    assert {p.name for p in folder.glob("index-*.bin")} == first | {second["index_file"]}
+    assert not (folder / ".index-dead.tmp").exists()
+    loaded.add(_unit(1, 32, seed=7), [5001])
+    third = commit_folder(folder, loaded, {}, second)
+    assert {p.name for p in folder.glob("index-*.bin")} == {second["index_file"], third["index_file"]}
+    assert HnswIndex.load(folder)[1]["generation"] == third["generation"]
 
 
 def _saved(tmp_path: Path) -> Path:
@@ -299,3 +310,20 @@ def test_crafted_upper_level_links_are_refused(tmp_path: Path) -> None:
     _hostile(folder, patch)
     with pytest.raises(IndexMismatchError, match="upper links"):
         HnswIndex.load(folder)
+
+
+def test_a_stored_label_is_updated_in_place_while_deleted_slots_wait(tmp_path: Path) -> None:
+    """hnswlib's replace_deleted puts *any* label into a vacant slot, a stored one included:
+    the old slot would keep the label too (two slots, one label, an unloadable file)."""
+    idx = HnswIndex(8)
+    idx.add(_unit(20, 8), np.arange(20))
+    idx.remove([3, 4, 5])  # vacant slots
+    idx.add(_unit(1, 8, seed=9), [3])  # a removed product comes back
+    idx.add(_unit(1, 8, seed=10), [7])  # a live product's new photo
+    idx.add(_unit(1, 8, seed=11), [20])  # a new product takes a vacant slot
+    labels = sorted(idx._index.get_ids_list())
+    assert len(labels) == len(set(labels)) == 20 and 3 in labels and 20 in labels
+    assert idx.search(_unit(1, 8, seed=10)[0], 1).labels.tolist() == [7]
+    idx.save(tmp_path / "ix")
+    loaded, _ = HnswIndex.load(tmp_path / "ix")  # the file passes the structure check
+    assert sorted(loaded.live_labels().tolist()) == sorted(set(range(21)) - {4, 5})

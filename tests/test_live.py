@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -15,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ColourEmbedder
 from PIL import Image
 
-from conftest import ColourEmbedder
 from searchcore.build import build_index
 from searchcore.catalog import load_catalog
 from searchcore.config import Settings, UpscaleSettings
-from searchcore.errors import CatalogError, ImageError, IndexMismatchError
+from searchcore.errors import CatalogError, ImageError, IndexMismatchError, SearchError
 from searchcore.index import HnswIndex
 from searchcore.live import LIVE_DIR, REMOVED, LiveShop, check_invariants
 from searchcore.service import open_engine
@@ -113,14 +114,77 @@ def test_refused_changes_change_nothing(folder: Path, product, image, error) -> 
     assert check_invariants(shop) == []
 
 
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("change", [
+    lambda shop: shop.remove(["00003", "00003"]),  # the same id twice
+    lambda shop: shop.remove(["00003", "nope"]),  # one unknown id: nothing is removed
+    lambda shop: shop.add([{"id": "n1", "title": "a"}, {"id": "n1", "title": "b"}], [_png((1, 2, 3))] * 2),
+    lambda shop: shop.update("00004", {"id": "other"}),  # ids never change
+    lambda shop: shop.update("00004", {"image": "../../etc/passwd"}),
+    lambda shop: shop.update("00004", {"_removed": "1"}),
+    lambda shop: shop.update("00004", {"image_sha256": "0" * 64}),
+    lambda shop: shop.update("00004", {"bad\nname": "x"}),
+    lambda shop: shop.update("00004", {"title": ""}),
+    lambda shop: shop.update("nope", {"title": "x"}),
+])
+def test_refused_requests_are_one_line_and_change_no_byte(folder: Path, change) -> None:
+    shop = _open(folder)
+    before = _files(folder.parent)
+    with pytest.raises(SearchError) as err:
+        change(shop)
+    assert "\n" not in str(err.value)
+    assert _files(folder.parent) == before
+    assert check_invariants(_open(folder)) == [] and "00003" in _open(folder).live_ids
+
+
+def test_catalog_check_finds_a_missing_photo_row_or_vector(folder: Path) -> None:
+    """What `searchcore catalog check` reports (check_invariants) when a change went wrong."""
+    shop = _open(folder)
+    shop.add([{"id": "new", "title": "Purple mug"}], [_png((120, 0, 140))])
+    assert check_invariants(_open(folder)) == []
+    photo = shop.catalog.root / shop.catalog.df.set_index("id").at["new", "image"]
+    photo.rename(photo.with_suffix(".gone"))
+    assert any("photo of new is missing" in p for p in check_invariants(shop))
+    photo.with_suffix(".gone").rename(photo)
+    original = shop.catalog.root / shop.catalog.df.set_index("id").at["00001", "image"]
+    original.unlink()  # a product of the original catalog (no sha256 recorded)
+    assert any("photo of 00001 is missing" in p for p in check_invariants(shop))
+    # a vector lost: the index no longer has a live product's label
+    index, manifest = HnswIndex.load(folder)
+    index.remove([int(np.flatnonzero(shop.catalog.df["id"] == "00002")[0])])
+    index.save(folder, {k: manifest[k] for k in ("model", "catalog", "build", "skipped") if k in manifest})
+    assert any("live rows without a label" in p and "00002" in p for p in check_invariants(_open(folder)))
+    # a row lost: the catalog no longer has a product the index still returns
+    df = shop.catalog.df
+    assert any("without a live row" in p for p in check_invariants(_shop_with(shop, df.assign(
+        _removed=np.where(df["id"] == "new", "1", df["_removed"])))))
+
+
+def _shop_with(shop: LiveShop, df) -> LiveShop:
+    shop.catalog.df = df
+    return shop
+
+
 def test_orphans_of_unacknowledged_changes_are_cleaned(folder: Path) -> None:
     shop = _open(folder)
     live_dir = shop.catalog.root / LIVE_DIR
     live_dir.mkdir(parents=True, exist_ok=True)
-    (live_dir / "orphan.png").write_bytes(_png((1, 1, 1)))
+    for name in ("orphan.png", "recent.png", ".half.png.tmp"):
+        (live_dir / name).write_bytes(_png((1, 1, 1)))
+    hour_ago = time.time() - 3600
+    os.utime(live_dir / "orphan.png", (hour_ago, hour_ago))
     (folder / ".catalog-x.csv.1.tmp").write_text("half")
+    (folder / "index-0123456789abcdef.bin").write_bytes(b"a dead writer's uncommitted index")
     _open(folder)
-    assert not (live_dir / "orphan.png").exists() and not (folder / ".catalog-x.csv.1.tmp").exists()
+    # temp files and files no manifest names go at once (only dead writers leave them: clean-up
+    # runs under the writer lock); an unreferenced photo once past its grace period
+    assert not (live_dir / "orphan.png").exists() and not (live_dir / ".half.png.tmp").exists()
+    assert not (folder / ".catalog-x.csv.1.tmp").exists()
+    assert not (folder / "index-0123456789abcdef.bin").exists()
+    assert (live_dir / "recent.png").exists()  # a reader of an older state may still show it
 
 
 def test_a_damaged_snapshot_is_refused(folder: Path) -> None:
@@ -134,29 +198,40 @@ def test_a_damaged_snapshot_is_refused(folder: Path) -> None:
 
 def test_readers_and_writers_at_once(folder: Path) -> None:
     shop = _open(folder)
+    with readers(shop.engine, k=5, n=3) as (errors, queries):
+        for i in range(25):
+            shop.add([{"id": f"c{i}", "title": f"C {i}"}], [_png((i * 9, i * 3, 200))])
+            if i % 2:
+                shop.remove([f"c{i - 1}"])
+    assert not errors and queries[0] > 0
+    assert check_invariants(shop) == [] and check_invariants(_open(folder)) == []
+
+
+@contextlib.contextmanager
+def readers(engine, *, k: int, n: int):
+    """``n`` threads querying ``engine`` until the block ends; yields (errors, [queries])."""
     stop, errors, queries = threading.Event(), [], [0]
 
-    def reader() -> None:
+    def read() -> None:
         try:
             while not stop.is_set():
-                hits = shop.engine.search_text("green", k=5).hits
-                assert len(hits) == 5 and all(h.title for h in hits)
+                view = engine.view
+                hits = engine.search_text("green", k=k).hits
+                assert len(hits) == k and all(h.title for h in hits)
+                assert len(view.index) <= len(view.catalog)
                 queries[0] += 1
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
-    threads = [threading.Thread(target=reader) for _ in range(3)]
+    threads = [threading.Thread(target=read) for _ in range(n)]
     for t in threads:
         t.start()
-    for i in range(25):
-        shop.add([{"id": f"c{i}", "title": f"C {i}"}], [_png((i * 9, i * 3, 200))])
-        if i % 2:
-            shop.remove([f"c{i - 1}"])
-    stop.set()
-    for t in threads:
-        t.join()
-    assert not errors and queries[0] > 0
-    assert check_invariants(shop) == [] and check_invariants(_open(folder)) == []
+    try:
+        yield errors, queries
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
 
 
 def _expected_after(model: dict, op: str, pid: str, payload: dict) -> dict:
@@ -168,6 +243,35 @@ def _expected_after(model: dict, op: str, pid: str, payload: dict) -> dict:
     else:
         model[pid] = payload["title"]
     return model
+
+
+def _replay(lines: list[str], model: dict) -> tuple[dict, tuple | None, int]:
+    """A writer's log applied to ``model``: the acknowledged state, the change in flight (its
+    BEGIN without an ACK) and how many changes were acknowledged."""
+    pending, acked = None, 0
+    for line in lines:
+        kind, op, pid, payload = line.rstrip("\n").split(" ", 3)
+        if kind == "BEGIN":
+            pending = (op, pid, json.loads(payload))
+        elif kind == "ACK":
+            model = _expected_after(model, op, pid, json.loads(payload))
+            acked += 1
+            pending = None
+    return model, pending, acked
+
+
+def _reopen(folder: Path, cycle: int, stats: dict) -> tuple[LiveShop, dict] | None:
+    """The shop after a round of kills and its live {id: title}, with `catalog check`'s
+    problems recorded as violations; None (recorded too) when it cannot even be opened."""
+    try:
+        shop, actual = _state(folder)
+        problems = check_invariants(shop)
+    except Exception as exc:  # noqa: BLE001 - a damaged shop is exactly what we look for
+        stats["violations"].append(f"cycle {cycle}: cannot reopen: {exc}")
+        return None
+    if problems:
+        stats["violations"].append(f"cycle {cycle}: catalog check: {problems}")
+    return shop, actual
 
 
 def _state(folder: Path) -> tuple[LiveShop, dict]:
@@ -195,23 +299,12 @@ def crash_loop(folder: Path, cycles: int, *, unsafe: bool = False, seed: int = 0
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         reader.join()
-        pending = None
-        for line in lines:
-            kind, op, pid, payload = line.rstrip("\n").split(" ", 3)
-            if kind == "BEGIN":
-                pending = (op, pid, json.loads(payload))
-            elif kind == "ACK":
-                model = _expected_after(model, op, pid, json.loads(payload))
-                stats["acked"] += 1
-                pending = None
-        try:
-            shop, actual = _state(folder)
-            problems = check_invariants(shop)
-        except Exception as exc:  # noqa: BLE001 - a damaged shop is exactly what we look for
-            stats["violations"].append(f"cycle {cycle}: cannot reopen: {exc}")
+        model, pending, acked = _replay(lines, model)
+        stats["acked"] += acked
+        reopened = _reopen(folder, cycle, stats)
+        if reopened is None:
             break
-        if problems:
-            stats["violations"].append(f"cycle {cycle}: {problems}")
+        shop, actual = reopened
         if actual != model:
             alt = _expected_after(model, *pending) if pending else None
             if actual == alt:
@@ -293,3 +386,133 @@ def test_recall_survives_churn_and_restart(tmp_path: Path) -> None:
     rng.bit_generator.state = rng_state
     after = recall(HnswIndex.load(tmp_path / "ix")[0])
     assert before >= 0.95 and after == before
+
+
+# --------------------------------------------------------------------------- several writers
+
+
+def writers_crash_loop(folder: Path, cycles: int, *, writers: int = 4, no_lock: bool = False,
+                       seed: int = 0, stop_at_first: bool = False) -> dict:
+    """``writers`` processes change the shop at once and are each SIGKILLed at a random moment.
+
+    Each writer changes only its own products, so its history can be checked on its own:
+    after every round its products must be exactly its acknowledged changes, plus or minus its
+    one change in flight; ``catalog check`` must pass; acknowledged products must be found first
+    by their own photo.
+    """
+    rng = np.random.default_rng(seed)
+    models: dict[str, dict] = {}  # writer prefix -> {id: title} as acknowledged
+    stats = {"cycles": 0, "writers": 0, "acked": 0, "in_flight_applied": 0, "violations": []}
+    flags = ["--no-lock"] if no_lock else []
+    for cycle in range(cycles):
+        seeds = [seed * 1000 + cycle * writers + j + 1 for j in range(writers)]
+        procs = [subprocess.Popen([sys.executable, str(WRITER), str(folder), str(s), *flags],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for s in seeds]
+        for proc in procs:
+            first = proc.stdout.readline().strip()
+            assert first == "READY", (first, proc.stderr.read() if proc.poll() is not None else "")
+        logs: list[list[str]] = [[] for _ in procs]
+        readers = [threading.Thread(target=lambda p=p, out=out: out.extend(p.stdout))
+                   for p, out in zip(procs, logs, strict=True)]
+        for r in readers:
+            r.start()
+        started = time.monotonic()
+        for when, proc in sorted(zip(rng.uniform(0.3, 2.5, len(procs)), procs, strict=True),
+                                 key=lambda x: x[0]):
+            time.sleep(max(0.0, started + when - time.monotonic()))
+            proc.send_signal(signal.SIGKILL)
+        for proc, r in zip(procs, readers, strict=True):
+            proc.wait()
+            r.join()
+            proc.stderr.close()
+        pending: dict[str, tuple | None] = {}
+        for s, lines in zip(seeds, logs, strict=True):
+            prefix = f"w{s}-"
+            models[prefix], pending[prefix], acked = _replay(lines, {})
+            stats["acked"] += acked
+        stats["writers"] += len(procs)
+        reopened = _reopen(folder, cycle, stats)
+        if reopened is None:
+            break
+        shop, actual = reopened
+        for prefix, model in models.items():
+            mine = {k: v for k, v in actual.items() if k.startswith(prefix)}
+            if mine == model:
+                continue
+            alt = _expected_after(model, *pending[prefix]) if pending.get(prefix) else None
+            if mine == alt:
+                models[prefix] = alt
+                stats["in_flight_applied"] += 1
+            else:
+                lost = sorted(set(model) - set(mine))[:3]
+                stats["violations"].append(f"cycle {cycle}: writer {prefix} lost acknowledged "
+                                           f"changes (e.g. {lost}) or has unacknowledged ones")
+                models[prefix] = mine
+        # acknowledged products are found first by their own photo
+        df = shop.catalog.df.set_index("id")
+        for model in models.values():
+            for pid in list(model)[-2:]:
+                if pid not in df.index:
+                    continue
+                hits = shop.engine.search_image(shop.catalog.root / df.at[pid, "image"], k=5).hits
+                tied = {h.id for h in hits if h.score >= 0.999}
+                if not hits or hits[0].score < 0.999 or pid not in tied:
+                    stats["violations"].append(f"cycle {cycle}: {pid} is not found by its photo")
+        stats["cycles"] += 1
+        if stop_at_first and stats["violations"]:
+            break
+    return stats
+
+
+def test_several_writers_at_once_lose_nothing(folder: Path) -> None:
+    cycles = int(os.environ.get("SEARCHCORE_WRITER_CYCLES", "6"))
+    stats = writers_crash_loop(folder, cycles, writers=4)
+    print(f"4 writers, random SIGKILLs: {stats}")
+    assert stats["violations"] == [], stats
+    # not vacuous: every round acknowledged changes from several writers
+    assert stats["cycles"] == cycles and stats["acked"] >= 10 * cycles, stats
+    assert check_invariants(_open(folder)) == []
+
+
+def test_several_writers_harness_catches_a_writer_without_the_lock(colour_catalog: Path) -> None:
+    """Negative control: the same harness, writers that skip the folder's lock."""
+    folder = colour_catalog.parent / "index"
+    build_index(load_catalog(colour_catalog), ColourEmbedder(), folder)
+    stats = writers_crash_loop(folder, 6, writers=4, no_lock=True, seed=7, stop_at_first=True)
+    print(f"4 writers without the lock: {stats}")
+    assert stats["violations"], "the harness did not notice writers that lose each other's changes"
+
+
+def test_a_follower_serves_other_writers_changes_whole(folder: Path) -> None:
+    """A serving engine (as in the app) follows a writer in 'another process' (its own engine):
+    each swap brings catalog and index together, so readers never see half a change."""
+    from searchcore.live import Follower
+
+    served = open_engine(SETTINGS, folder, embedder=ColourEmbedder())
+    follower = Follower(served, folder, settings=SETTINGS, interval=0.05)
+    writer = _open(folder)
+    with readers(served, k=8, n=2) as (errors, queries):
+        follower.start()
+        try:
+            for i in range(15):
+                writer.add([{"id": f"f{i}", "title": f"F {i}"}], [_png((10 * i, 200, 30))])
+                if i % 3 == 2:
+                    writer.remove([f"f{i - 1}"])
+            assert _wait(lambda: set(writer.live_ids) == set(served.catalog.df.loc[
+                served.catalog.df.get("_removed", "") != "1", "id"]), 10)
+        finally:
+            follower.stop()
+    assert not errors and queries[0] > 0, errors[:1]
+    hit = served.search_image(_png((140, 200, 30)), k=1).hits[0]
+    assert hit.id == "f14" and served.view.version == writer.engine.view.version
+    assert not follower.check()  # nothing new
+
+
+def _wait(predicate, seconds: float) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
