@@ -427,7 +427,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     max_bytes = int(args.max_upload_mb * 1024 * 1024)
     guard = Middleware(UploadGuard, max_request_bytes=max_bytes + 64 * 1024,
                        per_minute=args.uploads_per_minute,
-                       window_bytes=int(args.upload_folder_mb * 1024 * 1024))
+                       window_bytes=int(args.upload_folder_mb * 1024 * 1024),
+                       trust_forwarded=bool(os.environ.get("SPACE_ID")))  # behind the Space's proxy
     demo.launch(server_name=args.host, server_port=args.port, max_file_size=max_bytes,
                 show_error=False, ssr_mode=False, theme=gr.themes.Soft(), css=CSS,
                 footer_links=["api"], app_kwargs={"middleware": [guard]})

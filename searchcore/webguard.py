@@ -143,17 +143,22 @@ class UploadGuard:
       is emptied of files older than 15 minutes, so this bounds what it can hold.
 
     A refused request gets HTTP 413 or 429 with a one-line message and is never passed on.
+    Clients are told apart by their address; behind a reverse proxy that appends the client's
+    address to ``X-Forwarded-For`` (a Hugging Face Space), ``trust_forwarded`` uses the entry
+    that proxy added (the last one: the ones before it are the client's own word).
     """
 
     def __init__(self, app: Callable[..., Awaitable[None]], *, max_request_bytes: int,
                  max_files: int = 1, per_minute: int = 60, window_bytes: int = 512 * 1024 * 1024,
-                 window_s: float = 1200.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 window_s: float = 1200.0, trust_forwarded: bool = False,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.app = app
         self.max_request_bytes = int(max_request_bytes)
         self.max_files = int(max_files)
         self.per_minute = int(per_minute)
         self.window_bytes = int(window_bytes)
         self.window_s = float(window_s)
+        self.trust_forwarded = trust_forwarded
         self.clock = clock
         self._lock = threading.Lock()
         self._by_client: dict[str, deque[float]] = {}
@@ -171,6 +176,9 @@ class UploadGuard:
             await _refuse(send, 413, "the upload is too large")
             return
         client = (scope.get("client") or ("?", 0))[0]
+        forwarded = headers.get("x-forwarded-for", "").split(",")[-1].strip()
+        if self.trust_forwarded and forwarded:
+            client = forwarded
         problem = self._admit(client)
         if problem:
             await _refuse(send, 429, problem)

@@ -109,13 +109,15 @@ class _Clock:
 
 
 def _request(guard: UploadGuard, files: int, size: int, client: str = "1.2.3.4",
-             declare_length: bool = True) -> tuple[int, list[bytes]]:
+             declare_length: bool = True, forwarded: str = "") -> tuple[int, list[bytes]]:
     boundary = "xyzBOUNDARY"
     body = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"f{i}\"\r\n\r\n"
                     .encode() + b"a" * size + b"\r\n" for i in range(files)) + f"--{boundary}--\r\n".encode()
     headers = [(b"content-type", f"multipart/form-data; boundary={boundary}".encode())]
     if declare_length:
         headers.append((b"content-length", str(len(body)).encode()))
+    if forwarded:
+        headers.append((b"x-forwarded-for", forwarded.encode()))
     scope = {"type": "http", "method": "POST", "path": "/gradio_api/upload", "headers": headers,
              "client": (client, 1)}
     chunks = [body[i:i + 7] for i in range(0, len(body), 7)]  # markers split across chunks
@@ -170,6 +172,17 @@ def test_uploads_per_client_per_minute() -> None:
     assert _request(guard, 1, 10, client="5.6.7.8")[0] == 200  # another client
     guard.clock.now += 61
     assert _request(guard, 1, 10)[0] == 200
+
+
+def test_behind_a_proxy_clients_are_told_apart_by_the_address_it_added() -> None:
+    guard = _guard(per_minute=1, trust_forwarded=True)
+    assert _request(guard, 1, 10, client="10.0.0.1", forwarded="9.9.9.9, 1.1.1.1")[0] == 200
+    assert _request(guard, 1, 10, client="10.0.0.1", forwarded="8.8.8.8, 2.2.2.2")[0] == 200
+    # a client's own X-Forwarded-For entries do not make it someone else
+    assert _request(guard, 1, 10, client="10.0.0.1", forwarded="7.7.7.7, 1.1.1.1")[0] == 429
+    untrusted = _guard(per_minute=1)
+    assert _request(untrusted, 1, 10, forwarded="3.3.3.3")[0] == 200
+    assert _request(untrusted, 1, 10, forwarded="4.4.4.4")[0] == 429  # the header is ignored
 
 
 def test_the_upload_folder_cannot_be_filled() -> None:
