@@ -34,8 +34,11 @@ SHARED = Path(os.environ.get("SEARCHCORE_SHARED") or ROOT.parent / "shared")
 SHARED_CATALOG_REL = Path("data/fashion-224/metadata.csv")
 SHARED_WEIGHTS_REL = Path("weights/realesrgan")
 # The shared catalog's own headers, mapped onto searchcore's canonical columns.
-SHARED_COLUMN_MAP = (("title", "productDisplayName"), ("category", "subCategory"),
-                     ("colour", "baseColour"))
+SHARED_COLUMN_MAP = (
+    ("title", "productDisplayName"),
+    ("category", "subCategory"),
+    ("colour", "baseColour"),
+)
 if str(ROOT) not in sys.path:  # `python benchmarks/x.py` from anywhere finds searchcore
     sys.path.insert(0, str(ROOT))
 
@@ -44,8 +47,9 @@ if str(ROOT) not in sys.path:  # `python benchmarks/x.py` from anywhere finds se
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--out", type=Path, default=RESULTS, help="folder for JSON, markdown and plots")
     p.add_argument("--work", type=Path, default=WORK, help="scratch folder (catalogs, indexes)")
     p.add_argument("--shared", type=Path, default=SHARED, help="the shared material folder")
@@ -60,10 +64,15 @@ def model_args(p: argparse.ArgumentParser) -> None:
 def upscaler_args(p: argparse.ArgumentParser) -> None:
     from searchcore.config import Settings
 
-    p.add_argument("--upscaler", default=Settings().upscaler,
-                   help="upscaler name (default: the project's)")
-    p.add_argument("--upscaler-weights", type=Path, default=None,
-                   help="weights file (default: ../shared's copy when present, else the cache)")
+    p.add_argument(
+        "--upscaler", default=Settings().upscaler, help="upscaler name (default: the project's)"
+    )
+    p.add_argument(
+        "--upscaler-weights",
+        type=Path,
+        default=None,
+        help="weights file (default: ../shared's copy when present, else the cache)",
+    )
 
 
 def int_list(text: str) -> list[int]:
@@ -103,8 +112,9 @@ def demo_catalog(work: Path, n: int = 1200) -> Path:
     return csv
 
 
-def catalog_embeddings(work: Path, csv: Path, column_map: tuple[tuple[str, str], ...],
-                       model: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+def catalog_embeddings(
+    work: Path, csv: Path, column_map: tuple[tuple[str, str], ...], model: str, name: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings of a catalog's photos by the real build (``build_index``), cached per model
     and catalog; returns ``(vectors, rows)`` with ``rows`` the catalog rows (labels)."""
     from searchcore.build import build_index
@@ -165,13 +175,16 @@ def _versions(names: Iterable[str]) -> dict[str, str]:
 def git_state() -> dict[str, Any]:
     def run(*args: str) -> str:
         try:
-            return subprocess.run(["git", *args], check=False, cwd=ROOT, capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
+            return subprocess.run(
+                ["git", *args], check=False, cwd=ROOT, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    return {"commit": run("rev-parse", "--short", "HEAD"),
-            "dirty": bool(run("status", "--porcelain", "--untracked-files=no"))}
+    return {
+        "commit": run("rev-parse", "--short", "HEAD"),
+        "dirty": bool(run("status", "--porcelain", "--untracked-files=no")),
+    }
 
 
 def machine_info() -> dict[str, Any]:
@@ -196,11 +209,25 @@ def machine_info() -> dict[str, Any]:
 
         info["torch_threads"] = torch.get_num_threads()
         info["torch_interop_threads"] = torch.get_num_interop_threads()
-    info["env"] = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                              "OMP_WAIT_POLICY", "SEARCHCORE_THREADS")
-                   if k in os.environ}
-    info["versions"] = _versions(("torch", "open_clip_torch", "numpy", "pillow", "hnswlib",
-                                  "faiss-cpu", "pymilvus", "milvus-lite", "gradio", "searchcore"))
+    info["env"] = {
+        k: os.environ[k]
+        for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "SEARCHCORE_THREADS")
+        if k in os.environ
+    }
+    info["versions"] = _versions(
+        (
+            "torch",
+            "open_clip_torch",
+            "numpy",
+            "pillow",
+            "hnswlib",
+            "faiss-cpu",
+            "pymilvus",
+            "milvus-lite",
+            "gradio",
+            "searchcore",
+        )
+    )
     info["git"] = git_state()
     return info
 
@@ -212,8 +239,10 @@ def busy_warning(start: list[float], end: list[float], cpus: int | None) -> str:
         return ""
     worst = max(loads)
     if worst > 0.5 * cpus:
-        return (f"machine busy: 1-min load average {worst:.1f} on {cpus} CPUs at start/end; "
-                "figures are pessimistic, re-run on an idle machine")
+        return (
+            f"machine busy: 1-min load average {worst:.1f} on {cpus} CPUs at start/end; "
+            "figures are pessimistic, re-run on an idle machine"
+        )
     return ""
 
 
@@ -225,11 +254,15 @@ def percentiles(values: Sequence[float], digits: int = 3) -> dict[str, float]:
     if not values:
         return {"n": 0}
     a = np.asarray(values, dtype=np.float64)
-    return {"n": int(a.size), "p50": round(float(np.percentile(a, 50)), digits),
-            "p95": round(float(np.percentile(a, 95)), digits),
-            "p99": round(float(np.percentile(a, 99)), digits),
-            "mean": round(float(a.mean()), digits), "min": round(float(a.min()), digits),
-            "max": round(float(a.max()), digits)}
+    return {
+        "n": int(a.size),
+        "p50": round(float(np.percentile(a, 50)), digits),
+        "p95": round(float(np.percentile(a, 95)), digits),
+        "p99": round(float(np.percentile(a, 99)), digits),
+        "mean": round(float(a.mean()), digits),
+        "min": round(float(a.min()), digits),
+        "max": round(float(a.max()), digits),
+    }
 
 
 def fmt(x: Any, digits: int = 3) -> str:
@@ -244,7 +277,7 @@ def fmt(x: Any, digits: int = 3) -> str:
         x = float(x)
         if x == 0:
             return "0"
-        if abs(x) >= 10 ** digits:
+        if abs(x) >= 10**digits:
             return f"{x:,.0f}"
         return f"{x:.{digits}g}"
     return str(x)
@@ -304,32 +337,53 @@ class Run:
         end = machine_info()
         self.machine["torch_threads"] = end.get("torch_threads", self.machine.get("torch_threads"))
         self.machine["load_average_end"] = end["load_average_1_5_15min"]
-        warning = busy_warning(self.machine["load_average_1_5_15min"],
-                               end["load_average_1_5_15min"], self.machine["logical_cpus"])
+        warning = busy_warning(
+            self.machine["load_average_1_5_15min"],
+            end["load_average_1_5_15min"],
+            self.machine["logical_cpus"],
+        )
         seconds = round(time.time() - self.started, 1)
         args = {k: str(v) if isinstance(v, Path) else v for k, v in vars(self.args).items()}
-        payload = {"benchmark": self.name, "command": command, "args": args,
-                   "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
-                   "seconds": seconds, "machine": self.machine, "warning": warning,
-                   "skipped": self.skipped, "results": results}
+        payload = {
+            "benchmark": self.name,
+            "command": command,
+            "args": args,
+            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
+            "seconds": seconds,
+            "machine": self.machine,
+            "warning": warning,
+            "skipped": self.skipped,
+            "results": results,
+        }
         self.args.out.mkdir(parents=True, exist_ok=True)
         json_path = self.args.out / f"{self.stem}.json"
         json_path.write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
         m = self.machine
-        head = [f"# {self.name}", "",
-                (f"`{command}` — {payload['started_utc']}, {seconds} s, commit "
-                 f"{m['git']['commit'] or '?'}{' (dirty)' if m['git']['dirty'] else ''}"), "",
-                (f"Machine: {m['cpu']}, {m['logical_cpus']} CPUs, torch threads "
-                 f"{m.get('torch_threads', '-')}, load average "
-                 f"{m['load_average_1_5_15min']} at start, {m['load_average_end']} at end.")]
+        head = [
+            f"# {self.name}",
+            "",
+            (
+                f"`{command}` — {payload['started_utc']}, {seconds} s, commit "
+                f"{m['git']['commit'] or '?'}{' (dirty)' if m['git']['dirty'] else ''}"
+            ),
+            "",
+            (
+                f"Machine: {m['cpu']}, {m['logical_cpus']} CPUs, torch threads "
+                f"{m.get('torch_threads', '-')}, load average "
+                f"{m['load_average_1_5_15min']} at start, {m['load_average_end']} at end."
+            ),
+        ]
         if warning:
             head += ["", f"**Warning: {warning}.**"]
         if self.skipped:
             head += ["", *[f"- {s}" for s in self.skipped]]
-        (self.args.out / f"{self.stem}.md").write_text("\n".join(head) + "\n\n"
-                                                        + "\n".join(self.sections))
-        self.say(f"\nwrote {json_path} and {json_path.with_suffix('.md')}"
-                 + (f"\n{warning}" if warning else ""))
+        (self.args.out / f"{self.stem}.md").write_text(
+            "\n".join(head) + "\n\n" + "\n".join(self.sections)
+        )
+        self.say(
+            f"\nwrote {json_path} and {json_path.with_suffix('.md')}"
+            + (f"\n{warning}" if warning else "")
+        )
         return json_path
 
 

@@ -39,8 +39,9 @@ def data(args: argparse.Namespace, run: C.Run) -> tuple[np.ndarray, np.ndarray, 
     return vectors, rows, load_catalog(csv, column_map), f"{len(rows)} photos of {name}"
 
 
-def exact(base: np.ndarray, labels: np.ndarray, q: np.ndarray, mask: np.ndarray | None
-          ) -> np.ndarray:
+def exact(
+    base: np.ndarray, labels: np.ndarray, q: np.ndarray, mask: np.ndarray | None
+) -> np.ndarray:
     sims = base @ q
     if mask is not None:
         sims = np.where(mask, sims, -np.inf)
@@ -48,8 +49,9 @@ def exact(base: np.ndarray, labels: np.ndarray, q: np.ndarray, mask: np.ndarray 
     return labels[top[np.isfinite(sims[top])]]
 
 
-def timed(store: Any, queries: np.ndarray, filters: Any, allowed: Any, truth: list[np.ndarray]
-          ) -> dict[str, Any]:
+def timed(
+    store: Any, queries: np.ndarray, filters: Any, allowed: Any, truth: list[np.ndarray]
+) -> dict[str, Any]:
     times, hits, total = [], 0, 0
     for q, t in zip(queries, truth, strict=True):
         t0 = time.perf_counter()
@@ -117,8 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     counts = cats.iloc[base_labels].value_counts()
     broad = str(counts.index[0])
     narrow = str(next((c for c, n in counts.items() if 50 <= n <= 1000), counts.index[-1]))
-    filter_cases = {"none": None, f"category={broad} ({counts[broad]})": broad,
-                    f"category={narrow} ({counts[narrow]})": narrow}
+    filter_cases = {
+        "none": None,
+        f"category={broad} ({counts[broad]})": broad,
+        f"category={narrow} ({counts[narrow]})": narrow,
+    }
     truths: dict[str, list[np.ndarray]] = {}
     masks: dict[str, np.ndarray | None] = {}
     for case, cat in filter_cases.items():
@@ -147,14 +152,14 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         milvus = MilvusStore.create(str(db), "products", dim)
         for i in range(0, len(base), 1000):
-            milvus.add(base[i:i + 1000], base_labels[i:i + 1000], records[i:i + 1000])
+            milvus.add(base[i : i + 1000], base_labels[i : i + 1000], records[i : i + 1000])
         milvus.save({"bench": True})  # flush: the data is on disk and indexed
         inserts["milvus-lite"] = time.perf_counter() - t0
         settle = wait_until_settled(db)
         run.say(f"Milvus Lite's files settled {settle:.0f} s after the flush")
         sizes["milvus-lite"] = disk_bytes([db, *db.parent.glob(f".{db.name}*")])
         stores["milvus-lite"] = milvus
-    except Exception as exc:  # noqa: BLE001 - milvus-lite missing or failing: hnswlib still counts
+    except Exception as exc:
         run.skip("Milvus Lite", f"{type(exc).__name__}: {exc}")
 
     results: dict[str, Any] = {}
@@ -176,35 +181,52 @@ def main(argv: list[str] | None = None) -> int:
         per = b / n
         size_rows.append([name, inserts[name], b / 2**20, per, per * PROJECT_TO / 2**30])
     formula = 4 * dim + 8 * hnsw.m
-    run.section("Latency and recall@10 per query (through searchcore's stores)",
-                C.md_table(["backend", "ef", "filter", "p50 ms", "p95 ms", "recall@10"], rows)
-                + f"\n\n{note}; {len(queries)} held-out photos as queries; recall against exact "
-                "search over the same (filtered) products (near-ties between almost identical "
-                "photos keep even exact answers a hair under 1.0). hnswlib answers filters of at "
-                "most 4,096 products exactly (`BRUTE_FORCE_MAX`); Milvus only when it returns "
-                "fewer than k.")
-    run.section("Insert time and bytes on disk per product",
-                C.md_table(["backend", "insert s", "on disk MB", "bytes/product",
-                            "projected 10M products GiB"], size_rows)
-                + f"\n\nd={dim}; hnswlib formula 4d+8M = {formula} B/vector (vector + level-0 links)."
-                " hnswlib = index file + manifest; Milvus Lite = the .db folder once its files settle "
-                "(parquet segment with the vectors and scalar fields id/row/category/colour/price/"
-                "model, plus the HNSW index file, which holds the vectors again, and inverted "
-                "indexes). Projection is linear; "
-                "Milvus Lite is meant for small collections (its docs: 'only suitable for small "
-                "scale vector search use cases'), so at 10M the Milvus line means a Milvus "
-                "standalone/distributed server, whose footprint this file does not measure.")
+    run.section(
+        "Latency and recall@10 per query (through searchcore's stores)",
+        C.md_table(["backend", "ef", "filter", "p50 ms", "p95 ms", "recall@10"], rows)
+        + f"\n\n{note}; {len(queries)} held-out photos as queries; recall against exact "
+        "search over the same (filtered) products (near-ties between almost identical "
+        "photos keep even exact answers a hair under 1.0). hnswlib answers filters of at "
+        "most 4,096 products exactly (`BRUTE_FORCE_MAX`); Milvus only when it returns "
+        "fewer than k.",
+    )
+    run.section(
+        "Insert time and bytes on disk per product",
+        C.md_table(
+            ["backend", "insert s", "on disk MB", "bytes/product", "projected 10M products GiB"],
+            size_rows,
+        )
+        + f"\n\nd={dim}; hnswlib formula 4d+8M = {formula} B/vector (vector + level-0 links)."
+        " hnswlib = index file + manifest; Milvus Lite = the .db folder once its files settle "
+        "(parquet segment with the vectors and scalar fields id/row/category/colour/price/"
+        "model, plus the HNSW index file, which holds the vectors again, and inverted "
+        "indexes). Projection is linear; "
+        "Milvus Lite is meant for small collections (its docs: 'only suitable for small "
+        "scale vector search use cases'), so at 10M the Milvus line means a Milvus "
+        "standalone/distributed server, whose footprint this file does not measure.",
+    )
     for s in stores.values():
         if hasattr(s, "client"):
             s.client.close()
     if "milvus-lite" in sizes:  # anything written while it served the queries counts too
         sizes["milvus-lite"] = max(sizes["milvus-lite"], disk_bytes([work / "milvus.db"]))
     shutil.rmtree(work, ignore_errors=True)
-    run.finish({"n": n, "dim": dim, "queries": len(queries), "k": K, "note": note,
-                "insert_seconds": inserts, "disk_bytes": sizes,
-                "bytes_per_product": {k: v / n for k, v in sizes.items()},
-                "projected_bytes_10M": {k: v / n * PROJECT_TO for k, v in sizes.items()},
-                "formula_bytes_per_vector": formula, "search": results}, C.command_line())
+    run.finish(
+        {
+            "n": n,
+            "dim": dim,
+            "queries": len(queries),
+            "k": K,
+            "note": note,
+            "insert_seconds": inserts,
+            "disk_bytes": sizes,
+            "bytes_per_product": {k: v / n for k, v in sizes.items()},
+            "projected_bytes_10M": {k: v / n * PROJECT_TO for k, v in sizes.items()},
+            "formula_bytes_per_vector": formula,
+            "search": results,
+        },
+        C.command_line(),
+    )
     return 0
 
 

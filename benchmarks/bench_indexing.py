@@ -105,7 +105,7 @@ def per_second(n: int, seconds: float) -> float:
 
 def forward_limit(embedder: Any, pixels: Any, batch_size: int) -> float:
     """images/s of embed_pixels alone over pre-made batches (first batch = warm-up)."""
-    batches = [pixels[i:i + batch_size] for i in range(0, len(pixels), batch_size)]
+    batches = [pixels[i : i + batch_size] for i in range(0, len(pixels), batch_size)]
     embedder.embed_pixels(batches[0])
     t0 = time.perf_counter()
     for b in batches:
@@ -120,8 +120,9 @@ def ms_per_photo(fn: Any, items: list[Any]) -> float:
     return (time.perf_counter() - t0) / len(items) * 1000
 
 
-def measure(catalog: Any, embedder: Any, args: argparse.Namespace, threads: int,
-            name: str) -> dict[str, Any]:
+def measure(
+    catalog: Any, embedder: Any, args: argparse.Namespace, threads: int, name: str
+) -> dict[str, Any]:
     import torch
     from PIL import Image
 
@@ -134,20 +135,25 @@ def measure(catalog: Any, embedder: Any, args: argparse.Namespace, threads: int,
     C.set_torch_threads(threads)
     paths = catalog.image_paths()
     n, bs = len(paths), args.batch_size
-    res: dict[str, Any] = {"images": n, "threads": threads, "batch_size": bs,
-                           "workers": args.workers}
+    res: dict[str, Any] = {
+        "images": n,
+        "threads": threads,
+        "batch_size": bs,
+        "workers": args.workers,
+    }
 
     images = [decode_image(p, draft=DRAFT) for p in paths]
     prepared = [embedder.prepare(im) for im in images]
-    pixels = torch.cat([embedder.collate(prepared[i:i + bs]) for i in range(0, n, bs)])
+    pixels = torch.cat([embedder.collate(prepared[i : i + bs]) for i in range(0, n, bs)])
     res["decode_ms_per_image"] = ms_per_photo(lambda p: decode_image(p, draft=DRAFT), paths)
     res["prepare_ms_per_image"] = ms_per_photo(embedder.prepare, images)
     t0 = time.perf_counter()
     for i in range(0, n, bs):
-        embedder.collate(prepared[i:i + bs])
+        embedder.collate(prepared[i : i + bs])
     res["collate_ms_per_image"] = (time.perf_counter() - t0) / n * 1000
     res["open_clip_transform_ms_per_image"] = ms_per_photo(
-        lambda a: embedder._transform(Image.fromarray(a)), prepared)
+        lambda a: embedder._transform(Image.fromarray(a)), prepared
+    )
     # How far the batched path is from open_clip's own PIL transform on the same pixels.
     reference = torch.stack([embedder._transform(Image.fromarray(a)) for a in prepared])
     norm = next(t for t in embedder._transform.transforms if type(t).__name__ == "Normalize")
@@ -160,9 +166,11 @@ def measure(catalog: Any, embedder: Any, args: argparse.Namespace, threads: int,
     out = args.work / f"index-bench-{name}-{threads}"
     lanes = _lanes(embedder)
     res["lanes"] = lanes
-    builds = {"build": (embedder, None),  # what ships: lanes on the CPU
-              "one_lane": (embedder, 1),  # one model lane fed by decoding threads
-              "per_photo_transform": (PerPhotoTransform(embedder), 1)}
+    builds = {
+        "build": (embedder, None),  # what ships: lanes on the CPU
+        "one_lane": (embedder, 1),  # one model lane fed by decoding threads
+        "per_photo_transform": (PerPhotoTransform(embedder), 1),
+    }
     runs: dict[str, list[float]] = {"forward": [], "model_share": [], **{k: [] for k in builds}}
     for _ in range(args.repeat):
         runs["forward"].append(forward_limit(embedder, pixels, bs))
@@ -170,8 +178,9 @@ def measure(catalog: Any, embedder: Any, args: argparse.Namespace, threads: int,
             shutil.rmtree(out, ignore_errors=True)
             timed = TimedEmbedder(emb)
             t0 = time.perf_counter()
-            report = build_index(catalog, timed, out, batch_size=bs, workers=args.workers,
-                                 lanes=lane_count)
+            report = build_index(
+                catalog, timed, out, batch_size=bs, workers=args.workers, lanes=lane_count
+            )
             wall = time.perf_counter() - t0
             runs[key].append(per_second(report.indexed, wall))
             if key == "build":
@@ -188,22 +197,25 @@ def measure(catalog: Any, embedder: Any, args: argparse.Namespace, threads: int,
         res[f"paired_ratios_{key}"] = paired
         res[f"ratio_{key}_to_forward"] = statistics.median(paired)
         res[f"ratio_{key}_to_forward_iqr"] = [float(q) for q in np.percentile(paired, [25, 75])]
-    res["ratio_build_best_to_forward_best"] = (res["build_images_per_s"]
-                                               / res["forward_images_per_s"])
+    res["ratio_build_best_to_forward_best"] = (
+        res["build_images_per_s"] / res["forward_images_per_s"]
+    )
     res["model_share_of_build"] = max(runs["model_share"])
 
     # Where the time goes: each part alone.
     vectors = embedder.embed_pixels(pixels)
     t0 = time.perf_counter()
-    count = sum(len(rows) for rows, _, _ in _batches(catalog, embedder, list(range(n)), bs,
-                                                     args.workers))
+    count = sum(
+        len(rows) for rows, _, _ in _batches(catalog, embedder, list(range(n)), bs, args.workers)
+    )
     res["pipeline_only_images_per_s"] = per_second(count, time.perf_counter() - t0)
     settings = IndexSettings()
-    index = HnswIndex(embedder.dim, m=settings.m, ef_construction=settings.ef_construction,
-                      capacity=n)
+    index = HnswIndex(
+        embedder.dim, m=settings.m, ef_construction=settings.ef_construction, capacity=n
+    )
     t0 = time.perf_counter()
     for i in range(0, n, bs):
-        index.add(vectors[i:i + bs], np.arange(i, min(i + bs, n)))
+        index.add(vectors[i : i + bs], np.arange(i, min(i + bs, n)))
     res["hnsw_insert_images_per_s"] = per_second(n, time.perf_counter() - t0)
     return res
 
@@ -214,19 +226,39 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
         for r in runs:
             ratio = r["ratio_build_to_forward"]
             lo, hi = r["ratio_build_to_forward_iqr"]
-            rows.append([name, r["images"], r["threads"], r["lanes"],
-                         r["forward_images_per_s_median"], r["build_images_per_s_median"],
-                         f"**{ratio:.0%}** ({lo:.0%}-{hi:.0%})",
-                         f"{r['ratio_build_best_to_forward_best']:.0%}",
-                         f"{r['model_share_of_build']:.0%}",
-                         _with_ratio(r, "one_lane"), _with_ratio(r, "per_photo_transform"),
-                         C.verdict(ratio, TARGET_RATIO, True)])
-    return C.md_table(["catalog", "photos", "torch threads", "lanes", "forward limit img/s",
-                       "build img/s", "build / limit (IQR)", "best / best",
-                       "model's share of lane time",
-                       "alternative: one lane + decoding threads img/s (/ limit)",
-                       "alternative: same, open_clip PIL transform per photo img/s (/ limit)",
-                       "target >= 85%"], rows)
+            rows.append(
+                [
+                    name,
+                    r["images"],
+                    r["threads"],
+                    r["lanes"],
+                    r["forward_images_per_s_median"],
+                    r["build_images_per_s_median"],
+                    f"**{ratio:.0%}** ({lo:.0%}-{hi:.0%})",
+                    f"{r['ratio_build_best_to_forward_best']:.0%}",
+                    f"{r['model_share_of_build']:.0%}",
+                    _with_ratio(r, "one_lane"),
+                    _with_ratio(r, "per_photo_transform"),
+                    C.verdict(ratio, TARGET_RATIO, True),
+                ]
+            )
+    return C.md_table(
+        [
+            "catalog",
+            "photos",
+            "torch threads",
+            "lanes",
+            "forward limit img/s",
+            "build img/s",
+            "build / limit (IQR)",
+            "best / best",
+            "model's share of lane time",
+            "alternative: one lane + decoding threads img/s (/ limit)",
+            "alternative: same, open_clip PIL transform per photo img/s (/ limit)",
+            "target >= 85%",
+        ],
+        rows,
+    )
 
 
 def _with_ratio(r: dict[str, Any], key: str) -> str:
@@ -237,16 +269,35 @@ def profile_table(results: dict[str, list[dict[str, Any]]]) -> str:
     rows = []
     for name, runs in results.items():
         for r in runs:
-            rows.append([name, r["threads"], r["decode_ms_per_image"], r["prepare_ms_per_image"],
-                         r["collate_ms_per_image"], r["open_clip_transform_ms_per_image"],
-                         r["pipeline_only_images_per_s"], r["hnsw_insert_images_per_s"],
-                         r["max_grey_level_diff_vs_open_clip"],
-                         f"{r['min_embedding_cosine_vs_open_clip']:.6f}"])
-    return C.md_table(["catalog", "threads", "decode ms/img", "prepare ms/img",
-                       "collate ms/img (batched)", "open_clip PIL transform ms/img",
-                       "decoding threads alone img/s", "HNSW insert img/s",
-                       "max grey-level diff vs open_clip", "min embedding cosine vs open_clip"],
-                      rows)
+            rows.append(
+                [
+                    name,
+                    r["threads"],
+                    r["decode_ms_per_image"],
+                    r["prepare_ms_per_image"],
+                    r["collate_ms_per_image"],
+                    r["open_clip_transform_ms_per_image"],
+                    r["pipeline_only_images_per_s"],
+                    r["hnsw_insert_images_per_s"],
+                    r["max_grey_level_diff_vs_open_clip"],
+                    f"{r['min_embedding_cosine_vs_open_clip']:.6f}",
+                ]
+            )
+    return C.md_table(
+        [
+            "catalog",
+            "threads",
+            "decode ms/img",
+            "prepare ms/img",
+            "collate ms/img (batched)",
+            "open_clip PIL transform ms/img",
+            "decoding threads alone img/s",
+            "HNSW insert img/s",
+            "max grey-level diff vs open_clip",
+            "min embedding cosine vs open_clip",
+        ],
+        rows,
+    )
 
 
 def plot(results: dict[str, list[dict[str, Any]]], path: Any) -> None:
@@ -256,10 +307,12 @@ def plot(results: dict[str, list[dict[str, Any]]], path: Any) -> None:
     import matplotlib.pyplot as plt
 
     labels: list[str] = []
-    keys = [("forward_images_per_s_median", "forward limit"),
-            ("build_images_per_s_median", "build_index (lanes)"),
-            ("one_lane_images_per_s_median", "one lane + decoding threads"),
-            ("per_photo_transform_images_per_s_median", "same, per-photo open_clip transform")]
+    keys = [
+        ("forward_images_per_s_median", "forward limit"),
+        ("build_images_per_s_median", "build_index (lanes)"),
+        ("one_lane_images_per_s_median", "one lane + decoding threads"),
+        ("per_photo_transform_images_per_s_median", "same, per-photo open_clip transform"),
+    ]
     values = []
     for name, runs in results.items():
         for r in runs:
@@ -285,14 +338,20 @@ def main(argv: list[str] | None = None) -> int:
     p = C.base_parser(__doc__.splitlines()[0])
     C.model_args(p)
     p.add_argument("--catalogs", default="demo,shared", help="demo and/or shared")
-    p.add_argument("--limit", type=int, default=1200,
-                   help="photos per catalog (1200: the whole demo shop)")
+    p.add_argument(
+        "--limit", type=int, default=1200, help="photos per catalog (1200: the whole demo shop)"
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2, help="build_index decode threads")
-    p.add_argument("--repeat", type=int, default=5,
-                   help="rounds of forward limit, build and alternative (paired per round)")
-    p.add_argument("--threads", type=C.int_list, default=[1, 2],
-                   help="torch intra-op thread counts to compare")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=5,
+        help="rounds of forward limit, build and alternative (paired per round)",
+    )
+    p.add_argument(
+        "--threads", type=C.int_list, default=[1, 2], help="torch intra-op thread counts to compare"
+    )
     args = p.parse_args(argv)
     run = C.Run("indexing_throughput", args)
 
@@ -307,25 +366,38 @@ def main(argv: list[str] | None = None) -> int:
             run.say(f"{name}: {len(catalog)} photos, {threads} torch thread(s) ...")
             results.setdefault(name, []).append(measure(catalog, embedder, args, threads, name))
 
-    run.section("Build against the forward limit", table(results) + "\n\nforward limit = "
-                "`embed_pixels` on pre-decoded, pre-processed batches of the same size; build = "
-                "`build_index` wall time (decode + prepare + collate + embed + HNSW insert + "
-                f"save). {args.repeat} rounds, each timing the forward limit, the build and the "
-                "alternatives in turn on the same photos; throughputs are medians over rounds, "
-                "and build / limit is the median (and interquartile range) of each round's "
-                "build over the same round's limit, so that the host's drift cancels. Model's "
-                "share = seconds inside `embed_pixels` during the build / (build wall time x "
-                "lanes), best round.")
-    run.section("Where the time goes", profile_table(results) +
-                "\n\nPer-photo costs are single-threaded Python loops at the given torch thread "
-                "count; `collate` is per batch, divided by its photos. The last two columns "
-                "compare the batched pixels (`collate`) with open_clip's PIL transform of the "
-                "same prepared photos: grey levels of 0-255, and embeddings by the model.")
+    run.section(
+        "Build against the forward limit",
+        table(results) + "\n\nforward limit = "
+        "`embed_pixels` on pre-decoded, pre-processed batches of the same size; build = "
+        "`build_index` wall time (decode + prepare + collate + embed + HNSW insert + "
+        f"save). {args.repeat} rounds, each timing the forward limit, the build and the "
+        "alternatives in turn on the same photos; throughputs are medians over rounds, "
+        "and build / limit is the median (and interquartile range) of each round's "
+        "build over the same round's limit, so that the host's drift cancels. Model's "
+        "share = seconds inside `embed_pixels` during the build / (build wall time x "
+        "lanes), best round.",
+    )
+    run.section(
+        "Where the time goes",
+        profile_table(results)
+        + "\n\nPer-photo costs are single-threaded Python loops at the given torch thread "
+        "count; `collate` is per batch, divided by its photos. The last two columns "
+        "compare the batched pixels (`collate`) with open_clip's PIL transform of the "
+        "same prepared photos: grey levels of 0-255, and embeddings by the model.",
+    )
     plot_path = run.plot_path("throughput")
     plot(results, plot_path)
     run.sections.append(f"![throughput]({plot_path.name})\n")
-    run.finish({"model": embedder.spec, "dim": embedder.dim, "image_size": embedder.image_size,
-                "catalogs": results}, C.command_line())
+    run.finish(
+        {
+            "model": embedder.spec,
+            "dim": embedder.dim,
+            "image_size": embedder.image_size,
+            "catalogs": results,
+        },
+        C.command_line(),
+    )
     return 0
 
 

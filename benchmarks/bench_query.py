@@ -36,10 +36,24 @@ from typing import Any
 import _common as C
 import numpy as np
 
-STAGES = ("decode", "upscale_check", "upscale", "embed", "embed_text", "search", "assemble",
-          "total")
-SCENARIOS = ("text_cold", "text_warm", "image_large", "image_small_blurry",
-             "image_small_blurry_auto", "image_text")
+STAGES = (
+    "decode",
+    "upscale_check",
+    "upscale",
+    "embed",
+    "embed_text",
+    "search",
+    "assemble",
+    "total",
+)
+SCENARIOS = (
+    "text_cold",
+    "text_warm",
+    "image_large",
+    "image_small_blurry",
+    "image_small_blurry_auto",
+    "image_text",
+)
 TARGETS_MS = {"image_large": 50.0, "text_cold": 15.0, "image_small_blurry": 300.0}
 K = 10
 
@@ -64,10 +78,12 @@ class Outcome:
 
     def summary(self) -> dict[str, Any]:
         stages = {s: C.percentiles([t[s] for t in self.timings if s in t]) for s in STAGES}
-        out: dict[str, Any] = {"n": len(self.timings), "stages_ms": {k: v for k, v in stages.items()
-                                                                     if v["n"]},
-                               "upscaled_share": float(np.mean(self.upscaled)) if self.upscaled else 0.0,
-                               "stopped_early_by_time_cap": self.stopped_early}
+        out: dict[str, Any] = {
+            "n": len(self.timings),
+            "stages_ms": {k: v for k, v in stages.items() if v["n"]},
+            "upscaled_share": float(np.mean(self.upscaled)) if self.upscaled else 0.0,
+            "stopped_early_by_time_cap": self.stopped_early,
+        }
         if self.round_trip_ms:
             out["round_trip_ms"] = C.percentiles(self.round_trip_ms)
         if self.same_as_reference is not None:
@@ -105,7 +121,8 @@ def make_queries(args: argparse.Namespace, total: int) -> tuple[dict[str, list[Q
             img.resize((side, side), Image.Resampling.LANCZOS).save(big, quality=90)
             s = int(rng.integers(64, 113))
             blurred = img.resize((s, s), Image.Resampling.BILINEAR).filter(
-                ImageFilter.GaussianBlur(float(rng.uniform(0.6, 1.5))))
+                ImageFilter.GaussianBlur(float(rng.uniform(0.6, 1.5)))
+            )
             blurred.save(tiny, quality=85)
         large.append(big)
         small.append(tiny)
@@ -161,8 +178,9 @@ def index_dir(args: argparse.Namespace) -> Path:
     return args.work / f"demo-1200-index-{safe}"
 
 
-def run_engine(engine: Any, queries: list[Query], n_warmup: int, cap_s: float,
-               reference: Outcome | None = None) -> Outcome:
+def run_engine(
+    engine: Any, queries: list[Query], n_warmup: int, cap_s: float, reference: Outcome | None = None
+) -> Outcome:
     out = Outcome()
     for q in queries[:n_warmup]:  # warm-up: first-call costs (allocator, caches) left out
         engine.search(image=q.image, text=q.text, k=K, upscale=q.upscale)
@@ -176,7 +194,7 @@ def run_engine(engine: Any, queries: list[Query], n_warmup: int, cap_s: float,
             out.stopped_early = True
             break
     if reference is not None:  # warm (cached) answers must equal the cold ones
-        pairs = list(zip(out.top_ids, reference.top_ids))
+        pairs = list(zip(out.top_ids, reference.top_ids, strict=True))
         out.same_as_reference = (sum(a == b for a, b in pairs), len(pairs))
     return out
 
@@ -185,17 +203,23 @@ def run_engine(engine: Any, queries: list[Query], n_warmup: int, cap_s: float,
 
 
 @contextlib.contextmanager
-def running_app(args: argparse.Namespace, weights: Path | None, threads: int,
-                log_path: Path) -> Iterator[Any]:
+def running_app(
+    args: argparse.Namespace, weights: Path | None, threads: int, log_path: Path
+) -> Iterator[Any]:
     """``python app.py --port N`` on the benchmark's index; yields a gradio_client Client."""
     from gradio_client import Client
 
     from searchcore.testing import launched_app
 
-    env = {**os.environ, "SEARCHCORE_CATALOG": str(C.demo_catalog(args.work)),
-           "SEARCHCORE_INDEX": str(index_dir(args)), "SEARCHCORE_MODEL": args.model,
-           "SEARCHCORE_UPSCALER": args.upscaler, "SEARCHCORE_THREADS": str(threads),
-           "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {
+        **os.environ,
+        "SEARCHCORE_CATALOG": str(C.demo_catalog(args.work)),
+        "SEARCHCORE_INDEX": str(index_dir(args)),
+        "SEARCHCORE_MODEL": args.model,
+        "SEARCHCORE_UPSCALER": args.upscaler,
+        "SEARCHCORE_THREADS": str(threads),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
     if weights is not None:
         env["SEARCHCORE_UPSCALER_WEIGHTS"] = str(weights)
     with launched_app(env=env, log=log_path, cwd=C.ROOT, timeout=args.app_timeout) as app:
@@ -209,18 +233,35 @@ def gradio_call(client: Any) -> Callable[[Query], dict[str, Any]]:
 
     def call(q: Query) -> dict[str, Any]:
         if q.image is not None and q.text:
-            return client.predict(handle_file(str(q.image)), q.text, 0.5, K, all_categories, None,
-                                  None, "auto", api_name="/search_combined")
+            return client.predict(
+                handle_file(str(q.image)),
+                q.text,
+                0.5,
+                K,
+                all_categories,
+                None,
+                None,
+                "auto",
+                api_name="/search_combined",
+            )
         if q.image is not None:
-            return client.predict(handle_file(str(q.image)), K, all_categories, None, None,
-                                  q.upscale, api_name="/search_image")
+            return client.predict(
+                handle_file(str(q.image)),
+                K,
+                all_categories,
+                None,
+                None,
+                q.upscale,
+                api_name="/search_image",
+            )
         return client.predict(q.text, K, all_categories, None, None, api_name="/search_text")
 
     return call
 
 
-def run_gradio(call: Callable[[Query], dict[str, Any]], queries: list[Query], n_warmup: int,
-               cap_s: float) -> Outcome:
+def run_gradio(
+    call: Callable[[Query], dict[str, Any]], queries: list[Query], n_warmup: int, cap_s: float
+) -> Outcome:
     out = Outcome()
     for q in queries[:n_warmup]:
         call(q)
@@ -272,9 +313,19 @@ def candidates(engine: Any, large: list[Path], args: argparse.Namespace) -> dict
         if not b.is_file():
             Image.open(p).filter(ImageFilter.GaussianBlur(8)).save(b, quality=90)
         blurry.append(b)
-    t: dict[str, list[float]] = {k: [] for k in ("decode", "decode_draft", "check", "check_draft",
-                                                 "preprocess", "preprocess_reduced",
-                                                 "forward", "forward_bf16")}
+    t: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "decode",
+            "decode_draft",
+            "check",
+            "check_draft",
+            "preprocess",
+            "preprocess_reduced",
+            "forward",
+            "forward_bf16",
+        )
+    }
     agree, cos, cos_bf16, same_top, gaps = 0, [], [], [], []
 
     def lap(key: str, fn: Any) -> Any:
@@ -294,12 +345,16 @@ def candidates(engine: Any, large: list[Path], args: argparse.Namespace) -> dict
         if p in blurry:
             continue
         px = lap("preprocess", lambda im=full: emb.preprocess(im)[None])
-        px2 = lap("preprocess_reduced",
-                  lambda im=small: emb.preprocess(reduce_for_model(im, emb.image_size))[None])
+        px2 = lap(
+            "preprocess_reduced",
+            lambda im=small: emb.preprocess(reduce_for_model(im, emb.image_size))[None],
+        )
         v = lap("forward", lambda x=px: emb.embed_pixels(x)[0])
         with torch.inference_mode():
-            vb = lap("forward_bf16", lambda x=px: bf16.encode_image(x.to(torch.bfloat16),
-                                                                    normalize=True)[0])
+            vb = lap(
+                "forward_bf16",
+                lambda x=px: bf16.encode_image(x.to(torch.bfloat16), normalize=True)[0],
+            )
         vb = vb.float().numpy()
         v2 = emb.embed_pixels(px2)[0]
         cos.append(float(v @ v2))
@@ -311,7 +366,9 @@ def candidates(engine: Any, large: list[Path], args: argparse.Namespace) -> dict
         same_top.append((len(set(a) & set(c)) / K, len(set(a) & set(b)) / K))
     p50 = {k: C.percentiles(v)["p50"] for k, v in t.items()}
     return {
-        "p50_ms": p50, "photos": len(large), "blurred_photos": len(blurry),
+        "p50_ms": p50,
+        "photos": len(large),
+        "blurred_photos": len(blurry),
         "draft_min_side": args.draft_side,
         "upscale_decision_agreement": f"{agree}/{len(large) + len(blurry)}",
         "embedding_cosine_reduced_vs_full": C.percentiles(cos, digits=6),
@@ -319,41 +376,69 @@ def candidates(engine: Any, large: list[Path], args: argparse.Namespace) -> dict
         "embedding_cosine_bf16_vs_fp32": C.percentiles(cos_bf16, digits=6),
         "top10_overlap_bf16_vs_fp32": float(np.mean([x[1] for x in same_top])),
         "score_gap_rank10_to_11": C.percentiles(gaps, digits=6),
-        "image_large_estimate_ms": {"today": p50["decode"] + p50["check"] + p50["preprocess"]
-                                    + p50["forward"],
-                                    "draft+reduce": p50["decode_draft"] + p50["check_draft"]
-                                    + p50["preprocess_reduced"] + p50["forward"],
-                                    "draft+reduce+bf16": p50["decode_draft"] + p50["check_draft"]
-                                    + p50["preprocess_reduced"] + p50["forward_bf16"]},
+        "image_large_estimate_ms": {
+            "today": p50["decode"] + p50["check"] + p50["preprocess"] + p50["forward"],
+            "draft+reduce": p50["decode_draft"]
+            + p50["check_draft"]
+            + p50["preprocess_reduced"]
+            + p50["forward"],
+            "draft+reduce+bf16": p50["decode_draft"]
+            + p50["check_draft"]
+            + p50["preprocess_reduced"]
+            + p50["forward_bf16"],
+        },
     }
 
 
 def candidate_table(c: dict[str, Any]) -> str:
     p = c["p50_ms"]
-    rows = [["decode", p["decode"], p["decode_draft"],
-             f"JPEG draft (DCT scaling) to shorter side >= {c['draft_min_side']}"],
-            ["upscale check (sharpness)", p["check"], p["check_draft"],
-             f"same decision on {c['upscale_decision_agreement']} sharp + blurred large photos"],
-            ["preprocess", p["preprocess"], p["preprocess_reduced"],
-             (f"Image.reduce first; cosine to today's embedding p50 "
-             f"{C.fmt(c['embedding_cosine_reduced_vs_full']['p50'], 6)} (min "
-             f"{C.fmt(c['embedding_cosine_reduced_vs_full']['min'], 6)}), top-10 overlap "
-             f"{c['top10_overlap_reduced_vs_full']:.0%}")],
-            ["image forward (bs 1)", p["forward"], p["forward_bf16"],
-             (f"bfloat16 weights; cosine to fp32 p50 "
-             f"{C.fmt(c['embedding_cosine_bf16_vs_fp32']['p50'], 6)} (min "
-             f"{C.fmt(c['embedding_cosine_bf16_vs_fp32']['min'], 6)}), top-10 overlap "
-             f"{c['top10_overlap_bf16_vs_fp32']:.0%}")]]
+    rows = [
+        [
+            "decode",
+            p["decode"],
+            p["decode_draft"],
+            f"JPEG draft (DCT scaling) to shorter side >= {c['draft_min_side']}",
+        ],
+        [
+            "upscale check (sharpness)",
+            p["check"],
+            p["check_draft"],
+            f"same decision on {c['upscale_decision_agreement']} sharp + blurred large photos",
+        ],
+        [
+            "preprocess",
+            p["preprocess"],
+            p["preprocess_reduced"],
+            (
+                f"Image.reduce first; cosine to today's embedding p50 "
+                f"{C.fmt(c['embedding_cosine_reduced_vs_full']['p50'], 6)} (min "
+                f"{C.fmt(c['embedding_cosine_reduced_vs_full']['min'], 6)}), top-10 overlap "
+                f"{c['top10_overlap_reduced_vs_full']:.0%}"
+            ),
+        ],
+        [
+            "image forward (bs 1)",
+            p["forward"],
+            p["forward_bf16"],
+            (
+                f"bfloat16 weights; cosine to fp32 p50 "
+                f"{C.fmt(c['embedding_cosine_bf16_vs_fp32']['p50'], 6)} (min "
+                f"{C.fmt(c['embedding_cosine_bf16_vs_fp32']['min'], 6)}), top-10 overlap "
+                f"{c['top10_overlap_bf16_vs_fp32']:.0%}"
+            ),
+        ],
+    ]
     e = c["image_large_estimate_ms"]
-    return (C.md_table(["stage", "today p50 ms", "candidate p50 ms", "candidate, and its check"],
-                       rows)
-            + "\n\nTop-10 overlap is bounded by near-ties: today's scores of ranks 10 and 11 "
-            f"differ by {C.fmt(c['score_gap_rank10_to_11']['p50'], 3)} at the median (cosine), "
-            "so a change in the 5th decimal of the embedding can swap them."
-            + f"\n\nSum of stage p50s for a large photo: today {C.fmt(e['today'])} ms; with draft "
-            f"decode + reduce {C.fmt(e['draft+reduce'])} ms; plus bf16 "
-            f"{C.fmt(e['draft+reduce+bf16'])} ms (1 thread; prototypes in this script, not in "
-            "searchcore).")
+    return (
+        C.md_table(["stage", "today p50 ms", "candidate p50 ms", "candidate, and its check"], rows)
+        + "\n\nTop-10 overlap is bounded by near-ties: today's scores of ranks 10 and 11 "
+        f"differ by {C.fmt(c['score_gap_rank10_to_11']['p50'], 3)} at the median (cosine), "
+        "so a change in the 5th decimal of the embedding can swap them."
+        + f"\n\nSum of stage p50s for a large photo: today {C.fmt(e['today'])} ms; with draft "
+        f"decode + reduce {C.fmt(e['draft+reduce'])} ms; plus bf16 "
+        f"{C.fmt(e['draft+reduce+bf16'])} ms (1 thread; prototypes in this script, not in "
+        "searchcore)."
+    )
 
 
 # --------------------------------------------------------------------------- report
@@ -373,8 +458,15 @@ def engine_table(results: dict[str, Any]) -> str:
                 rows.append([name, t, *["-"] * len(STAGES), "-", s["skipped"]])
                 continue
             st = s["stages_ms"]
-            rows.append([name, t, *[cell(st.get(x)) for x in STAGES], s["n"],
-                         f"{s['upscaled_share']:.0%} upscaled"])
+            rows.append(
+                [
+                    name,
+                    t,
+                    *[cell(st.get(x)) for x in STAGES],
+                    s["n"],
+                    f"{s['upscaled_share']:.0%} upscaled",
+                ]
+            )
     return C.md_table(["scenario", "threads", *STAGES, "n", "note"], rows)
 
 
@@ -386,16 +478,36 @@ def gradio_table(results: dict[str, Any]) -> str:
                 rows.append([name, t, "-", "-", "-", s["skipped"]])
                 continue
             rt, eng = s["round_trip_ms"], s["stages_ms"]["total"]
-            rows.append([name, t, cell(rt), cell(eng), C.fmt(rt["p50"] - eng["p50"]),
-                         f"n={s['n']}, {s['upscaled_share']:.0%} upscaled"])
-    return C.md_table(["scenario", "threads", "round trip ms p50 (p95)",
-                       "engine total ms p50 (p95)", "API overhead ms (p50)", "note"], rows)
+            rows.append(
+                [
+                    name,
+                    t,
+                    cell(rt),
+                    cell(eng),
+                    C.fmt(rt["p50"] - eng["p50"]),
+                    f"n={s['n']}, {s['upscaled_share']:.0%} upscaled",
+                ]
+            )
+    return C.md_table(
+        [
+            "scenario",
+            "threads",
+            "round trip ms p50 (p95)",
+            "engine total ms p50 (p95)",
+            "API overhead ms (p50)",
+            "note",
+        ],
+        rows,
+    )
 
 
 def target_table(results: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     rows, verdicts = [], {}
-    names = {"image_large": "image query, no upscaling", "text_cold": "text query (cold cache)",
-             "image_small_blurry": "small blurry upload, upscaled"}
+    names = {
+        "image_large": "image query, no upscaling",
+        "text_cold": "text query (cold cache)",
+        "image_small_blurry": "small blurry upload, upscaled",
+    }
     for t, by_scenario in results.items():
         for name, target in TARGETS_MS.items():
             s = by_scenario.get(name, {})
@@ -407,8 +519,9 @@ def target_table(results: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                 warm = by_scenario.get("text_warm", {}).get("stages_ms", {}).get("total", {})
                 extra = f"warm (cached) p50 {C.fmt(warm.get('p50'))} ms"
             rows.append([names[name], t, C.fmt(p50), f"<= {target:g}", v, extra])
-    return C.md_table(["target (engine, end to end)", "threads", "p50 ms", "target ms", "verdict",
-                       "note"], rows), verdicts
+    return C.md_table(
+        ["target (engine, end to end)", "threads", "p50 ms", "target ms", "verdict", "note"], rows
+    ), verdicts
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -449,15 +562,27 @@ def main(argv: list[str] | None = None) -> int:
     C.upscaler_args(p)
     p.add_argument("--n", type=int, default=30, help="measured queries per scenario")
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--threads", type=C.int_list, default=[1, 2],
-                   help="torch intra-op thread counts to compare (comma separated)")
+    p.add_argument(
+        "--threads",
+        type=C.int_list,
+        default=[1, 2],
+        help="torch intra-op thread counts to compare (comma separated)",
+    )
     p.add_argument("--large-side", type=int, default=1600, help="side of the large sharp photos")
-    p.add_argument("--cap-seconds", type=float, default=25.0,
-                   help="stop a scenario after this long (slow machines stay under ~5 min)")
+    p.add_argument(
+        "--cap-seconds",
+        type=float,
+        default=25.0,
+        help="stop a scenario after this long (slow machines stay under ~5 min)",
+    )
     p.add_argument("--no-gradio", action="store_true", help="only the engine")
     p.add_argument("--no-candidates", action="store_true", help="skip the prototype timings")
-    p.add_argument("--draft-side", type=int, default=512,
-                   help="candidate JPEG draft decoding: keep the shorter side >= this")
+    p.add_argument(
+        "--draft-side",
+        type=int,
+        default=512,
+        help="candidate JPEG draft decoding: keep the shorter side >= this",
+    )
     p.add_argument("--app-timeout", type=float, default=300.0, help="seconds for app.py to start")
     args = p.parse_args(argv)
     run = C.Run("query_latency", args)
@@ -468,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     run.say(f"queries from {source}; upscaler weights: {weights_from}")
 
     def chunk(name: str, i: int) -> list[Query]:  # disjoint texts per run keep "cold" cold
-        return queries[name][i * per_thread:(i + 1) * per_thread]
+        return queries[name][i * per_thread : (i + 1) * per_thread]
 
     engine_results: dict[str, Any] = {}
     meta: dict[str, Any] = {}
@@ -478,11 +603,15 @@ def main(argv: list[str] | None = None) -> int:
         engine = open_bench_engine(args, weights)  # fresh engine: an empty text cache
         if engine.upscaler is not None:
             engine.upscaler.load()
-        meta = {"model": engine.embedder.spec, "dim": engine.embedder.dim,
-                "image_size": engine.embedder.image_size, "index_size": len(engine.index),
-                "upscaler": getattr(engine.upscaler, "name", None),
-                "upscaler_problem": engine.upscaler_problem,
-                "upscale_policy": vars(engine.policy.settings)}
+        meta = {
+            "model": engine.embedder.spec,
+            "dim": engine.embedder.dim,
+            "image_size": engine.embedder.image_size,
+            "index_size": len(engine.index),
+            "upscaler": getattr(engine.upscaler, "name", None),
+            "upscaler_problem": engine.upscaler_problem,
+            "upscale_policy": vars(engine.policy.settings),
+        }
         res: dict[str, Any] = {}
         cold: Outcome | None = None
         for name in SCENARIOS:
@@ -492,8 +621,13 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             run.say(f"engine, {threads} thread(s): {name} ...")
             if name == "text_warm":  # exactly the texts the cold run measured, in order
-                out = run_engine(engine, chunk("text_cold", i)[args.warmup:][: len(cold.timings)]
-                                 if cold else [], 0, args.cap_seconds, reference=cold)
+                out = run_engine(
+                    engine,
+                    chunk("text_cold", i)[args.warmup :][: len(cold.timings)] if cold else [],
+                    0,
+                    args.cap_seconds,
+                    reference=cold,
+                )
             else:
                 out = run_engine(engine, chunk(name, i), args.warmup, args.cap_seconds)
             res[name] = out.summary()
@@ -515,49 +649,67 @@ def main(argv: list[str] | None = None) -> int:
         for i, threads in enumerate(args.threads):
             run.say(f"Gradio API, app.py with SEARCHCORE_THREADS={threads} ...")
             try:
-                with running_app(args, weights, threads,
-                                 args.work / f"app-{threads}.log") as client:
+                with running_app(
+                    args, weights, threads, args.work / f"app-{threads}.log"
+                ) as client:
                     call = gradio_call(client)
                     res = {}
                     for name in SCENARIOS:
                         qs = chunk("text_cold" if name == "text_warm" else name, i)
                         if name == "text_warm":  # the app's engine saw these texts just before
                             n_cold = res.get("text_cold", {}).get("n", 0)
-                            qs = qs[args.warmup:][:n_cold]
+                            qs = qs[args.warmup :][:n_cold]
                         if name == "image_small_blurry" and meta.get("upscaler") is None:
                             res[name] = {"skipped": "no upscaler"}
                             continue
-                        out = run_gradio(call, qs, 0 if name == "text_warm" else args.warmup,
-                                         args.cap_seconds)
+                        out = run_gradio(
+                            call, qs, 0 if name == "text_warm" else args.warmup, args.cap_seconds
+                        )
                         res[name] = out.summary()
                     gradio_results[str(threads)] = res
-            except Exception as exc:  # noqa: BLE001 - the engine figures still count
+            except Exception as exc:
                 run.skip(f"Gradio API at {threads} threads", f"{type(exc).__name__}: {exc}")
 
     targets_md, verdicts = target_table(engine_results)
-    run.section("Targets (engine, end to end)",
-                targets_md + "\n\nThe text target is compared with the **cold** p50 (a description "
-                "the engine has not seen: the common case); the warm p50 is a repeated description "
-                "served from the engine's text-embedding cache.")
-    run.section("Per stage, through the engine: p50 (p95) ms",
-                engine_table(engine_results) + f"\n\nQueries: {source}. Large photos are "
-                f"{args.large_side}x{args.large_side} JPEGs; small blurry ones 64-112 px, blurred. "
-                f"k={K}. Index: the demo shop ({meta.get('index_size')} products), model "
-                f"`{meta.get('model')}` (dim {meta.get('dim')}, {meta.get('image_size')} px).")
+    run.section(
+        "Targets (engine, end to end)",
+        targets_md + "\n\nThe text target is compared with the **cold** p50 (a description "
+        "the engine has not seen: the common case); the warm p50 is a repeated description "
+        "served from the engine's text-embedding cache.",
+    )
+    run.section(
+        "Per stage, through the engine: p50 (p95) ms",
+        engine_table(engine_results) + f"\n\nQueries: {source}. Large photos are "
+        f"{args.large_side}x{args.large_side} JPEGs; small blurry ones 64-112 px, blurred. "
+        f"k={K}. Index: the demo shop ({meta.get('index_size')} products), model "
+        f"`{meta.get('model')}` (dim {meta.get('dim')}, {meta.get('image_size')} px).",
+    )
     if gradio_results:
-        run.section("Through the Gradio API (gradio_client -> app.py)", gradio_table(gradio_results)
-                    + "\n\nRound trip = client call including the photo upload; API overhead = "
-                    "round trip p50 minus the engine's own total p50 inside the app.")
+        run.section(
+            "Through the Gradio API (gradio_client -> app.py)",
+            gradio_table(gradio_results)
+            + "\n\nRound trip = client call including the photo upload; API overhead = "
+            "round trip p50 minus the engine's own total p50 inside the app.",
+        )
     if cand:
-        run.section(f"Candidates for the image path ({cand['threads']} thread)",
-                    candidate_table(cand))
+        run.section(
+            f"Candidates for the image path ({cand['threads']} thread)", candidate_table(cand)
+        )
     plot_path = run.plot_path("stages")
     plot(engine_results, plot_path)
     run.sections.append(f"![p50 per stage]({plot_path.name})\n")
-    run.finish({"setup": meta, "query_source": source, "upscaler_weights": weights_from,
-                "engine": engine_results, "gradio": gradio_results, "targets": verdicts,
-                "candidates": cand},
-               C.command_line())
+    run.finish(
+        {
+            "setup": meta,
+            "query_source": source,
+            "upscaler_weights": weights_from,
+            "engine": engine_results,
+            "gradio": gradio_results,
+            "targets": verdicts,
+            "candidates": cand,
+        },
+        C.command_line(),
+    )
     return 0
 
 

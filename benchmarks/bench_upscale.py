@@ -57,8 +57,12 @@ def worker(args: argparse.Namespace) -> None:
     from searchcore.upscale import RealESRGANUpscaler, get_upscaler_spec
 
     C.set_torch_threads(args.threads_one)
-    up = RealESRGANUpscaler(get_upscaler_spec(args.upscaler), args.upscaler_weights,
-                            tile=args.tile_one, max_input_side=args.max_input_side)
+    up = RealESRGANUpscaler(
+        get_upscaler_spec(args.upscaler),
+        args.upscaler_weights,
+        tile=args.tile_one,
+        max_input_side=args.max_input_side,
+    )
     up.load()
     up.upscale(Image.new("RGB", (16, 16), (128, 128, 128)))
     baseline = peak_rss_bytes()
@@ -71,17 +75,47 @@ def worker(args: argparse.Namespace) -> None:
             t0 = time.perf_counter()
             out = up.upscale(img)
             times.append((time.perf_counter() - t0) * 1000)
-        print(json.dumps({"side": side, "out": list(out.size), "ms": C.percentiles(times),
-                          "peak_rss_growth_bytes": peak_rss_bytes() - baseline}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "side": side,
+                    "out": list(out.size),
+                    "ms": C.percentiles(times),
+                    "peak_rss_growth_bytes": peak_rss_bytes() - baseline,
+                }
+            ),
+            flush=True,
+        )
 
 
-def run_setting(args: argparse.Namespace, weights: Path, tile: int, threads: int
-                ) -> list[dict[str, Any]]:
-    cmd = [sys.executable, __file__, "--worker", "--tile-one", str(tile), "--threads-one",
-           str(threads), "--upscaler", args.upscaler, "--upscaler-weights", str(weights),
-           "--sizes", ",".join(map(str, args.sizes)), "--reps", str(args.reps), "--cap",
-           str(args.cap), "--max-input-side", str(args.max_input_side), "--shared",
-           str(args.shared), "--work", str(args.work)]
+def run_setting(
+    args: argparse.Namespace, weights: Path, tile: int, threads: int
+) -> list[dict[str, Any]]:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--tile-one",
+        str(tile),
+        "--threads-one",
+        str(threads),
+        "--upscaler",
+        args.upscaler,
+        "--upscaler-weights",
+        str(weights),
+        "--sizes",
+        ",".join(map(str, args.sizes)),
+        "--reps",
+        str(args.reps),
+        "--cap",
+        str(args.cap),
+        "--max-input-side",
+        str(args.max_input_side),
+        "--shared",
+        str(args.shared),
+        "--work",
+        str(args.work),
+    ]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=3600)
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0:
@@ -161,8 +195,10 @@ def table(settings: dict[str, list[dict[str, Any]]], bicubic: list[dict[str, Any
         row: list[Any] = [side, f"{out[0]}x{out[1]}" if out else "-"]
         for c in cols:
             r = c.get(side)
-            row += [r["ms"]["p50"] if r else None,
-                    r["peak_rss_growth_bytes"] / 2**20 if r else None]
+            row += [
+                r["ms"]["p50"] if r else None,
+                r["peak_rss_growth_bytes"] / 2**20 if r else None,
+            ]
         row.append(bicubic[i]["ms"]["p50"])
         rows.append(row)
     return C.md_table(headers, rows)
@@ -194,8 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     p = C.base_parser(__doc__.splitlines()[0])
     C.upscaler_args(p)
     p.add_argument("--sizes", type=C.int_list, default=[32, 64, 96, 128, 192, 256, 512, 1024])
-    p.add_argument("--tiles", type=C.int_list, default=[0, 128],
-                   help="tile sizes (0 = whole image at once)")
+    p.add_argument(
+        "--tiles", type=C.int_list, default=[0, 128], help="tile sizes (0 = whole image at once)"
+    )
     p.add_argument("--threads", type=C.int_list, default=[1, 2])
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--cap", type=float, default=8.0, help="seconds per size before stopping")
@@ -216,8 +253,9 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             settings = Settings()
-            weights = resolve_weights(get_upscaler_spec(args.upscaler), None, settings.cache_dir,
-                                      allow_download=False)
+            weights = resolve_weights(
+                get_upscaler_spec(args.upscaler), None, settings.cache_dir, allow_download=False
+            )
         except SearchError as exc:
             run.skip("the upscaler", str(exc))
             run.finish({}, C.command_line())
@@ -233,28 +271,62 @@ def main(argv: list[str] | None = None) -> int:
             except (RuntimeError, subprocess.SubprocessError) as exc:
                 run.skip(key, str(exc))
     bicubic = bicubic_rows(args)
-    candidate = bf16_candidate(args, weights, [s for s in (64, 96, 128) if s <= args.max_input_side])
+    candidate = bf16_candidate(
+        args, weights, [s for s in (64, 96, 128) if s <= args.max_input_side]
+    )
     photo_path = source_photo(args)[1]
-    run.section(f"{args.upscaler}: time and peak memory by input side", table(settings, bicubic)
-                + f"\n\nInput: {photo_path} resized to a square of each side. Output = x4 of the "
-                f"input after shrinking to at most {args.max_input_side} px. Peak MB = growth of "
-                "the worker process's peak RSS over its warmed-up baseline, sizes run in "
-                "ascending order (so it is the largest need so far).")
-    cand_rows = [[r["side"], r["threads"], r["float32_ms"], r["bfloat16_ms"],
-                  r["float32_ms"] / r["bfloat16_ms"], r["max_abs_diff_0_255"], r["psnr_db"]]
-                 for r in candidate["rows"]]
-    run.section("Candidate: the network in bfloat16",
-                C.md_table(["input side", "threads", "float32 ms", "bfloat16 ms", "speed-up",
-                            "max abs diff (0-255)", "PSNR vs float32 dB"], cand_rows)
-                + "\n\nThe network alone (no RealESRGANer pre/post-processing, so no 10 px "
-                f"pre-pad); CPU capability `{candidate['cpu_capability']}`. "
-                "bf16 is only fast on CPUs with native bf16 (AVX512-BF16/AMX).")
+    run.section(
+        f"{args.upscaler}: time and peak memory by input side",
+        table(settings, bicubic)
+        + f"\n\nInput: {photo_path} resized to a square of each side. Output = x4 of the "
+        f"input after shrinking to at most {args.max_input_side} px. Peak MB = growth of "
+        "the worker process's peak RSS over its warmed-up baseline, sizes run in "
+        "ascending order (so it is the largest need so far).",
+    )
+    cand_rows = [
+        [
+            r["side"],
+            r["threads"],
+            r["float32_ms"],
+            r["bfloat16_ms"],
+            r["float32_ms"] / r["bfloat16_ms"],
+            r["max_abs_diff_0_255"],
+            r["psnr_db"],
+        ]
+        for r in candidate["rows"]
+    ]
+    run.section(
+        "Candidate: the network in bfloat16",
+        C.md_table(
+            [
+                "input side",
+                "threads",
+                "float32 ms",
+                "bfloat16 ms",
+                "speed-up",
+                "max abs diff (0-255)",
+                "PSNR vs float32 dB",
+            ],
+            cand_rows,
+        )
+        + "\n\nThe network alone (no RealESRGANer pre/post-processing, so no 10 px "
+        f"pre-pad); CPU capability `{candidate['cpu_capability']}`. "
+        "bf16 is only fast on CPUs with native bf16 (AVX512-BF16/AMX).",
+    )
     plot_path = run.plot_path("cost")
     plot(settings, plot_path)
     run.sections.append(f"![upscaler cost]({plot_path.name})\n")
-    run.finish({"upscaler": args.upscaler, "weights": where, "max_input_side": args.max_input_side,
-                "settings": settings, "bicubic": bicubic, "candidate_bf16": candidate},
-               C.command_line())
+    run.finish(
+        {
+            "upscaler": args.upscaler,
+            "weights": where,
+            "max_input_side": args.max_input_side,
+            "settings": settings,
+            "bicubic": bicubic,
+            "candidate_bf16": candidate,
+        },
+        C.command_line(),
+    )
     return 0
 
 

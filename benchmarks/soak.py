@@ -48,8 +48,13 @@ def main() -> None:
     bad = tmp / "bad.jpg"
     bad.write_bytes(b"<html>not a photo</html>")
     uploads = tmp / "gradio"
-    env = {**os.environ, "SEARCHCORE_CATALOG": str(csv), "SEARCHCORE_INDEX": str(csv.parent / "index"),
-           "GRADIO_TEMP_DIR": str(uploads), "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {
+        **os.environ,
+        "SEARCHCORE_CATALOG": str(csv),
+        "SEARCHCORE_INDEX": str(csv.parent / "index"),
+        "GRADIO_TEMP_DIR": str(uploads),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
     with launched_app(env=env, log=tmp / "app.log", cwd=C.ROOT, timeout=600) as app:
         url = app.url
         time.sleep(2)
@@ -69,19 +74,26 @@ def main() -> None:
                     if r < 0.1:
                         try:
                             client.predict(image=handle_file(str(bad)), api_name="/search_image")
-                        except Exception:  # noqa: BLE001 - refused as it should be
+                        except Exception:
                             refused[0] += 1
                         continue
                     if r < 0.4:
-                        client.predict(text=f"{rng.choice(['red', 'navy', 'green'])} mug", api_name="/search_text")
+                        client.predict(
+                            text=f"{rng.choice(['red', 'navy', 'green'])} mug",
+                            api_name="/search_text",
+                        )
                     elif r < 0.7:
-                        client.predict(image=handle_file(str(photos[int(rng.integers(len(photos)))])),
-                                       api_name="/search_image")
+                        client.predict(
+                            image=handle_file(str(photos[int(rng.integers(len(photos)))])),
+                            api_name="/search_image",
+                        )
                     else:
-                        client.predict(image=handle_file(str(small[int(rng.integers(len(small)))])),
-                                       api_name="/search_image")
+                        client.predict(
+                            image=handle_file(str(small[int(rng.integers(len(small)))])),
+                            api_name="/search_image",
+                        )
                     lat.append((time.perf_counter() - t) * 1000)
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     errors.append(repr(exc)[:200])
 
         threads = [threading.Thread(target=user, args=(i,)) for i in range(args.users)]
@@ -90,9 +102,14 @@ def main() -> None:
         samples = []
         started = time.time()
         while any(t.is_alive() for t in threads):
-            samples.append({"s": round(time.time() - started), "rss_mb": server.memory_info().rss / 2**20,
-                            "uploads_mb": _folder_bytes(uploads) / 2**20 if uploads.exists() else 0.0,
-                            "queries": len(lat)})
+            samples.append(
+                {
+                    "s": round(time.time() - started),
+                    "rss_mb": server.memory_info().rss / 2**20,
+                    "uploads_mb": _folder_bytes(uploads) / 2**20 if uploads.exists() else 0.0,
+                    "queries": len(lat),
+                }
+            )
             time.sleep(args.every)
         for t in threads:
             t.join()
@@ -100,18 +117,54 @@ def main() -> None:
     half = len(rss) // 2
     drift = (np.mean(rss[half:]) - np.mean(rss[:half])) if half else 0.0
     pct = C.percentiles(lat) if lat else {}
-    results = {"users": args.users, "minutes": args.minutes, "queries": len(lat), "errors": errors,
-               "hostile_refused": refused[0], "latency_ms": pct, "samples": samples,
-               "rss_mb_first_half": float(np.mean(rss[:half])) if half else None,
-               "rss_mb_second_half": float(np.mean(rss[half:])) if half else None,
-               "rss_drift_mb": float(drift), "uploads_mb_max": max(s["uploads_mb"] for s in samples)}
+    results = {
+        "users": args.users,
+        "minutes": args.minutes,
+        "queries": len(lat),
+        "errors": errors,
+        "hostile_refused": refused[0],
+        "latency_ms": pct,
+        "samples": samples,
+        "rss_mb_first_half": float(np.mean(rss[:half])) if half else None,
+        "rss_mb_second_half": float(np.mean(rss[half:])) if half else None,
+        "rss_drift_mb": float(drift),
+        "uploads_mb_max": max(s["uploads_mb"] for s in samples),
+    }
     rows = [[s["s"], f"{s['rss_mb']:.0f}", f"{s['uploads_mb']:.1f}", s["queries"]] for s in samples]
-    run.section("Over time", C.md_table(["s", "server RSS MB", "upload folder MB", "queries so far"], rows))
-    run.section("Summary", C.md_table(
-        ["users", "minutes", "queries", "errors", "hostile uploads refused", "p50 ms", "p95 ms", "p99 ms",
-         "RSS drift MB (2nd half - 1st half)", "upload folder max MB"],
-        [[args.users, args.minutes, len(lat), len(errors), refused[0], pct.get("p50"), pct.get("p95"),
-          pct.get("p99"), f"{drift:+.1f}", f"{results['uploads_mb_max']:.1f}"]]))
+    run.section(
+        "Over time", C.md_table(["s", "server RSS MB", "upload folder MB", "queries so far"], rows)
+    )
+    run.section(
+        "Summary",
+        C.md_table(
+            [
+                "users",
+                "minutes",
+                "queries",
+                "errors",
+                "hostile uploads refused",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "RSS drift MB (2nd half - 1st half)",
+                "upload folder max MB",
+            ],
+            [
+                [
+                    args.users,
+                    args.minutes,
+                    len(lat),
+                    len(errors),
+                    refused[0],
+                    pct.get("p50"),
+                    pct.get("p95"),
+                    pct.get("p99"),
+                    f"{drift:+.1f}",
+                    f"{results['uploads_mb_max']:.1f}",
+                ]
+            ],
+        ),
+    )
     run.finish(results, C.command_line())
 
 

@@ -32,39 +32,92 @@ def glance(results: Path, names: list[str]) -> str:
     if q:
         for key, v in q["results"].get("targets", {}).items():
             scenario, threads = key.split("@")
-            rows.append([f"{scenario} p50 (engine)", f"{threads} thread(s)",
-                         f"{C.fmt(v['p50_ms'])} ms", f"<= {v['target_ms']:g} ms", v["verdict"],
-                         "query_latency"])
+            rows.append(
+                [
+                    f"{scenario} p50 (engine)",
+                    f"{threads} thread(s)",
+                    f"{C.fmt(v['p50_ms'])} ms",
+                    f"<= {v['target_ms']:g} ms",
+                    v["verdict"],
+                    "query_latency",
+                ]
+            )
     ix = load(results, "indexing_throughput")
     if ix:
         for catalog, runs in ix["results"]["catalogs"].items():
             for r in runs:
                 ratio = r["ratio_build_to_forward"]
                 verdict = "unreliable (load)" if ratio > 1.05 else C.verdict(ratio, 0.85, True)
-                rows.append([f"build / forward limit, {catalog} (median of paired rounds)",
-                             f"{r['threads']} thread(s)",
-                             f"{ratio:.0%}", ">= 85%", verdict, "indexing_throughput"])
+                rows.append(
+                    [
+                        f"build / forward limit, {catalog} (median of paired rounds)",
+                        f"{r['threads']} thread(s)",
+                        f"{ratio:.0%}",
+                        ">= 85%",
+                        verdict,
+                        "indexing_throughput",
+                    ]
+                )
     for name in [n for n in names if n.startswith("ann")]:
         a = load(results, name)
         for ds, s in (a or {}).get("results", {}).get("datasets", {}).items():
             speed, rel = s.get("hnswlib_speedup_over_exact"), s.get("hnswlib_qps_vs_faiss_hnsw")
             mem = s.get("hnswlib_rss_bytes_per_vector_over_formula")
             if "1M" in ds:
-                rows.append([f"hnswlib vs exact at recall>=0.98, {ds}", "1 thread",
-                             f"{C.fmt(speed)}x", ">= 20x", C.verdict(speed, 20, True), name])
+                rows.append(
+                    [
+                        f"hnswlib vs exact at recall>=0.98, {ds}",
+                        "1 thread",
+                        f"{C.fmt(speed)}x",
+                        ">= 20x",
+                        C.verdict(speed, 20, True),
+                        name,
+                    ]
+                )
                 wspeed = s.get("wrapper_speedup_over_exact")
                 if wspeed:
-                    rows.append([f"searchcore HnswIndex vs exact at recall>=0.98, {ds}",
-                                 "1 thread", f"{C.fmt(wspeed)}x", ">= 20x",
-                                 C.verdict(wspeed, 20, True), name])
-            rows.append([f"hnswlib vs FAISS HNSW QPS, {ds}", "1 thread", f"{C.fmt(rel)}x",
-                         ">= 0.8x", C.verdict(rel, 0.8, True), name])
-            rows.append([f"hnswlib RSS / (4d+8M), {ds}", "-", f"{C.fmt(mem)}x", "<= 1.1x",
-                         C.verdict(mem, 1.1, False), name])
+                    rows.append(
+                        [
+                            f"searchcore HnswIndex vs exact at recall>=0.98, {ds}",
+                            "1 thread",
+                            f"{C.fmt(wspeed)}x",
+                            ">= 20x",
+                            C.verdict(wspeed, 20, True),
+                            name,
+                        ]
+                    )
+            rows.append(
+                [
+                    f"hnswlib vs FAISS HNSW QPS, {ds}",
+                    "1 thread",
+                    f"{C.fmt(rel)}x",
+                    ">= 0.8x",
+                    C.verdict(rel, 0.8, True),
+                    name,
+                ]
+            )
+            rows.append(
+                [
+                    f"hnswlib RSS / (4d+8M), {ds}",
+                    "-",
+                    f"{C.fmt(mem)}x",
+                    "<= 1.1x",
+                    C.verdict(mem, 1.1, False),
+                    name,
+                ]
+            )
             wmem = s.get("hnswlib_rss_bytes_per_vector_with_wrapper_over_formula")
             if wmem:
-                rows.append([f"loaded HnswIndex RSS / (4d+8M), {ds}", "-", f"{C.fmt(wmem)}x",
-                             "<= 1.1x", C.verdict(wmem, 1.1, False), name])
+                rows.append(
+                    [
+                        f"loaded HnswIndex RSS / (4d+8M), {ds}",
+                        "-",
+                        f"{C.fmt(wmem)}x",
+                        "<= 1.1x",
+                        C.verdict(wmem, 1.1, False),
+                        name,
+                    ]
+                )
     return C.md_table(["target", "setting", "measured", "target", "verdict", "details"], rows)
 
 
@@ -84,11 +137,21 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     names = [n for n in ORDER if (args.results / f"{n}.md").is_file()]
     names += [n for n in args.also.split(",") if n and (args.results / f"{n}.md").is_file()]
-    block = "\n".join([START, "", "### Targets at a glance", "", glance(args.results, names), "",
-                       *[body(args.results, n) for n in names], END])
+    block = "\n".join(
+        [
+            START,
+            "",
+            "### Targets at a glance",
+            "",
+            glance(args.results, names),
+            "",
+            *[body(args.results, n) for n in names],
+            END,
+        ]
+    )
     readme = args.readme.read_text()
     if START in readme and END in readme:
-        readme = readme[:readme.index(START)] + block + readme[readme.index(END) + len(END):]
+        readme = readme[: readme.index(START)] + block + readme[readme.index(END) + len(END) :]
     else:
         readme = readme.rstrip() + "\n\n" + block + "\n"
     args.readme.write_text(readme)

@@ -50,8 +50,10 @@ class BuildReport:
         return self.indexed / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> str:
-        text = (f"indexed {self.indexed} products into {self.folder} in {self.seconds:.1f} s "
-                f"({self.images_per_s:.1f} images/s)")
+        text = (
+            f"indexed {self.indexed} products into {self.folder} in {self.seconds:.1f} s "
+            f"({self.images_per_s:.1f} images/s)"
+        )
         if self.skipped:
             text += f"; skipped {len(self.skipped)} with unusable images:"
             text += "".join(f"\n  {s['id']}: {s['reason']}" for s in self.skipped[:20])
@@ -116,32 +118,61 @@ def build_index(
     if not (n >= 1 and 0 <= i < n):
         raise ConfigError(f"shard must be i/n with 0 <= i < n, not {i}/{n}")
     if is_milvus(out):
-        return _build_milvus(catalog, embedder, str(out), settings=settings, batch_size=batch_size,
-                             workers=workers, lanes=lanes, progress=progress, shard=shard,
-                             collection=collection, token=token)
+        return _build_milvus(
+            catalog,
+            embedder,
+            str(out),
+            settings=settings,
+            batch_size=batch_size,
+            workers=workers,
+            lanes=lanes,
+            progress=progress,
+            shard=shard,
+            collection=collection,
+            token=token,
+        )
     if n != 1:
-        raise ConfigError("sharded builds fill one shared Milvus collection: give --out a Milvus "
-                          "URI (http://host:19530) or a Milvus Lite file (index.db)")
+        raise ConfigError(
+            "sharded builds fill one shared Milvus collection: give --out a Milvus "
+            "URI (http://host:19530) or a Milvus Lite file (index.db)"
+        )
     out = Path(out)
     started = time.perf_counter()
     index = HnswIndex(
-        embedder.dim, space=settings.space, m=settings.m,
-        ef_construction=settings.ef_construction, ef_search=settings.ef_search,
+        embedder.dim,
+        space=settings.space,
+        m=settings.m,
+        ef_construction=settings.ef_construction,
+        ef_search=settings.ef_search,
         capacity=max(len(catalog), 16),
     )
-    skipped = _embed_rows(catalog, embedder, list(range(len(catalog))), index.add,
-                          batch_size=batch_size, workers=workers, progress=progress,
-                          lanes=lanes)
+    skipped = _embed_rows(
+        catalog,
+        embedder,
+        list(range(len(catalog))),
+        index.add,
+        batch_size=batch_size,
+        workers=workers,
+        progress=progress,
+        lanes=lanes,
+    )
     if len(index) == 0:
         raise SearchError(f"no product of {catalog.source} has a usable image; nothing to index")
     seconds = time.perf_counter() - started
     with folder_lock(out):  # the same lock as live writers: a build is one more commit
-        commit_folder(out, index, _meta(catalog, embedder, out, skipped, seconds), current_manifest(out))
+        commit_folder(
+            out, index, _meta(catalog, embedder, out, skipped, seconds), current_manifest(out)
+        )
     return BuildReport(folder=out, indexed=len(index), skipped=skipped, seconds=seconds)
 
 
-def _meta(catalog: Catalog, embedder: Embedder, out: Path | None, skipped: list[dict[str, Any]],
-          seconds: float) -> dict[str, Any]:
+def _meta(
+    catalog: Catalog,
+    embedder: Embedder,
+    out: Path | None,
+    skipped: list[dict[str, Any]],
+    seconds: float,
+) -> dict[str, Any]:
     return {
         "model": {"spec": embedder.spec, "fingerprint": embedder.fingerprint, "dim": embedder.dim},
         "catalog": catalog_meta(catalog, out),
@@ -150,16 +181,32 @@ def _meta(catalog: Catalog, embedder: Embedder, out: Path | None, skipped: list[
     }
 
 
-def _build_milvus(catalog: Catalog, embedder: Embedder, uri: str, *, settings: IndexSettings,
-                  batch_size: int, workers: int, lanes: int | None, progress: bool,
-                  shard: tuple[int, int],
-                  collection: str, token: str | None) -> BuildReport:
+def _build_milvus(
+    catalog: Catalog,
+    embedder: Embedder,
+    uri: str,
+    *,
+    settings: IndexSettings,
+    batch_size: int,
+    workers: int,
+    lanes: int | None,
+    progress: bool,
+    shard: tuple[int, int],
+    collection: str,
+    token: str | None,
+) -> BuildReport:
     from searchcore.milvus import MilvusStore
 
     started = time.perf_counter()
     params = {"M": settings.m, "efConstruction": settings.ef_construction}
-    store = MilvusStore.create(uri, collection, embedder.dim, token=token, index_params=params,
-                               ef_search=settings.ef_search)
+    store = MilvusStore.create(
+        uri,
+        collection,
+        embedder.dim,
+        token=token,
+        index_params=params,
+        ef_search=settings.ef_search,
+    )
     fingerprint = embedder.fingerprint
     i, n = shard
     ids = catalog.df["id"].tolist()
@@ -173,19 +220,36 @@ def _build_milvus(catalog: Catalog, embedder: Embedder, uri: str, *, settings: I
     def add(vectors: Any, labels: Any) -> None:
         store.add(vectors, labels, [records[int(x)] for x in labels], model=fingerprint)
 
-    skipped = _embed_rows(catalog, embedder, rows, add, batch_size=batch_size, workers=workers,
-                          progress=progress, lanes=lanes)
+    skipped = _embed_rows(
+        catalog,
+        embedder,
+        rows,
+        add,
+        batch_size=batch_size,
+        workers=workers,
+        progress=progress,
+        lanes=lanes,
+    )
     seconds = time.perf_counter() - started
     meta = _meta(catalog, embedder, None, skipped[:1000], seconds)
     meta["shards"] = n
     store.save(meta)
-    return BuildReport(folder=Path(uri), indexed=len(rows) - len(skipped), skipped=skipped,
-                       seconds=seconds)
+    return BuildReport(
+        folder=Path(uri), indexed=len(rows) - len(skipped), skipped=skipped, seconds=seconds
+    )
 
 
-def _embed_rows(catalog: Catalog, embedder: Embedder, rows: list[int], add: Any, *,
-                batch_size: int, workers: int, progress: bool,
-                lanes: int | None = None) -> list[dict[str, Any]]:
+def _embed_rows(
+    catalog: Catalog,
+    embedder: Embedder,
+    rows: list[int],
+    add: Any,
+    *,
+    batch_size: int,
+    workers: int,
+    progress: bool,
+    lanes: int | None = None,
+) -> list[dict[str, Any]]:
     skipped: list[dict[str, Any]] = []
     ids = catalog.df["id"].tolist()
     bar = _progress(len(rows), progress)
@@ -223,8 +287,9 @@ def _lanes(embedder: Any) -> int:
 Embedded = tuple[list[int], Any, list[tuple[int, str]]]  # rows, their vectors, failures
 
 
-def _in_lanes(catalog: Catalog, embedder: Any, wanted: list[int], batch_size: int,
-              lanes: int) -> Iterator[Embedded]:
+def _in_lanes(
+    catalog: Catalog, embedder: Any, wanted: list[int], batch_size: int, lanes: int
+) -> Iterator[Embedded]:
     """``lanes`` threads, each decoding, preprocessing and embedding whole batches on one torch
     thread. torch's thread count is 1 for the build's duration, and restored after."""
     import torch
@@ -244,7 +309,7 @@ def _in_lanes(catalog: Catalog, embedder: Any, wanted: list[int], batch_size: in
         vectors = embedder.embed_pixels(collate(items)) if items else None
         return kept, vectors, failures
 
-    chunks = [wanted[i:i + batch_size] for i in range(0, len(wanted), batch_size)]
+    chunks = [wanted[i : i + batch_size] for i in range(0, len(wanted), batch_size)]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # lane threads start after this, with one intra-op thread each
     try:
@@ -260,8 +325,9 @@ def _in_lanes(catalog: Catalog, embedder: Any, wanted: list[int], batch_size: in
         torch.set_num_threads(threads)
 
 
-def _overlapped(catalog: Catalog, embedder: Any, wanted: list[int], batch_size: int,
-                workers: int) -> Iterator[Embedded]:
+def _overlapped(
+    catalog: Catalog, embedder: Any, wanted: list[int], batch_size: int, workers: int
+) -> Iterator[Embedded]:
     for rows, pixels, failures in _batches(catalog, embedder, wanted, batch_size, workers):
         yield rows, (embedder.embed_pixels(pixels) if rows else None), failures
 
@@ -298,8 +364,9 @@ def _batches(
         items: list[Any] = []
         failures: list[tuple[int, str]] = []
         while pending or next_row < len(wanted):
-            room = max(workers + 1, min(ahead, READ_AHEAD_BYTES // (largest[0] or
-                                                                   READ_AHEAD_BYTES)))
+            room = max(
+                workers + 1, min(ahead, READ_AHEAD_BYTES // (largest[0] or READ_AHEAD_BYTES))
+            )
             while next_row < len(wanted) and len(pending) < room:
                 pending.append(pool.submit(load, wanted[next_row]))
                 next_row += 1

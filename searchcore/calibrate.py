@@ -44,11 +44,26 @@ class MatchGate:
 
 
 NONSENSE_TEXT = (
-    "a tax return form", "the moon over a lake", "qwerty asdf zxcv", "pizza with mushrooms",
-    "a cat asleep on a sofa", "quarterly sales spreadsheet", "mountain landscape at dawn",
-    "a diesel engine", "snow on a pine forest", "a bowl of ramen", "railway timetable",
-    "an x-ray of a hand", "lorem ipsum dolor sit amet", "a flock of seagulls", "a traffic jam",
-    "wedding cake", "an electric guitar", "the periodic table", "a burning candle", "sand dunes",
+    "a tax return form",
+    "the moon over a lake",
+    "qwerty asdf zxcv",
+    "pizza with mushrooms",
+    "a cat asleep on a sofa",
+    "quarterly sales spreadsheet",
+    "mountain landscape at dawn",
+    "a diesel engine",
+    "snow on a pine forest",
+    "a bowl of ramen",
+    "railway timetable",
+    "an x-ray of a hand",
+    "lorem ipsum dolor sit amet",
+    "a flock of seagulls",
+    "a traffic jam",
+    "wedding cake",
+    "an electric guitar",
+    "the periodic table",
+    "a burning candle",
+    "sand dunes",
 )
 
 
@@ -73,7 +88,9 @@ def _nonsense_image(rng: np.random.Generator, side: int = 96) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8))
 
 
-def calibrate(engine: SearchEngine, index_dir: str | None, percentile: float = 5.0, n: int = 80) -> MatchGate:
+def calibrate(
+    engine: SearchEngine, index_dir: str | None, percentile: float = 5.0, n: int = 80
+) -> MatchGate:
     """Thresholds from the index's own score distribution, cached next to the index.
 
     Genuine queries are degraded photos and titles of ``n`` catalog products; the threshold is
@@ -87,10 +104,17 @@ def calibrate(engine: SearchEngine, index_dir: str | None, percentile: float = 5
     from searchcore.index import read_manifest
     from searchcore.store import is_milvus
 
-    cache = None if index_dir is None or is_milvus(index_dir) else Path(index_dir) / CALIBRATION_FILE
+    cache = (
+        None if index_dir is None or is_milvus(index_dir) else Path(index_dir) / CALIBRATION_FILE
+    )
     if cache is not None:  # keyed by the index file's checksum: a rebuilt index recalibrates
-        key = {"index": read_manifest(Path(index_dir))["index_sha256"], "percentile": percentile,
-               "model": engine.embedder.fingerprint, "n": n, "version": 1}
+        key = {
+            "index": read_manifest(Path(index_dir))["index_sha256"],
+            "percentile": percentile,
+            "model": engine.embedder.fingerprint,
+            "n": n,
+            "version": 1,
+        }
         try:
             saved = read_json(cache, 1 << 20)
             if saved.get("key") == key:
@@ -116,10 +140,12 @@ def calibrate(engine: SearchEngine, index_dir: str | None, percentile: float = 5
     good_txt = top1(engine.embedder.embed_texts(titles))
     bad_txt = top1(engine.embedder.embed_texts(list(NONSENSE_TEXT)))
     t_img, t_txt = (float(np.percentile(g, percentile)) for g in (good_img, good_txt))
-    how = (f"the {percentile:g}th percentile of the best scores of {len(photos)} degraded catalog "
-           f"photos ({t_img:.3f}) and titles ({t_txt:.3f}); it turns away "
-           f"{np.mean(bad_img < t_img):.0%} of {len(bad_img)} non-product images and "
-           f"{np.mean(bad_txt < t_txt):.0%} of {len(bad_txt)} off-topic phrases")
+    how = (
+        f"the {percentile:g}th percentile of the best scores of {len(photos)} degraded catalog "
+        f"photos ({t_img:.3f}) and titles ({t_txt:.3f}); it turns away "
+        f"{np.mean(bad_img < t_img):.0%} of {len(bad_img)} non-product images and "
+        f"{np.mean(bad_txt < t_txt):.0%} of {len(bad_txt)} off-topic phrases"
+    )
     if cache is not None:
         try:
             write_json_atomic(cache, {"key": key, "image": t_img, "text": t_txt, "how": how})

@@ -155,8 +155,10 @@ def read_table(path: Path) -> pd.DataFrame:
         raise CatalogError(f"catalog {path.name} is not a regular file") from None
     except UnicodeDecodeError:
         raise CatalogError(f"catalog {path.name} is not UTF-8 text") from None
-    except Exception as exc:  # noqa: BLE001 - pandas/pyarrow raise many types on bad files
-        raise CatalogError(f"cannot read catalog {path.name}: {str(exc).splitlines()[0][:160]}") from None
+    except Exception as exc:
+        raise CatalogError(
+            f"cannot read catalog {path.name}: {str(exc).splitlines()[0][:160]}"
+        ) from None
 
 
 def _is_missing(v: object) -> bool:
@@ -213,12 +215,21 @@ def _apply_mapping(
     for canonical, source in column_map:
         if source not in df.columns:
             report.errors.append(
-                Problem("column", f"column {source!r} (mapped to {canonical}) is not in the "
-                        f"catalog; its columns are: {', '.join(map(str, df.columns))}")
+                Problem(
+                    "column",
+                    f"column {source!r} (mapped to {canonical}) is not in the "
+                    f"catalog; its columns are: {', '.join(map(str, df.columns))}",
+                )
             )
-        elif canonical in df.columns and canonical != source and canonical not in dict(column_map).values():
+        elif (
+            canonical in df.columns
+            and canonical != source
+            and canonical not in dict(column_map).values()
+        ):
             report.errors.append(
-                Problem("column", f"both {canonical!r} and {source!r} (mapped to {canonical}) exist")
+                Problem(
+                    "column", f"both {canonical!r} and {source!r} (mapped to {canonical}) exist"
+                )
             )
         else:
             renames[source] = canonical
@@ -241,10 +252,18 @@ def _check_rows(df: pd.DataFrame, root: Path, report: ValidationReport) -> None:
         text = df[col].astype(str)
         bad = text.str.contains("\x00", regex=False)
         for row in np.flatnonzero(bad.to_numpy()):
-            errors.append(Problem("nul", f"column {col} contains a NUL byte", int(row), ids.iat[row]))
+            errors.append(
+                Problem("nul", f"column {col} contains a NUL byte", int(row), ids.iat[row])
+            )
         for row in np.flatnonzero((text.str.len() > MAX_FIELD).to_numpy()):
-            errors.append(Problem("size", f"column {col} is over {MAX_FIELD} characters", int(row),
-                                  ids.iat[row][:40]))
+            errors.append(
+                Problem(
+                    "size",
+                    f"column {col} is over {MAX_FIELD} characters",
+                    int(row),
+                    ids.iat[row][:40],
+                )
+            )
     stripped = ids.str.strip()
     for row in np.flatnonzero((stripped == "").to_numpy()):
         errors.append(Problem("id", "empty id", int(row)))
@@ -281,7 +300,11 @@ def image_path_problem(value: str, root: Path) -> str | None:
     text = str(value)
     if not text.strip():
         return "empty image path"
-    if PurePosixPath(text).is_absolute() or PureWindowsPath(text).is_absolute() or PureWindowsPath(text).drive:
+    if (
+        PurePosixPath(text).is_absolute()
+        or PureWindowsPath(text).is_absolute()
+        or PureWindowsPath(text).drive
+    ):
         return f"image path {text!r} is absolute; give it relative to the catalog folder"
     if ".." in PurePosixPath(text.replace("\\", "/")).parts:
         return f"image path {text!r} leaves the catalog folder"
@@ -308,9 +331,13 @@ def _check_images(
                 return Problem("bad_image", f"image {df['image'].iat[i]}: {exc}", i, ids[i])
         return None
 
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, os.cpu_count() or 1) if decode else 8)) as pool:
+    with ThreadPoolExecutor(
+        max_workers=max(1, min(workers, os.cpu_count() or 1) if decode else 8)
+    ) as pool:
         for problem in pool.map(check, range(len(paths))):
             if problem is None:
                 continue
-            (report.missing_images if problem.kind == "missing_image" else report.bad_images).append(problem)
+            (
+                report.missing_images if problem.kind == "missing_image" else report.bad_images
+            ).append(problem)
     report.images_checked = decode

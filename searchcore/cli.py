@@ -12,7 +12,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from searchcore.config import UPSCALE_MODES, IndexSettings, Settings, UpscaleSettings, parse_column_map
+from searchcore.config import (
+    UPSCALE_MODES,
+    IndexSettings,
+    Settings,
+    UpscaleSettings,
+    parse_column_map,
+)
 from searchcore.errors import ConfigError, SearchError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
@@ -24,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = p.add_subparsers(dest="command", required=True)
 
-    cat = sub.add_parser("catalog", help="make or check a catalog").add_subparsers(dest="action", required=True)
+    cat = sub.add_parser("catalog", help="make or check a catalog").add_subparsers(
+        dest="action", required=True
+    )
     gen = cat.add_parser("generate", help="write the synthetic demo shop")
     gen.add_argument("--out", type=Path, required=True)
     gen.add_argument("--n", type=int, default=1200)
@@ -35,9 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--no-decode", action="store_true", help="only check that image files exist")
     val.add_argument("--json", action="store_true")
 
-    for action, text in (("add", "add a product (with its photo) to a live index"),
-                         ("update", "change a product's fields or photo"),
-                         ("remove", "remove products")):
+    for action, text in (
+        ("add", "add a product (with its photo) to a live index"),
+        ("update", "change a product's fields or photo"),
+        ("remove", "remove products"),
+    ):
         live = cat.add_parser(action, help=text)
         live.add_argument("--index", required=True, help="index folder")
         live.add_argument("--id", dest="ids", action="append", required=True)
@@ -45,29 +55,52 @@ def build_parser() -> argparse.ArgumentParser:
             live.add_argument("--image", type=Path, required=action == "add")
             for field in ("title", "category", "price", "colour"):
                 live.add_argument(f"--{field}")
-            live.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                              help="any other catalog field")
+            live.add_argument(
+                "--set",
+                action="append",
+                default=[],
+                metavar="FIELD=VALUE",
+                help="any other catalog field",
+            )
     chk = cat.add_parser("check", help="check a live index's invariants")
     chk.add_argument("--index", required=True)
 
-    idx = sub.add_parser("index", help="build an index").add_subparsers(dest="action", required=True)
+    idx = sub.add_parser("index", help="build an index").add_subparsers(
+        dest="action", required=True
+    )
     b = idx.add_parser("build", help="embed a catalog's photos into an index folder")
     _catalog_args(b)
     _model_args(b)
-    b.add_argument("--out", required=True,
-                   help="index folder (hnswlib), or a Milvus URI (http://host:19530) / Milvus Lite file (x.db)")
-    b.add_argument("--shard", default="0/1", metavar="I/N",
-                   help="embed only rows r with r %% N == I (parallel jobs into one Milvus collection)")
+    b.add_argument(
+        "--out",
+        required=True,
+        help="index folder (hnswlib), or a Milvus URI (http://host:19530) / Milvus Lite "
+        "file (x.db)",
+    )
+    b.add_argument(
+        "--shard",
+        default="0/1",
+        metavar="I/N",
+        help="embed only rows r with r %% N == I (parallel jobs into one Milvus collection)",
+    )
     b.add_argument("--collection", default=None, help="Milvus collection (default: products)")
     b.add_argument("--M", dest="m", type=int, default=IndexSettings.m)
     b.add_argument("--ef-construction", type=int, default=IndexSettings.ef_construction)
     b.add_argument("--ef-search", type=int, default=IndexSettings.ef_search)
     b.add_argument("--batch-size", type=int, default=32)
-    b.add_argument("--workers", type=int, default=2,
-                   help="threads decoding photos for a single lane (GPU, or one torch thread)")
-    b.add_argument("--lanes", type=int, default=None,
-                   help="batches embedded at once, one torch thread each (default: one per "
-                        "torch thread on the CPU, 1 on a GPU)")
+    b.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="threads decoding photos for a single lane (GPU, or one torch thread)",
+    )
+    b.add_argument(
+        "--lanes",
+        type=int,
+        default=None,
+        help="batches embedded at once, one torch thread each (default: one per "
+        "torch thread on the CPU, 1 on a GPU)",
+    )
     b.add_argument("--no-progress", action="store_true")
 
     s = sub.add_parser("search", help="query an index")
@@ -76,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--text", help="what the shopper wants; with --image, refines the photo")
     s.add_argument("--image", type=Path, action="append", default=[], help="a photo (repeatable)")
     s.add_argument("--images", type=Path, help="a folder of photos, one query each")
-    s.add_argument("--text-weight", type=float, default=0.5, help="weight of --text next to a photo")
+    s.add_argument(
+        "--text-weight", type=float, default=0.5, help="weight of --text next to a photo"
+    )
     s.add_argument("--k", type=int, default=10)
     s.add_argument("--upscale", choices=UPSCALE_MODES, default=None)
     s.add_argument("--category")
@@ -124,8 +159,13 @@ def _add_extensions(sub: argparse._SubParsersAction) -> None:
 
 def _catalog_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--catalog", type=Path, required=True, help="CSV or Parquet file")
-    p.add_argument("--map", action="append", default=[], metavar="CANONICAL=COLUMN",
-                   help="use the shop's own header, e.g. --map title=productDisplayName")
+    p.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="CANONICAL=COLUMN",
+        help="use the shop's own header, e.g. --map title=productDisplayName",
+    )
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -147,8 +187,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse has printed its usage message
         return int(exc.code or 0)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.ERROR,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         return COMMANDS[(args.command, getattr(args, "action", None))](args)
     except SearchError as exc:
@@ -162,8 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _settings(args: argparse.Namespace, **extra: object) -> Settings:
     from searchcore.service import set_threads
 
-    fields = {name: getattr(args, name, None) for name in (
-        "model", "device", "threads", "allow_download", "upscaler", "upscaler_weights")}
+    fields = {
+        name: getattr(args, name, None)
+        for name in ("model", "device", "threads", "allow_download", "upscaler", "upscaler_weights")
+    }
     settings = Settings.from_env(**fields, **extra)
     set_threads(settings.threads)
     return settings
@@ -180,15 +224,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from searchcore.catalog import load_catalog
 
-    catalog = load_catalog(args.catalog, parse_column_map(args.map), strict=False,
-                           check_images=not args.no_decode)
+    catalog = load_catalog(
+        args.catalog, parse_column_map(args.map), strict=False, check_images=not args.no_decode
+    )
     report = catalog.report
     assert report is not None
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
     return 0 if report.ok else 1
 
 
-def _live_shop(args: argparse.Namespace):  # noqa: ANN202
+def _live_shop(args: argparse.Namespace):
     from searchcore.live import LiveShop
     from searchcore.service import open_engine
 
@@ -197,14 +242,19 @@ def _live_shop(args: argparse.Namespace):  # noqa: ANN202
 
 
 def _fields(args: argparse.Namespace) -> dict[str, str]:
-    fields = {f: getattr(args, f) for f in ("title", "category", "price", "colour")
-              if getattr(args, f, None) is not None}
+    fields = {
+        f: getattr(args, f)
+        for f in ("title", "category", "price", "colour")
+        if getattr(args, f, None) is not None
+    }
     for item in getattr(args, "set", []):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set must look like FIELD=VALUE, not {item!r}")
         if key.strip() in fields or key.strip() == "id":
-            raise ConfigError(f"--set {key.strip()}=... is refused: use --{key.strip()} (ids never change)")
+            raise ConfigError(
+                f"--set {key.strip()}=... is refused: use --{key.strip()} (ids never change)"
+            )
         fields[key.strip()] = value
     return fields
 
@@ -245,7 +295,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     problems = check_invariants(shop)
     for p in problems:
         print(f"problem: {p}")
-    print(f"{len(shop.live_ids)} products live; " + ("ok" if not problems else f"{len(problems)} problems"))
+    print(
+        f"{len(shop.live_ids)} products live; "
+        + ("ok" if not problems else f"{len(problems)} problems")
+    )
     return 1 if problems else 0
 
 
@@ -258,11 +311,22 @@ def cmd_build(args: argparse.Namespace) -> int:
     shard = _parse_shard(args.shard)
     catalog = load_catalog(args.catalog, parse_column_map(args.map))
     embedder = make_embedder(settings)
-    index_settings = IndexSettings(m=args.m, ef_construction=args.ef_construction, ef_search=args.ef_search)
-    report = build_index(catalog, embedder, args.out, settings=index_settings,
-                         batch_size=args.batch_size, workers=args.workers, lanes=args.lanes,
-                         progress=not args.no_progress and sys.stderr.isatty(), shard=shard,
-                         collection=settings.milvus_collection, token=settings.milvus_token)
+    index_settings = IndexSettings(
+        m=args.m, ef_construction=args.ef_construction, ef_search=args.ef_search
+    )
+    report = build_index(
+        catalog,
+        embedder,
+        args.out,
+        settings=index_settings,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        lanes=args.lanes,
+        progress=not args.no_progress and sys.stderr.isatty(),
+        shard=shard,
+        collection=settings.milvus_collection,
+        token=settings.milvus_token,
+    )
     print(report.summary())
     return 0
 
@@ -289,16 +353,25 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not images and not args.text:
         raise SearchError("give --text, --image or --images")
     upscale = UpscaleSettings(mode=args.upscale) if args.upscale else None
-    settings = _settings(args, milvus_collection=args.collection,
-                         **({"upscale": upscale} if upscale else {}))
+    settings = _settings(
+        args, milvus_collection=args.collection, **({"upscale": upscale} if upscale else {})
+    )
     engine = open_engine(settings, args.index)
     filters = Filters(category=args.category, min_price=args.min_price, max_price=args.max_price)
-    queries: list[dict] = [{"image": p, "label": str(p)} for p in images] or [{"image": None, "label": args.text}]
+    queries: list[dict] = [{"image": p, "label": str(p)} for p in images] or [
+        {"image": None, "label": args.text}
+    ]
     failed = 0
     for q in queries:
         try:
-            result = engine.search(image=q["image"], text=args.text, text_weight=args.text_weight,
-                                   k=args.k, filters=filters, query_label=q["label"])
+            result = engine.search(
+                image=q["image"],
+                text=args.text,
+                text_weight=args.text_weight,
+                k=args.k,
+                filters=filters,
+                query_label=q["label"],
+            )
         except SearchError as exc:
             if len(queries) == 1 and not args.json:
                 raise
@@ -310,7 +383,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _format(result) -> str:  # noqa: ANN001
+def _format(result) -> str:
     lines = [f"query: {result.query}"]
     if result.decision is not None:
         lines.append(f"upscaled: {'yes' if result.upscaled else 'no'} ({result.decision.reason})")
@@ -328,7 +401,9 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from searchcore.images import decode_image
     from searchcore.upscale import build_upscaler
 
-    settings = _settings(args, upscale=UpscaleSettings(tile=args.tile, max_input_side=args.max_input_side))
+    settings = _settings(
+        args, upscale=UpscaleSettings(tile=args.tile, max_input_side=args.max_input_side)
+    )
     img = decode_image(args.input)
     out = build_upscaler(settings).upscale(img)
     try:
@@ -345,8 +420,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     index_dir = str(args.index or args.dir / "index")
-    engine = open_or_build(settings, args.dir / "products.csv", index_dir, demo=True,
-                           say=lambda m: print(m, flush=True), progress=sys.stderr.isatty())
+    engine = open_or_build(
+        settings,
+        args.dir / "products.csv",
+        index_dir,
+        demo=True,
+        say=lambda m: print(m, flush=True),
+        progress=sys.stderr.isatty(),
+    )
     for text in DEMO_QUERIES:
         print()
         print(_format(engine.search(text=text, k=5)))

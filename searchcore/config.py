@@ -50,7 +50,9 @@ class UpscaleSettings:
 
     def __post_init__(self) -> None:
         if self.mode not in UPSCALE_MODES:
-            raise ConfigError(f"upscale mode must be one of {', '.join(UPSCALE_MODES)}, not {self.mode!r}")
+            raise ConfigError(
+                f"upscale mode must be one of {', '.join(UPSCALE_MODES)}, not {self.mode!r}"
+            )
         if self.min_side < 1 or self.max_input_side < 8:
             raise ConfigError("upscale sizes must be positive (max_input_side >= 8)")
 
@@ -179,7 +181,9 @@ def parse_column_map(items: list[str] | tuple[str, ...] | None) -> tuple[tuple[s
             continue
         canonical, sep, source = item.partition("=")
         if not sep or not canonical.strip() or not source.strip():
-            raise ConfigError(f"column mapping must look like canonical=source_column, not {item!r}")
+            raise ConfigError(
+                f"column mapping must look like canonical=source_column, not {item!r}"
+            )
         pairs.append((canonical.strip(), source.strip()))
     canon = [c for c, _ in pairs]
     if len(set(canon)) != len(canon):

@@ -80,16 +80,18 @@ class ModelSpec:
                 return cls("local", str(DEFAULT_MODEL_DIR), raw=raw)
             return cls("arch", FALLBACK_ARCH, raw=raw)
         if raw.startswith("hf-hub:"):
-            return cls("hub", raw[len("hf-hub:"):], raw=raw)
+            return cls("hub", raw[len("hf-hub:") :], raw=raw)
         if raw.startswith("local-dir:"):
-            return cls("local", raw[len("local-dir:"):], raw=raw)
+            return cls("local", raw[len("local-dir:") :], raw=raw)
         if "/" in raw or raw.startswith(".") or Path(raw).is_dir():
             return cls("local", raw, raw=raw)
         name, _, tag = raw.partition(":")
         return cls("pretrained" if tag else "arch", name, tag or None, raw=raw)
 
 
-def register_architecture(path_or_config: str | Path | dict[str, Any], name: str | None = None) -> str:
+def register_architecture(
+    path_or_config: str | Path | dict[str, Any], name: str | None = None
+) -> str:
     """Make an open_clip JSON config available by name; returns the name."""
     import open_clip
     from open_clip import factory
@@ -139,12 +141,16 @@ class BatchTransform:
         for t in getattr(transform, "transforms", [None]):
             kind = type(t).__name__
             if kind == "Resize" and not to_tensor:
-                geometry.append(v2.Resize(t.size, interpolation=t.interpolation,
-                                          max_size=t.max_size, antialias=True))
+                geometry.append(
+                    v2.Resize(
+                        t.size, interpolation=t.interpolation, max_size=t.max_size, antialias=True
+                    )
+                )
             elif kind == "CenterCrop" and not to_tensor:
                 geometry.append(v2.CenterCrop(t.size))
-            elif (kind == "MaybeConvertMode" and t.mode == "RGB"
-                  or getattr(t, "__name__", "") == "_convert_to_rgb"):
+            elif (kind == "MaybeConvertMode" and t.mode == "RGB") or getattr(
+                t, "__name__", ""
+            ) == "_convert_to_rgb":
                 continue  # prepare() already gives RGB
             elif kind in ("ToTensor", "MaybeToTensor") and not to_tensor:
                 to_tensor, scale = True, scale / 255.0
@@ -173,8 +179,14 @@ class ClipEmbedder:
     has_text = True
 
     def __init__(
-        self, model: Any, preprocess: Any, tokenizer: Any, *, spec: str,
-        device: str = "cpu", batch_size: int = 32,
+        self,
+        model: Any,
+        preprocess: Any,
+        tokenizer: Any,
+        *,
+        spec: str,
+        device: str = "cpu",
+        batch_size: int = 32,
     ) -> None:
         import torch
 
@@ -260,8 +272,10 @@ class ClipEmbedder:
         return self.collate([self.prepare(img) for img in images])
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        out = [self.embed_pixels(self.preprocess_images(images[i : i + self.batch_size]))
-               for i in range(0, len(images), self.batch_size)]
+        out = [
+            self.embed_pixels(self.preprocess_images(images[i : i + self.batch_size]))
+            for i in range(0, len(images), self.batch_size)
+        ]
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
     def embed_pixels(self, pixels: Any) -> np.ndarray:
@@ -279,7 +293,9 @@ class ClipEmbedder:
         out = []
         with torch.inference_mode():
             for i in range(0, len(texts), self.batch_size):
-                out.append(self._text_features(list(texts[i : i + self.batch_size])).float().cpu().numpy())
+                out.append(
+                    self._text_features(list(texts[i : i + self.batch_size])).float().cpu().numpy()
+                )
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
     def _text_features(self, texts: list[str]) -> Any:
@@ -305,8 +321,9 @@ class PixelEmbedder:
         self.batch_size = 256
 
     def prepare(self, img: Image.Image) -> np.ndarray:
-        return np.asarray(img.convert("RGB").resize((self.size, self.size),
-                                                     Image.Resampling.BILINEAR))
+        return np.asarray(
+            img.convert("RGB").resize((self.size, self.size), Image.Resampling.BILINEAR)
+        )
 
     def collate(self, arrays: Sequence[np.ndarray]) -> Any:
         import torch
@@ -332,8 +349,13 @@ class PixelEmbedder:
 
 
 def load_embedder(
-    spec: str, *, cache_dir: Path | None = None, allow_download: bool = False,
-    device: str = "cpu", batch_size: int = 32, seed: int = DEFAULT_SEED,
+    spec: str,
+    *,
+    cache_dir: Path | None = None,
+    allow_download: bool = False,
+    device: str = "cpu",
+    batch_size: int = 32,
+    seed: int = DEFAULT_SEED,
 ) -> ClipEmbedder | PixelEmbedder:
     """Build an embedder from a spec string (see the module docstring)."""
     import torch
@@ -362,7 +384,9 @@ def load_embedder(
                 tokenizer = open_clip.get_tokenizer(name)
             elif parsed.kind == "hub":
                 name = f"hf-hub:{parsed.name}"
-                model, _, preprocess = open_clip.create_model_and_transforms(name, cache_dir=cache, device=device)
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    name, cache_dir=cache, device=device
+                )
                 tokenizer = open_clip.get_tokenizer(name, cache_dir=cache)
             else:
                 if parsed.name not in open_clip.list_models():
@@ -372,10 +396,16 @@ def load_embedder(
                         f"({', '.join(sorted(_registered)) or 'none'}), NAME:TAG, hf-hub:ORG/REPO "
                         "or a model folder"
                     )
-                if parsed.tag and not Path(parsed.tag).is_file() and not open_clip.is_pretrained_cfg(parsed.name, parsed.tag):
+                if (
+                    parsed.tag
+                    and not Path(parsed.tag).is_file()
+                    and not open_clip.is_pretrained_cfg(parsed.name, parsed.tag)
+                ):
                     tags = open_clip.list_pretrained_tags_by_model(parsed.name)
-                    raise ConfigError(f"{parsed.name} has no pretrained tag {parsed.tag!r}; "
-                                      f"known tags: {', '.join(tags) or 'none'}")
+                    raise ConfigError(
+                        f"{parsed.name} has no pretrained tag {parsed.tag!r}; "
+                        f"known tags: {', '.join(tags) or 'none'}"
+                    )
                 torch.manual_seed(seed)  # random init is part of the spec: same seed, same model
                 model, _, preprocess = open_clip.create_model_and_transforms(
                     parsed.name, pretrained=parsed.tag, cache_dir=cache, device=device
@@ -383,12 +413,19 @@ def load_embedder(
                 tokenizer = open_clip.get_tokenizer(parsed.name)
     except (ConfigError, WeightsError):
         raise
-    except Exception as exc:  # noqa: BLE001 - open_clip/hub raise many types
-        offline = "" if allow_download else (
-            " (downloads are off: set SEARCHCORE_ALLOW_DOWNLOAD=1, or pass a local model folder)"
+    except Exception as exc:
+        offline = (
+            ""
+            if allow_download
+            else (
+                " (downloads are off: set SEARCHCORE_ALLOW_DOWNLOAD=1, or pass a local model "
+                "folder)"
+            )
         )
         raise WeightsError(f"cannot load model {spec!r}: {_first_line(exc)}{offline}") from None
-    return ClipEmbedder(model, preprocess, tokenizer, spec=spec, device=device, batch_size=batch_size)
+    return ClipEmbedder(
+        model, preprocess, tokenizer, spec=spec, device=device, batch_size=batch_size
+    )
 
 
 def _check_local_dir(folder: Path) -> None:
@@ -398,13 +435,17 @@ def _check_local_dir(folder: Path) -> None:
     try:
         read_json(config, 1 << 20)["model_cfg"]
     except (OSError, ValueError, KeyError, TypeError):
-        raise WeightsError(f"{config} is not a valid open_clip config (needs 'model_cfg')") from None
+        raise WeightsError(
+            f"{config} is not a valid open_clip config (needs 'model_cfg')"
+        ) from None
     weights = [p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pth", ".pt")]
     odd = [p.name for p in weights if not is_regular_file(p)]
     if odd:  # a FIFO or device would block the loader forever
         raise WeightsError(f"model folder {folder.name}: {odd[0]} is not a regular file")
     if not weights:
-        raise WeightsError(f"model folder {folder} has no weights file (open_clip_model.safetensors)")
+        raise WeightsError(
+            f"model folder {folder} has no weights file (open_clip_model.safetensors)"
+        )
 
 
 def _pick_device(device: str) -> str:
@@ -422,8 +463,14 @@ def _first_line(exc: BaseException) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
-def save_model(embedder: ClipEmbedder, folder: str | Path, model_cfg: dict[str, Any],
-               *, half: bool = False, card: str | None = None) -> Path:
+def save_model(
+    embedder: ClipEmbedder,
+    folder: str | Path,
+    model_cfg: dict[str, Any],
+    *,
+    half: bool = False,
+    card: str | None = None,
+) -> Path:
     """Write a model folder that ``load_embedder(PATH)`` and ``hf-hub:`` uploads both read.
 
     Layout (open_clip's Hugging Face format): ``open_clip_config.json`` with ``model_cfg``
@@ -442,13 +489,16 @@ def save_model(embedder: ClipEmbedder, folder: str | Path, model_cfg: dict[str, 
         "mean": list(getattr(visual, "image_mean", None) or (0.48145466, 0.4578275, 0.40821073)),
         "std": list(getattr(visual, "image_std", None) or (0.26862954, 0.26130258, 0.27577711)),
     }
-    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
-             for k, v in embedder.model.state_dict().items()}
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in embedder.model.state_dict().items()
+    }
     tmp = folder / ".open_clip_model.safetensors.tmp"
     save_file(state, str(tmp))
     tmp.replace(folder / "open_clip_model.safetensors")
-    write_json_atomic(folder / "open_clip_config.json",
-                      {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg})
+    write_json_atomic(
+        folder / "open_clip_config.json", {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
+    )
     if card is not None:
         (folder / "README.md").write_text(card, encoding="utf-8")
     return folder

@@ -47,8 +47,13 @@ class Hit:
     def to_dict(self) -> dict[str, Any]:
         # "image" stays as the catalog has it (relative to the catalog's folder): a server's
         # own paths are nobody's business, and the relative path is what a client can map.
-        return {**self.fields, "id": self.id, "title": self.title, "rank": self.rank,
-                "score": round(self.score, 6)}
+        return {
+            **self.fields,
+            "id": self.id,
+            "title": self.title,
+            "rank": self.rank,
+            "score": round(self.score, 6),
+        }
 
 
 @dataclass
@@ -126,7 +131,9 @@ class SearchEngine:
         version: str = "",
     ) -> None:
         if index.dim != embedder.dim:
-            raise SearchError(f"index dimension {index.dim} does not match the model's {embedder.dim}")
+            raise SearchError(
+                f"index dimension {index.dim} does not match the model's {embedder.dim}"
+            )
         self._view = View(catalog, index, version)
         self.embedder = embedder
         self.upscaler = upscaler
@@ -157,7 +164,9 @@ class SearchEngine:
         """Serve another committed state from now on, atomically: a query reads one view from
         start to end, so it never mixes one state's index with another's catalog."""
         if index.dim != self.embedder.dim:
-            raise SearchError(f"index dimension {index.dim} does not match the model's {self.embedder.dim}")
+            raise SearchError(
+                f"index dimension {index.dim} does not match the model's {self.embedder.dim}"
+            )
         self._view = View(catalog, index, version)
 
     # -- queries ----------------------------------------------------------------------------
@@ -216,8 +225,12 @@ class SearchEngine:
         except RuntimeError:
             raise SearchError(f"product {product_id} is not in the index") from None
         clock.lap("lookup")
-        hits = [h for h in self._search_vector(view, vec, k + 1, filters, clock) if h.row != row][:k]
-        hits = [Hit(i + 1, h.score, h.row, h.id, h.title, h.image, h.fields) for i, h in enumerate(hits)]
+        hits = [h for h in self._search_vector(view, vec, k + 1, filters, clock) if h.row != row][
+            :k
+        ]
+        hits = [
+            Hit(i + 1, h.score, h.row, h.id, h.title, h.image, h.fields) for i, h in enumerate(hits)
+        ]
         return SearchResult(query=f"like:{product_id}", hits=hits, timings_ms=clock.done())
 
     # -- stages -----------------------------------------------------------------------------
@@ -229,7 +242,9 @@ class SearchEngine:
         clock.lap("decode")
         decision = self.policy.decide(img, mode)
         if decision.upscale and self.auto_skip and (mode or self.policy.settings.mode) == "auto":
-            decision = replace(decision, upscale=False, reason=f"{decision.reason}; {self.auto_skip}")
+            decision = replace(
+                decision, upscale=False, reason=f"{decision.reason}; {self.auto_skip}"
+            )
         result.decision = decision
         clock.lap("upscale_check")
         seen = img
@@ -305,11 +320,15 @@ class SearchEngine:
             raise SearchError(f"{len(rows)} products but {len(images)} images")
         clash = set(rows["id"]) & set(self.catalog.df["id"])
         if clash:
-            raise SearchError(f"product id(s) already in the catalog: {', '.join(sorted(clash)[:5])}")
+            raise SearchError(
+                f"product id(s) already in the catalog: {', '.join(sorted(clash)[:5])}"
+            )
         vectors = self.embedder.embed_images([decode_image(i, self.image_limits) for i in images])
         start = len(self.catalog.df)
         labels = list(range(start, start + len(rows)))
-        self.catalog.df = pd.concat([self.catalog.df, rows.astype(str)], ignore_index=True).fillna("")
+        self.catalog.df = pd.concat([self.catalog.df, rows.astype(str)], ignore_index=True).fillna(
+            ""
+        )
         self.index.add(vectors, labels, records=self.catalog.df.iloc[labels].to_dict("records"))
         return labels
 
@@ -327,7 +346,14 @@ def _hits(catalog: Catalog, labels: np.ndarray, scores: np.ndarray) -> list[Hit]
     records = rows.to_dict("records")
     root = catalog.root
     return [
-        Hit(rank=i + 1, score=float(s), row=int(lbl), id=str(rec["id"]), title=str(rec["title"]),
-            image=root / str(rec["image"]), fields={k: str(v) for k, v in rec.items()})
+        Hit(
+            rank=i + 1,
+            score=float(s),
+            row=int(lbl),
+            id=str(rec["id"]),
+            title=str(rec["title"]),
+            image=root / str(rec["image"]),
+            fields={k: str(v) for k, v in rec.items()},
+        )
         for i, (lbl, s, rec) in enumerate(zip(labels, scores, records, strict=True))
     ]

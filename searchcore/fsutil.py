@@ -32,7 +32,9 @@ class FileTooLargeError(OSError):
     """A regular file over the size cap of the caller; ``size`` is what it holds (or more)."""
 
     def __init__(self, path: str | Path, size: int, limit: int) -> None:
-        super().__init__(errno.EFBIG, f"file is too large ({size} bytes, at most {limit})", str(path))
+        super().__init__(
+            errno.EFBIG, f"file is too large ({size} bytes, at most {limit})", str(path)
+        )
         self.size, self.limit = size, limit
 
 
@@ -151,8 +153,9 @@ def folder_lock(folder: str | Path, timeout: float = 300.0) -> Iterator[None]:
     try:
         lock.acquire()
     except Timeout:
-        raise LockTimeoutError(f"another writer has held {folder} for over {timeout:.0f} s; "
-                               "try again later") from None
+        raise LockTimeoutError(
+            f"another writer has held {folder} for over {timeout:.0f} s; try again later"
+        ) from None
     try:
         yield
     finally:

@@ -35,8 +35,10 @@ __all__ = ["ALLOWED_FORMATS", "DEFAULT_LIMITS", "DRAFT", "ImageLimits", "decode_
 
 
 def decode_image(
-    source: bytes | str | Path | Image.Image, limits: ImageLimits = DEFAULT_LIMITS,
-    *, draft: int | None = None,
+    source: bytes | str | Path | Image.Image,
+    limits: ImageLimits = DEFAULT_LIMITS,
+    *,
+    draft: int | None = None,
 ) -> Image.Image:
     """Return the image as 8-bit RGB, upright (EXIF orientation applied), first frame only.
 
@@ -59,7 +61,9 @@ def decode_image(
     elif isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     else:
-        raise ImageError(f"expected image bytes, a path or a PIL image, not {type(source).__name__}")
+        raise ImageError(
+            f"expected image bytes, a path or a PIL image, not {type(source).__name__}"
+        )
     if not data:
         raise ImageError("the file is empty")
     if len(data) > limits.max_bytes:
@@ -81,7 +85,7 @@ def decode_image(
             raise ImageError(f"not an image, or not a supported format ({SUPPORTED})") from None
         except (OSError, ValueError, SyntaxError, EOFError) as exc:
             raise ImageError(f"image is damaged or truncated ({_short(exc)})") from None
-        except Exception as exc:  # noqa: BLE001 - decoders raise a zoo of types on hostile data
+        except Exception as exc:
             raise ImageError(f"image could not be decoded ({type(exc).__name__})") from None
         return _normalise(img, limits, owned=True)
 
@@ -101,7 +105,7 @@ def _normalise(img: Image.Image, limits: ImageLimits, *, owned: bool) -> Image.I
         return _to_rgb(img)
     except ImageError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ImageError(f"image could not be decoded ({_short(exc)})") from None
 
 
@@ -119,7 +123,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
             arr = arr / 257.0  # 16-bit range -> 8-bit
         grey = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
         return grey.convert("RGB")
-    if mode == "P" and "transparency" in img.info or mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+    if (mode == "P" and "transparency" in img.info) or mode in ("RGBA", "LA", "PA", "La", "RGBa"):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")

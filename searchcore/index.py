@@ -98,8 +98,11 @@ class HnswIndex:
         if _index is None:
             _index = hnswlib.Index(space=space, dim=self.dim)
             _index.init_index(
-                max_elements=max(16, capacity), M=self.m, ef_construction=self.ef_construction,
-                random_seed=100, allow_replace_deleted=True,
+                max_elements=max(16, capacity),
+                M=self.m,
+                ef_construction=self.ef_construction,
+                random_seed=100,
+                allow_replace_deleted=True,
             )
         self._index = _index
         self._index.set_ef(self.ef_search)
@@ -187,7 +190,9 @@ class HnswIndex:
         with self.lock.write():
             stored = self._all_labels()
             found = np.isin(np.asarray(labels, dtype=np.int64), stored)
-            unknown = [x for x, ok in zip(labels, found, strict=True) if not ok or x in self._deleted]
+            unknown = [
+                x for x, ok in zip(labels, found, strict=True) if not ok or x in self._deleted
+            ]
             if unknown:
                 raise SearchError(f"cannot remove labels not in the index: {unknown[:5]}")
             self._live_cache = None
@@ -197,7 +202,10 @@ class HnswIndex:
 
     # -- reads ------------------------------------------------------------------------------
     def search(
-        self, query: np.ndarray, k: int, allowed: np.ndarray | None = None,
+        self,
+        query: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None = None,
         filters: Filters | None = None,
     ) -> Neighbours:
         """The ``k`` nearest live vectors (fewer only when fewer exist or match ``allowed``).
@@ -231,7 +239,10 @@ class HnswIndex:
             flt: Callable[[int], bool] | None = None
             if allowed is not None:
                 mask = allowed
-                flt = lambda label: bool(label < len(mask) and mask[label])
+
+                def flt(label: int) -> bool:
+                    return bool(label < len(mask) and mask[label])
+
             try:
                 labels, dist = self._index.knn_query(q, k=k, num_threads=1, filter=flt)
             except RuntimeError:  # the walk found fewer than k: answer exactly instead
@@ -309,7 +320,9 @@ class HnswIndex:
         return manifest
 
     @classmethod
-    def load(cls, folder: str | Path, *, fix: str = "searchcore index build") -> tuple[HnswIndex, dict]:
+    def load(
+        cls, folder: str | Path, *, fix: str = "searchcore index build"
+    ) -> tuple[HnswIndex, dict]:
         """Load a folder written by :meth:`save`, refusing anything inconsistent."""
         import hnswlib
 
@@ -317,32 +330,57 @@ class HnswIndex:
         manifest = read_manifest(folder, fix=fix)
         path = folder / manifest["index_file"]
         if not path.is_file():
-            raise IndexMismatchError(f"index file {path.name} is missing in {folder}; rebuild with `{fix}`")
-        if path.stat().st_size != manifest["index_bytes"] or file_sha256(path) != manifest["index_sha256"]:
+            raise IndexMismatchError(
+                f"index file {path.name} is missing in {folder}; rebuild with `{fix}`"
+            )
+        if (
+            path.stat().st_size != manifest["index_bytes"]
+            or file_sha256(path) != manifest["index_sha256"]
+        ):
             raise IndexMismatchError(
                 f"index file {path} is corrupt (checksum mismatch); rebuild with `{fix}`"
             )
         verify_hnsw_file(path, manifest, fix)
         index = hnswlib.Index(space=manifest["space"], dim=manifest["dim"])
         try:
-            index.load_index(str(path), max_elements=manifest["capacity"], allow_replace_deleted=True)
-        except Exception as exc:  # noqa: BLE001
-            raise IndexMismatchError(f"hnswlib cannot read {path}: {exc}; rebuild with `{fix}`") from None
+            index.load_index(
+                str(path), max_elements=manifest["capacity"], allow_replace_deleted=True
+            )
+        except Exception as exc:
+            raise IndexMismatchError(
+                f"hnswlib cannot read {path}: {exc}; rebuild with `{fix}`"
+            ) from None
         if index.get_current_count() != manifest["total"]:
-            raise IndexMismatchError(f"index {path} holds {index.get_current_count()} vectors, "
-                                     f"its manifest says {manifest['total']}; rebuild with `{fix}`")
+            raise IndexMismatchError(
+                f"index {path} holds {index.get_current_count()} vectors, "
+                f"its manifest says {manifest['total']}; rebuild with `{fix}`"
+            )
         obj = cls(
-            manifest["dim"], space=manifest["space"], m=manifest["M"],
-            ef_construction=manifest["ef_construction"], ef_search=manifest["ef_search"],
-            _index=index, _deleted=set(manifest["deleted"]),
+            manifest["dim"],
+            space=manifest["space"],
+            m=manifest["M"],
+            ef_construction=manifest["ef_construction"],
+            ef_search=manifest["ef_search"],
+            _index=index,
+            _deleted=set(manifest["deleted"]),
         )
         return obj, manifest
 
 
 _MANIFEST_TYPES: dict[str, type | tuple[type, ...]] = {
-    "format_version": int, "dim": int, "space": str, "M": int, "ef_construction": int,
-    "ef_search": int, "count": int, "total": int, "capacity": int, "deleted": list,
-    "index_file": str, "index_sha256": str, "index_bytes": int,
+    "format_version": int,
+    "dim": int,
+    "space": str,
+    "M": int,
+    "ef_construction": int,
+    "ef_search": int,
+    "count": int,
+    "total": int,
+    "capacity": int,
+    "deleted": list,
+    "index_file": str,
+    "index_sha256": str,
+    "index_bytes": int,
 }
 
 
@@ -363,16 +401,36 @@ def verify_hnsw_file(path: Path, manifest: dict[str, Any], fix: str) -> None:
     if size < _HNSW_HEADER.size:
         raise IndexMismatchError(f"{bad} (too short); rebuild with `{fix}`")
     data = np.memmap(path, dtype=np.uint8, mode="r")
-    (offset0, max_elements, count, per_elem, label_off, data_off, max_level, enter,
-     maxm, maxm0, m, _mult, _efc) = _HNSW_HEADER.unpack(bytes(data[: _HNSW_HEADER.size]))
+    (
+        offset0,
+        max_elements,
+        count,
+        per_elem,
+        label_off,
+        data_off,
+        max_level,
+        enter,
+        maxm,
+        maxm0,
+        m,
+        _mult,
+        _efc,
+    ) = _HNSW_HEADER.unpack(bytes(data[: _HNSW_HEADER.size]))
     dim = manifest["dim"]
     level0_end = _HNSW_HEADER.size + count * per_elem
     header_ok = (
-        offset0 == 0 and count == manifest["total"] and count <= max_elements
-        and m == manifest["M"] and maxm == m and maxm0 == 2 * m
-        and data_off == 4 + 4 * maxm0 and label_off == data_off + 4 * dim
-        and per_elem == label_off + 8 and 0 <= max_level < 64
-        and (count == 0 or enter < count) and level0_end + 4 * count <= size
+        offset0 == 0
+        and count == manifest["total"]
+        and count <= max_elements
+        and m == manifest["M"]
+        and maxm == m
+        and maxm0 == 2 * m
+        and data_off == 4 + 4 * maxm0
+        and label_off == data_off + 4 * dim
+        and per_elem == label_off + 8
+        and 0 <= max_level < 64
+        and (count == 0 or enter < count)
+        and level0_end + 4 * count <= size
     )
     if not header_ok:
         raise IndexMismatchError(f"{bad} (header); rebuild with `{fix}`")
@@ -400,7 +458,9 @@ def verify_hnsw_file(path: Path, manifest: dict[str, Any], fix: str) -> None:
             blocks = data[pos : pos + nbytes].reshape(-1, block)
             counts = blocks[:, 0].astype(np.uint32) | (blocks[:, 1].astype(np.uint32) << 8)
             ids = np.ascontiguousarray(blocks[:, 4:]).view("<u4")
-            if (counts > maxm).any() or (ids[np.arange(maxm)[None, :] < counts[:, None]] >= count).any():
+            if (counts > maxm).any() or (
+                ids[np.arange(maxm)[None, :] < counts[:, None]] >= count
+            ).any():
                 raise IndexMismatchError(f"{bad} (upper links); rebuild with `{fix}`")
             pos += nbytes
     if pos != size:
@@ -432,8 +492,9 @@ def current_manifest(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-def commit_folder(folder: Path, index: HnswIndex, meta: dict[str, Any],
-                  previous: dict[str, Any] | None) -> dict[str, Any]:
+def commit_folder(
+    folder: Path, index: HnswIndex, meta: dict[str, Any], previous: dict[str, Any] | None
+) -> dict[str, Any]:
     """Save ``index`` with ``meta`` as the folder's next state after ``previous`` (the manifest
     the caller's change is based on), then prune what neither of the two needs.
 
@@ -456,7 +517,13 @@ def prune_folder(folder: Path, keep: set[str]) -> list[Path]:
     loses that race re-reads the manifest: see ``searchcore.service.open_engine``).
     """
     removed = []
-    for pattern in ("index-*.bin", "catalog-*.csv", ".index-*.tmp", ".catalog-*.tmp", ".manifest.json.*.tmp"):
+    for pattern in (
+        "index-*.bin",
+        "catalog-*.csv",
+        ".index-*.tmp",
+        ".catalog-*.tmp",
+        ".manifest.json.*.tmp",
+    ):
         for path in folder.glob(pattern):
             if path.name not in keep:
                 path.unlink(missing_ok=True)
@@ -471,7 +538,9 @@ def read_manifest(folder: Path, *, fix: str = "searchcore index build") -> dict[
     try:
         manifest = read_json(path)
     except FileNotFoundError:
-        raise IndexMismatchError(f"{folder} has no {MANIFEST}; build the index with `{fix}`") from None
+        raise IndexMismatchError(
+            f"{folder} has no {MANIFEST}; build the index with `{fix}`"
+        ) from None
     except (OSError, ValueError) as exc:
         raise IndexMismatchError(f"{path} is unreadable ({exc}); rebuild with `{fix}`") from None
     if not isinstance(manifest, dict):
@@ -486,7 +555,9 @@ def read_manifest(folder: Path, *, fix: str = "searchcore index build") -> dict[
         )
     name = manifest["index_file"]
     if "/" in name or "\\" in name or not name.startswith("index-") or not name.endswith(".bin"):
-        raise IndexMismatchError(f"{path} names an invalid index file {name!r}; rebuild with `{fix}`")
+        raise IndexMismatchError(
+            f"{path} names an invalid index file {name!r}; rebuild with `{fix}`"
+        )
     if not (1 <= manifest["dim"] <= 65536) or manifest["space"] not in ("cosine", "ip", "l2"):
         raise IndexMismatchError(f"{path} has an invalid dim or space; rebuild with `{fix}`")
     if not (0 <= manifest["total"] <= manifest["capacity"]) or not (2 <= manifest["M"] <= 4096):

@@ -69,7 +69,14 @@ REMOVED = "_removed"
 IMAGE_SHA = "image_sha256"
 MANAGED = (REMOVED, IMAGE_SHA, "image")  # fields only the shop itself writes
 LIVE_DIR = Path("images") / "live"
-FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
+FORMATS = {
+    "JPEG": ".jpg",
+    "PNG": ".png",
+    "WEBP": ".webp",
+    "GIF": ".gif",
+    "BMP": ".bmp",
+    "TIFF": ".tif",
+}
 PHOTO_GRACE_S = 600.0  # an unreferenced photo may still be shown by a reader of an older state
 MAX_FIELD_NAME = 100
 
@@ -77,10 +84,14 @@ MAX_FIELD_NAME = 100
 class LiveShop:
     """Serialises writers across threads and processes; readers go on meanwhile."""
 
-    def __init__(self, engine: SearchEngine, folder: str | Path, *, lock_timeout: float = 300.0) -> None:
+    def __init__(
+        self, engine: SearchEngine, folder: str | Path, *, lock_timeout: float = 300.0
+    ) -> None:
         if not isinstance(engine.index, HnswIndex):
-            raise SearchError("live catalog changes need an hnswlib index folder (Milvus indexes "
-                              "take upserts through `searchcore index build`)")
+            raise SearchError(
+                "live catalog changes need an hnswlib index folder (Milvus indexes "
+                "take upserts through `searchcore index build`)"
+            )
         self.engine = engine
         self.folder = Path(folder)
         self.lock_timeout = lock_timeout
@@ -128,8 +139,13 @@ class LiveShop:
                     new_df.loc[label] = pd.Series(row).reindex(new_df.columns, fill_value="")
                 else:
                     label = len(new_df)
-                    new_df = pd.concat([new_df, pd.DataFrame([row]).reindex(columns=new_df.columns,
-                                        fill_value="")], ignore_index=True)
+                    new_df = pd.concat(
+                        [
+                            new_df,
+                            pd.DataFrame([row]).reindex(columns=new_df.columns, fill_value=""),
+                        ],
+                        ignore_index=True,
+                    )
                 labels.append(label)
             new_df = _extend_columns(new_df, rows)
             self._commit(new_df, lambda ix: ix.add(vectors, labels))
@@ -144,8 +160,9 @@ class LiveShop:
             new_df.loc[labels, REMOVED] = "1"
             self._commit(new_df, lambda ix: ix.remove(labels))
 
-    def update(self, product_id: str, fields: Mapping[str, Any] | None = None,
-               image: bytes | None = None) -> None:
+    def update(
+        self, product_id: str, fields: Mapping[str, Any] | None = None, image: bytes | None = None
+    ) -> None:
         """Change a product's fields and/or photo; its id and label stay."""
         fields = dict(fields or {})
         if "id" in fields:
@@ -153,7 +170,9 @@ class LiveShop:
         changes = self._clean({**fields, "id": product_id}, new=False)
         vector = None
         if image is not None:
-            vector = self.engine.embedder.embed_images([decode_image(image, self.engine.image_limits)])
+            vector = self.engine.embedder.embed_images(
+                [decode_image(image, self.engine.image_limits)]
+            )
         with self._locked():
             (label,) = self._live_rows([product_id])
             df = self.catalog.df
@@ -162,7 +181,9 @@ class LiveShop:
                 row["image"], row[IMAGE_SHA] = self._store_image(image)
             new_df = _extend_columns(df.copy(), [row])
             new_df.loc[label] = pd.Series(row).reindex(new_df.columns, fill_value="")
-            self._commit(new_df, (lambda ix: ix.add(vector, [label])) if vector is not None else None)
+            self._commit(
+                new_df, (lambda ix: ix.add(vector, [label])) if vector is not None else None
+            )
 
     # -- the lock and the committed state -----------------------------------------------------
     @contextlib.contextmanager
@@ -176,8 +197,10 @@ class LiveShop:
     def _refresh(self) -> None:
         """Re-read the committed state when another writer moved the manifest on."""
         manifest = read_manifest(self.folder)
-        if manifest_version(manifest) != manifest_version(self._manifest) or \
-                manifest_version(manifest) != self.engine.view.version:
+        if (
+            manifest_version(manifest) != manifest_version(self._manifest)
+            or manifest_version(manifest) != self.engine.view.version
+        ):
             self._reload()
         else:
             self._manifest = manifest
@@ -207,9 +230,13 @@ class LiveShop:
             if key in MANAGED or key.startswith("_"):
                 raise CatalogError(f"field {key!r} is managed by the shop and cannot be set")
             if not key.strip() or len(key) > MAX_FIELD_NAME or not key.isprintable():
-                raise CatalogError(f"field name {key[:40]!r} must be 1-{MAX_FIELD_NAME} printable characters")
+                raise CatalogError(
+                    f"field name {key[:40]!r} must be 1-{MAX_FIELD_NAME} printable characters"
+                )
             if "\x00" in value or len(value) > MAX_FIELD:
-                raise CatalogError(f"field {key!r} has a NUL byte or is over {MAX_FIELD} characters")
+                raise CatalogError(
+                    f"field {key!r} has a NUL byte or is over {MAX_FIELD} characters"
+                )
         if not row.get("id", "").strip():
             raise CatalogError("a product needs a non-empty id")
         if new:
@@ -240,7 +267,9 @@ class LiveShop:
             tmp.replace(target)
             fsync_dir(target.parent)
         except OSError as exc:
-            raise SearchError(f"cannot store the photo in {target.parent}: {exc.strerror or exc}") from None
+            raise SearchError(
+                f"cannot store the photo in {target.parent}: {exc.strerror or exc}"
+            ) from None
         return rel.as_posix(), file_sha256(target)
 
     def _commit(self, new_df: pd.DataFrame, change: Any) -> None:
@@ -305,8 +334,14 @@ class Follower:
     sees another process's change within a few seconds and never a half of one.
     """
 
-    def __init__(self, engine: SearchEngine, folder: str | Path, *, settings: Settings | None = None,
-                 interval: float = 2.0) -> None:
+    def __init__(
+        self,
+        engine: SearchEngine,
+        folder: str | Path,
+        *,
+        settings: Settings | None = None,
+        interval: float = 2.0,
+    ) -> None:
         self.engine = engine
         self.folder = Path(folder)
         self.settings = settings or Settings()
@@ -344,8 +379,12 @@ class Follower:
             return False
         self.engine.swap(catalog, store, manifest_version(manifest))
         self._seen = seen
-        log.info("serving %s generation %s (%d products)", self.folder.name,
-                 manifest.get("generation", 0), len(store))
+        log.info(
+            "serving %s generation %s (%d products)",
+            self.folder.name,
+            manifest.get("generation", 0),
+            len(store),
+        )
         return True
 
     def start(self) -> Follower:
@@ -380,9 +419,11 @@ def check_invariants(shop: LiveShop) -> list[str]:
     live_rows = set(np.flatnonzero((df[REMOVED] != "1").to_numpy()).tolist())
     labels = set(index.live_labels().tolist())
     if labels != live_rows:
-        problems.append(f"phantoms: {len(labels - live_rows)} index labels without a live row, "
-                        f"{len(live_rows - labels)} live rows without a label "
-                        f"(e.g. {sorted(df.loc[sorted(live_rows - labels)[:3], 'id'])})")
+        problems.append(
+            f"phantoms: {len(labels - live_rows)} index labels without a live row, "
+            f"{len(live_rows - labels)} live rows without a label "
+            f"(e.g. {sorted(df.loc[sorted(live_rows - labels)[:3], 'id'])})"
+        )
     if df.loc[sorted(live_rows), "id"].duplicated().any():
         problems.append("duplicate live ids")
     both = sorted(labels & live_rows)

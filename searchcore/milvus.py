@@ -45,7 +45,7 @@ def connect(uri: str, token: str | None = None) -> Any:
         raise ConfigError("Milvus indexes need pymilvus (and milvus-lite for *.db files)") from None
     try:
         return MilvusClient(uri=uri, token=token or "")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise SearchError(f"cannot connect to Milvus at {uri}: {_first_line(exc)}") from None
 
 
@@ -78,8 +78,15 @@ class MilvusStore:
     pushes_filters = True
 
     def __init__(
-        self, client: Any, collection: str, dim: int, *, ef_search: int = 128,
-        metric: str = "COSINE", index_type: str = "HNSW", uri: str = "",
+        self,
+        client: Any,
+        collection: str,
+        dim: int,
+        *,
+        ef_search: int = 128,
+        metric: str = "COSINE",
+        index_type: str = "HNSW",
+        uri: str = "",
     ) -> None:
         self.client, self.collection, self.dim = client, collection, int(dim)
         self.ef_search, self.metric, self.index_type, self.uri = ef_search, metric, index_type, uri
@@ -88,9 +95,16 @@ class MilvusStore:
     # -- lifecycle --------------------------------------------------------------------------
     @classmethod
     def create(
-        cls, uri: str, collection: str, dim: int, *, token: str | None = None,
-        index_type: str = "HNSW", index_params: dict[str, Any] | None = None,
-        ef_search: int = 128, consistency: str = "Strong",
+        cls,
+        uri: str,
+        collection: str,
+        dim: int,
+        *,
+        token: str | None = None,
+        index_type: str = "HNSW",
+        index_params: dict[str, Any] | None = None,
+        ef_search: int = 128,
+        consistency: str = "Strong",
     ) -> MilvusStore:
         """Open the collection, creating it with the product schema if it does not exist."""
         from pymilvus import DataType, MilvusClient
@@ -114,51 +128,81 @@ class MilvusStore:
         schema.add_field("model", DataType.VARCHAR, max_length=64)
         params = client.prepare_index_params()
         defaults = {"HNSW": {"M": 16, "efConstruction": 200}, "IVF_FLAT": {"nlist": 1024}}
-        params.add_index(field_name="vector", index_type=index_type, metric_type="COSINE",
-                         params=index_params or defaults.get(index_type, {}))
+        params.add_index(
+            field_name="vector",
+            index_type=index_type,
+            metric_type="COSINE",
+            params=index_params or defaults.get(index_type, {}),
+        )
         for scalar in ("row", "category", "price"):  # INVERTED: what Lite and servers both have
             params.add_index(field_name=scalar, index_type="INVERTED")
         try:
-            client.create_collection(collection, schema=schema, index_params=params,
-                                     consistency_level=consistency)
-        except Exception as exc:  # noqa: BLE001
-            raise SearchError(f"cannot create Milvus collection {collection!r}: {_first_line(exc)}") from None
+            client.create_collection(
+                collection, schema=schema, index_params=params, consistency_level=consistency
+            )
+        except Exception as exc:
+            raise SearchError(
+                f"cannot create Milvus collection {collection!r}: {_first_line(exc)}"
+            ) from None
         return cls(client, collection, dim, ef_search=ef_search, index_type=index_type, uri=uri)
 
     @classmethod
     def open(
-        cls, uri: str, collection: str, *, token: str | None = None, client: Any = None,
-        require_manifest: bool = True, fix: str = "searchcore index build",
+        cls,
+        uri: str,
+        collection: str,
+        *,
+        token: str | None = None,
+        client: Any = None,
+        require_manifest: bool = True,
+        fix: str = "searchcore index build",
     ) -> tuple[MilvusStore, dict[str, Any]]:
         client = client or connect(uri, token)
         if not client.has_collection(collection):
-            raise IndexMismatchError(f"no collection {collection!r} at {uri}; build it with `{fix}`")
+            raise IndexMismatchError(
+                f"no collection {collection!r} at {uri}; build it with `{fix}`"
+            )
         info = client.describe_collection(collection)
         vector = next((f for f in info["fields"] if f["name"] == "vector"), None)
         names = {f["name"] for f in info["fields"]}
         if vector is None or not {"id", "row", "category", "price", "model"} <= names:
-            raise IndexMismatchError(f"collection {collection!r} at {uri} is not a searchcore index")
+            raise IndexMismatchError(
+                f"collection {collection!r} at {uri} is not a searchcore index"
+            )
         manifest: dict[str, Any] = {}
         raw = (info.get("properties") or {}).get(PROPERTY)
         if raw:
             try:
                 manifest = json.loads(raw)
             except ValueError:
-                raise IndexMismatchError(f"collection {collection!r} has an unreadable manifest; "
-                                         f"rebuild with `{fix}`") from None
+                raise IndexMismatchError(
+                    f"collection {collection!r} has an unreadable manifest; rebuild with `{fix}`"
+                ) from None
         if require_manifest and manifest.get("format_version") != FORMAT_VERSION:
-            raise IndexMismatchError(f"collection {collection!r} at {uri} has no complete build; "
-                                     f"run `{fix}`")
+            raise IndexMismatchError(
+                f"collection {collection!r} at {uri} has no complete build; run `{fix}`"
+            )
         client.load_collection(collection)
-        store = cls(client, collection, int(vector["params"]["dim"]),
-                    ef_search=int(manifest.get("ef_search", 128)), uri=uri)
+        store = cls(
+            client,
+            collection,
+            int(vector["params"]["dim"]),
+            ef_search=int(manifest.get("ef_search", 128)),
+            uri=uri,
+        )
         return store, manifest
 
     def save(self, meta: dict[str, Any]) -> dict[str, Any]:
         """Record the manifest in the collection's properties (after flushing the data)."""
-        manifest = {"format_version": FORMAT_VERSION, "backend": "milvus", "dim": self.dim,
-                    "ef_search": self.ef_search, "index_type": self.index_type,
-                    "count": len(self), **meta}
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "backend": "milvus",
+            "dim": self.dim,
+            "ef_search": self.ef_search,
+            "index_type": self.index_type,
+            "count": len(self),
+            **meta,
+        }
         text = json.dumps(manifest, sort_keys=True)
         with self._lock:
             self.client.flush(self.collection)
@@ -169,23 +213,34 @@ class MilvusStore:
         self.client.drop_collection(self.collection)
 
     # -- writes -----------------------------------------------------------------------------
-    def add(self, vectors: np.ndarray, labels: Any, records: list[dict] | None = None,
-            model: str = "") -> None:
+    def add(
+        self, vectors: np.ndarray, labels: Any, records: list[dict] | None = None, model: str = ""
+    ) -> None:
         """Upsert by product id: re-adding a product replaces it (idempotent rebuilds)."""
         vectors = np.asarray(vectors, dtype=np.float32)
         labels = [int(x) for x in np.asarray(labels).ravel()]
         if records is None or len(records) != len(labels):
             raise SearchError("a Milvus store needs the products' catalog records with the vectors")
         if vectors.ndim != 2 or vectors.shape != (len(labels), self.dim):
-            raise SearchError(f"expected {len(labels)} vectors of dimension {self.dim}, got {vectors.shape}")
+            raise SearchError(
+                f"expected {len(labels)} vectors of dimension {self.dim}, got {vectors.shape}"
+            )
         if not np.isfinite(vectors).all():
             raise SearchError("vectors contain NaN or infinity")
         rows = []
         for vec, label, rec in zip(vectors, labels, records, strict=True):
             price = _price(rec.get("price", ""))
-            rows.append({"id": str(rec["id"])[:MAX_STR], "row": label, "vector": vec.tolist(),
-                         "category": _key(rec.get("category", "")), "colour": _key(rec.get("colour", "")),
-                         "price": MISSING_PRICE if price is None else price, "model": model[:64]})
+            rows.append(
+                {
+                    "id": str(rec["id"])[:MAX_STR],
+                    "row": label,
+                    "vector": vec.tolist(),
+                    "category": _key(rec.get("category", "")),
+                    "colour": _key(rec.get("colour", "")),
+                    "price": MISSING_PRICE if price is None else price,
+                    "model": model[:64],
+                }
+            )
         with self._lock:
             self.client.upsert(self.collection, rows)
 
@@ -207,7 +262,10 @@ class MilvusStore:
         return int(res[0]["count(*)"])
 
     def search(
-        self, query: np.ndarray, k: int, allowed: np.ndarray | None = None,
+        self,
+        query: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None = None,
         filters: Filters | None = None,
     ) -> Neighbours:
         if allowed is not None:
@@ -229,8 +287,12 @@ class MilvusStore:
                 return self._exact(q, expr, k) if matching else _empty()
             ef = min(32768, max(ef, int(ef * len(self) / matching)))
         res = self.client.search(
-            self.collection, data=[q.tolist()], limit=min(k, 16384), filter=expr,
-            output_fields=["row"], search_params={"params": {"ef": ef}},
+            self.collection,
+            data=[q.tolist()],
+            limit=min(k, 16384),
+            filter=expr,
+            output_fields=["row"],
+            search_params={"params": {"ef": ef}},
         )[0]
         labels = np.array([h["entity"]["row"] for h in res], dtype=np.int64)
         scores = np.array([h["distance"] for h in res], dtype=np.float32)  # COSINE: similarity
@@ -241,8 +303,9 @@ class MilvusStore:
         return int(res[0]["count(*)"])
 
     def _exact(self, q: np.ndarray, expr: str, k: int) -> Neighbours:
-        rows = self.client.query(self.collection, filter=expr, output_fields=["row", "vector"],
-                                 limit=EXACT_MAX)
+        rows = self.client.query(
+            self.collection, filter=expr, output_fields=["row", "vector"], limit=EXACT_MAX
+        )
         labels = np.array([r["row"] for r in rows], dtype=np.int64)
         vecs = np.array([r["vector"] for r in rows], dtype=np.float32)
         vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
@@ -252,8 +315,9 @@ class MilvusStore:
 
     def get_vectors(self, labels: Any) -> np.ndarray:
         labels = [int(x) for x in np.asarray(labels).ravel()]
-        rows = self.client.query(self.collection, filter=f"row in {labels}",
-                                 output_fields=["row", "vector"])
+        rows = self.client.query(
+            self.collection, filter=f"row in {labels}", output_fields=["row", "vector"]
+        )
         by_row = {r["row"]: r["vector"] for r in rows}
         missing = [x for x in labels if x not in by_row]
         if missing:
@@ -265,14 +329,18 @@ class MilvusStore:
 
     def ids_with_model(self, model: str) -> dict[str, int]:
         """Product id -> row of products already embedded with this model (a rerun skips them)."""
-        return {r["id"]: int(r["row"]) for r in self._scan(["id", "row"], f"model == {_literal(model[:64])}")}
+        return {
+            r["id"]: int(r["row"])
+            for r in self._scan(["id", "row"], f"model == {_literal(model[:64])}")
+        }
 
     def all_ids(self) -> set[str]:
         return {r["id"] for r in self._scan(["id"])}
 
     def _scan(self, fields: list[str], expr: str = "") -> list[dict]:
-        it = self.client.query_iterator(self.collection, batch_size=4096, filter=expr,
-                                        output_fields=fields)
+        it = self.client.query_iterator(
+            self.collection, batch_size=4096, filter=expr, output_fields=fields
+        )
         out: list[dict] = []
         try:
             while batch := it.next():

@@ -36,9 +36,17 @@ class Query:
     upscale: str | None = None
 
     @classmethod
-    def parse(cls, *, text: Any = None, text_weight: Any = None, k: Any = None,
-              category: Any = None, min_price: Any = None, max_price: Any = None,
-              upscale: Any = None) -> Query:
+    def parse(
+        cls,
+        *,
+        text: Any = None,
+        text_weight: Any = None,
+        k: Any = None,
+        category: Any = None,
+        min_price: Any = None,
+        max_price: Any = None,
+        upscale: Any = None,
+    ) -> Query:
         """Check raw values as a client sent them; ``None`` (or "") means the default."""
         text = _text(text, "text", MAX_TEXT).strip()
         weight = _number(text_weight, "text weight")
@@ -55,8 +63,11 @@ class Query:
         mode = _text(upscale, "upscale", 16).strip() or None
         if mode is not None and mode not in UPSCALE_MODES:
             raise ConfigError(f"upscale must be one of {', '.join(UPSCALE_MODES)}")
-        filters = Filters(category=None if category in ("", ALL_CATEGORIES) else category,
-                          min_price=low, max_price=high)
+        filters = Filters(
+            category=None if category in ("", ALL_CATEGORIES) else category,
+            min_price=low,
+            max_price=high,
+        )
         return cls(text=text, text_weight=weight, k=_count(k), filters=filters, upscale=mode)
 
 

@@ -34,8 +34,11 @@ def set_threads(threads: int | None) -> None:
 
 def make_embedder(settings: Settings, spec: str | None = None) -> ClipEmbedder | PixelEmbedder:
     return load_embedder(
-        spec or settings.model, cache_dir=settings.cache_dir, allow_download=settings.allow_download,
-        device=settings.device, batch_size=settings.batch_size,
+        spec or settings.model,
+        cache_dir=settings.cache_dir,
+        allow_download=settings.allow_download,
+        device=settings.device,
+        batch_size=settings.batch_size,
     )
 
 
@@ -69,7 +72,9 @@ def _snapshot_catalog(folder: Path, manifest: dict) -> Catalog:
     meta = manifest["catalog"]
     name = str(meta["snapshot"])
     if "/" in name or "\\" in name or not name.startswith("catalog-"):
-        raise IndexMismatchError(f"{folder}/manifest.json names an invalid catalog snapshot {name!r}")
+        raise IndexMismatchError(
+            f"{folder}/manifest.json names an invalid catalog snapshot {name!r}"
+        )
     path = folder / name
     if not path.is_file():
         raise IndexMismatchError(f"catalog snapshot {path} is missing; the index folder is damaged")
@@ -85,13 +90,16 @@ def open_store(settings: Settings, location: str) -> tuple[VectorStore, dict]:
     if is_milvus(location):
         from searchcore.milvus import MilvusStore
 
-        return MilvusStore.open(location, settings.milvus_collection, token=settings.milvus_token,
-                                fix=fix)
+        return MilvusStore.open(
+            location, settings.milvus_collection, token=settings.milvus_token, fix=fix
+        )
     read_manifest(Path(location), fix=fix)  # a clear message before anything heavy loads
     return HnswIndex.load(Path(location), fix=fix)
 
 
-def load_state(settings: Settings, location: str, attempts: int = 5) -> tuple[VectorStore, dict, Catalog]:
+def load_state(
+    settings: Settings, location: str, attempts: int = 5
+) -> tuple[VectorStore, dict, Catalog]:
     """The committed state at ``location``: its store, manifest and catalog, consistent.
 
     Readers take no lock. A writer may commit twice while a reader loads, and prune the files
@@ -133,7 +141,9 @@ def open_engine(
     store, manifest, catalog = load_state(settings, location)
     model_meta = manifest.get("model")
     if not isinstance(model_meta, dict) or not isinstance(model_meta.get("spec"), str):
-        raise IndexMismatchError(f"the manifest of {location} does not name its model; rebuild the index")
+        raise IndexMismatchError(
+            f"the manifest of {location} does not name its model; rebuild the index"
+        )
     fix = rebuild_command(catalog, model_meta["spec"], location)
     embedder = embedder or make_embedder(settings, model_meta["spec"])
     if embedder.fingerprint != model_meta.get("fingerprint"):
@@ -142,25 +152,42 @@ def open_engine(
             f"rebuild with `{fix}`"
         )
     if store.dim != embedder.dim:
-        raise IndexMismatchError(f"index {location} has dimension {store.dim}, the model {embedder.dim}")
+        raise IndexMismatchError(
+            f"index {location} has dimension {store.dim}, the model {embedder.dim}"
+        )
     labels = store.live_labels()
     if len(labels) and int(labels.max()) >= len(catalog):
-        raise IndexMismatchError(f"index {location} has labels beyond the catalog's {len(catalog)} rows; "
-                                 f"rebuild with `{fix}`")
+        raise IndexMismatchError(
+            f"index {location} has labels beyond the catalog's {len(catalog)} rows; "
+            f"rebuild with `{fix}`"
+        )
     upscaler, problem = make_upscaler(settings)
     skip = None
     if upscaler is not None:  # did evaluation find that this upscaler does not help this model?
         from searchcore.verdict import auto_skip_reason
 
         skip = auto_skip_reason(model_meta["spec"], upscaler.name)
-    return SearchEngine(catalog, embedder, upscaler, store, upscale=settings.upscale,
-                        upscaler_problem=problem, image_limits=settings.images, auto_skip=skip,
-                        version=manifest_version(manifest))
+    return SearchEngine(
+        catalog,
+        embedder,
+        upscaler,
+        store,
+        upscale=settings.upscale,
+        upscaler_problem=problem,
+        image_limits=settings.images,
+        auto_skip=skip,
+        version=manifest_version(manifest),
+    )
 
 
 def open_or_build(
-    settings: Settings, catalog: Path, index_dir: str, *, demo: bool = False,
-    say: Callable[[str], None] = log.info, progress: bool = True,
+    settings: Settings,
+    catalog: Path,
+    index_dir: str,
+    *,
+    demo: bool = False,
+    say: Callable[[str], None] = log.info,
+    progress: bool = True,
 ) -> SearchEngine:
     """Open the index (a folder or a Milvus URI); draw the demo shop and (re)build it when needed.
 
@@ -188,9 +215,15 @@ def open_or_build(
         # Nothing is served yet, so the build takes every core, one lane each (the app serves
         # one torch thread per request, which would otherwise make it a single lane).
         lanes = usable_cpus() if runs_in_lanes(embedder) else None
-        report = build_index(load_catalog(catalog, settings.column_map), embedder, index_dir,
-                             progress=progress, lanes=lanes,
-                             collection=settings.milvus_collection, token=settings.milvus_token)
+        report = build_index(
+            load_catalog(catalog, settings.column_map),
+            embedder,
+            index_dir,
+            progress=progress,
+            lanes=lanes,
+            collection=settings.milvus_collection,
+            token=settings.milvus_token,
+        )
         say(report.summary())
         return open_engine(settings, index_dir)
 

@@ -61,7 +61,10 @@ class VectorStore(Protocol):
     def remove(self, labels: Any) -> None: ...
 
     def search(
-        self, query: np.ndarray, k: int, allowed: np.ndarray | None = None,
+        self,
+        query: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None = None,
         filters: Filters | None = None,
     ) -> Neighbours: ...
 

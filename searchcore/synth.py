@@ -68,23 +68,57 @@ _PATTERN_WORDS = {
 
 # Materials that shine (specular strength) and that show a fine weave (noise amplitude).
 _GLOSS = {
-    "leather": 0.16, "ceramic": 0.32, "porcelain": 0.38, "stoneware": 0.14, "glass": 0.45,
-    "steel": 0.42, "aluminium": 0.32, "titanium": 0.3, "plastic": 0.22,
+    "leather": 0.16,
+    "ceramic": 0.32,
+    "porcelain": 0.38,
+    "stoneware": 0.14,
+    "glass": 0.45,
+    "steel": 0.42,
+    "aluminium": 0.32,
+    "titanium": 0.3,
+    "plastic": 0.22,
 }
 _WEAVE = {
-    "cotton": 0.014, "jersey": 0.012, "linen": 0.022, "silk": 0.006, "fleece": 0.018,
-    "wool": 0.022, "canvas": 0.022, "nylon": 0.008, "mesh": 0.03, "suede": 0.018, "paper": 0.012,
+    "cotton": 0.014,
+    "jersey": 0.012,
+    "linen": 0.022,
+    "silk": 0.006,
+    "fleece": 0.018,
+    "wool": 0.022,
+    "canvas": 0.022,
+    "nylon": 0.008,
+    "mesh": 0.03,
+    "suede": 0.018,
+    "paper": 0.012,
 }
 # Leather, metal and glass things come in one colour here (no striped leather handbags).
 _SOLID_ONLY = {"leather", "suede", "steel", "titanium", "aluminium", "glass"}
 _MATERIAL_PRICE = {
-    "leather": 1.6, "suede": 1.45, "silk": 1.8, "wool": 1.3, "linen": 1.2, "fleece": 1.1,
-    "titanium": 1.7, "steel": 1.2, "porcelain": 1.3, "glass": 1.15, "stoneware": 1.1,
-    "mesh": 1.05, "plastic": 0.8, "paper": 0.9,
+    "leather": 1.6,
+    "suede": 1.45,
+    "silk": 1.8,
+    "wool": 1.3,
+    "linen": 1.2,
+    "fleece": 1.1,
+    "titanium": 1.7,
+    "steel": 1.2,
+    "porcelain": 1.3,
+    "glass": 1.15,
+    "stoneware": 1.1,
+    "mesh": 1.05,
+    "plastic": 0.8,
+    "paper": 0.9,
 }
 _PATTERN_PRICE = {"solid": 1.0, "striped": 1.05, "dotted": 1.08, "checked": 1.1}
 BRANDS: tuple[str, ...] = (
-    "Nordwind", "Kestrel", "Lumen", "Marlow", "Oakridge", "Solvei", "Tidewater", "Brisa",
+    "Nordwind",
+    "Kestrel",
+    "Lumen",
+    "Marlow",
+    "Oakridge",
+    "Solvei",
+    "Tidewater",
+    "Brisa",
 )
 
 
@@ -104,33 +138,124 @@ class Kind:
 
 
 _ALL = PATTERNS
-KINDS: dict[str, Kind] = {k.name: k for k in (
-    Kind("t-shirt", "t-shirts", ("cotton", "jersey", "linen"), _ALL, 19.0, form="cloth"),
-    Kind("hoodie", "hoodies", ("cotton", "fleece"), ("solid", "striped", "checked"), 49.0,
-         form="cloth"),
-    Kind("dress", "dresses", ("cotton", "linen", "silk"), _ALL, 59.0, form="cloth"),
-    Kind("sneakers", "sneakers", ("canvas", "leather", "suede", "mesh"), ("solid", "checked"),
-         74.0, "soles", "", ("white", "white", "white", "black", "beige", "brown")),
-    Kind("cap", "caps", ("cotton", "wool", "canvas"), ("solid", "striped", "checked"), 22.0,
-         "brim", "a ", ("same", "same", "black", "white", "navy")),
-    Kind("handbag", "handbags", ("leather", "suede", "canvas"), ("solid", "striped", "checked"),
-         95.0, "handles", "", ("same", "brown", "black", "beige")),
-    Kind("backpack", "backpacks", ("canvas", "nylon", "leather"), ("solid", "checked"), 64.0,
-         "straps", "", ("same", "black", "grey", "brown")),
-    Kind("watch", "watches", ("steel", "titanium", "aluminium"), ("solid",), 139.0, "strap",
-         "a ", ("black", "brown", "beige", "grey", "navy")),
-    Kind("mug", "mugs", ("ceramic", "porcelain", "stoneware"), _ALL, 13.0, "handle", "a ",
-         ("same", "same", "white", "black"), form="cyl"),
-    Kind("bottle", "bottles", ("steel", "aluminium", "plastic"), ("solid", "striped", "dotted"),
-         24.0, "lid", "a ", ("black", "white", "grey", "same"), form="cyl"),
-    Kind("vase", "vases", ("ceramic", "glass", "stoneware"), ("solid", "striped", "dotted"),
-         36.0, form="cyl"),
-    Kind("lamp", "lamps", ("linen", "paper", "cotton"), _ALL, 52.0, "base", "a ",
-         ("white", "black", "brown", "grey", "beige"), form="cyl"),
-)}
+KINDS: dict[str, Kind] = {
+    k.name: k
+    for k in (
+        Kind("t-shirt", "t-shirts", ("cotton", "jersey", "linen"), _ALL, 19.0, form="cloth"),
+        Kind(
+            "hoodie",
+            "hoodies",
+            ("cotton", "fleece"),
+            ("solid", "striped", "checked"),
+            49.0,
+            form="cloth",
+        ),
+        Kind("dress", "dresses", ("cotton", "linen", "silk"), _ALL, 59.0, form="cloth"),
+        Kind(
+            "sneakers",
+            "sneakers",
+            ("canvas", "leather", "suede", "mesh"),
+            ("solid", "checked"),
+            74.0,
+            "soles",
+            "",
+            ("white", "white", "white", "black", "beige", "brown"),
+        ),
+        Kind(
+            "cap",
+            "caps",
+            ("cotton", "wool", "canvas"),
+            ("solid", "striped", "checked"),
+            22.0,
+            "brim",
+            "a ",
+            ("same", "same", "black", "white", "navy"),
+        ),
+        Kind(
+            "handbag",
+            "handbags",
+            ("leather", "suede", "canvas"),
+            ("solid", "striped", "checked"),
+            95.0,
+            "handles",
+            "",
+            ("same", "brown", "black", "beige"),
+        ),
+        Kind(
+            "backpack",
+            "backpacks",
+            ("canvas", "nylon", "leather"),
+            ("solid", "checked"),
+            64.0,
+            "straps",
+            "",
+            ("same", "black", "grey", "brown"),
+        ),
+        Kind(
+            "watch",
+            "watches",
+            ("steel", "titanium", "aluminium"),
+            ("solid",),
+            139.0,
+            "strap",
+            "a ",
+            ("black", "brown", "beige", "grey", "navy"),
+        ),
+        Kind(
+            "mug",
+            "mugs",
+            ("ceramic", "porcelain", "stoneware"),
+            _ALL,
+            13.0,
+            "handle",
+            "a ",
+            ("same", "same", "white", "black"),
+            form="cyl",
+        ),
+        Kind(
+            "bottle",
+            "bottles",
+            ("steel", "aluminium", "plastic"),
+            ("solid", "striped", "dotted"),
+            24.0,
+            "lid",
+            "a ",
+            ("black", "white", "grey", "same"),
+            form="cyl",
+        ),
+        Kind(
+            "vase",
+            "vases",
+            ("ceramic", "glass", "stoneware"),
+            ("solid", "striped", "dotted"),
+            36.0,
+            form="cyl",
+        ),
+        Kind(
+            "lamp",
+            "lamps",
+            ("linen", "paper", "cotton"),
+            _ALL,
+            52.0,
+            "base",
+            "a ",
+            ("white", "black", "brown", "grey", "beige"),
+            form="cyl",
+        ),
+    )
+}
 
-COLUMNS = ("id", "title", "image", "category", "colour", "pattern", "trim_colour", "material",
-           "price")
+COLUMNS = (
+    "id",
+    "title",
+    "image",
+    "category",
+    "colour",
+    "pattern",
+    "trim_colour",
+    "material",
+    "price",
+)
 _CATEGORY_TO_KIND = {k.category: k.name for k in KINDS.values()}
 _STEEL: RGB = (188, 190, 196)
 _GOLD: RGB = (204, 168, 84)
@@ -167,14 +292,16 @@ class _Layer:
         self._d.chord(self._box(x0, y0, x1, y1), a0, a1, fill=255)
         return self
 
-    def arc(self, x0: float, y0: float, x1: float, y1: float, a0: float, a1: float,
-            w: float) -> _Layer:
+    def arc(
+        self, x0: float, y0: float, x1: float, y1: float, a0: float, a1: float, w: float
+    ) -> _Layer:
         self._d.arc(self._box(x0, y0, x1, y1), a0, a1, fill=255, width=self.pen.w(w))
         return self
 
     def line(self, pts: list[tuple[float, float]], w: float) -> _Layer:
-        self._d.line([self.pen.at(x, y) for x, y in pts], fill=255, width=self.pen.w(w),
-                     joint="curve")
+        self._d.line(
+            [self.pen.at(x, y) for x, y in pts], fill=255, width=self.pen.w(w), joint="curve"
+        )
         return self
 
 
@@ -193,8 +320,9 @@ class _Pen:
     def w(self, width: float) -> int:
         return max(1, round(width * self.k))
 
-    def layer(self, paint: str | RGB, pattern: bool = False, ao: bool = True,
-              tone: float = 1.0) -> _Layer:
+    def layer(
+        self, paint: str | RGB, pattern: bool = False, ao: bool = True, tone: float = 1.0
+    ) -> _Layer:
         """``paint``: "main", "trim", "dark" (insides), "seam", or a fixed RGB."""
         lay = _Layer(self, paint, pattern, ao, tone)
         self.layers.append(lay)
@@ -210,12 +338,22 @@ def _sym(pts: list[tuple[float, float]]) -> list[tuple[float, float]]:
 # Each function draws one kind in the unit square, back to front, with a little per-product
 # variation of proportions so that no two products of a kind are the same silhouette.
 
+
 def _tshirt(p: _Pen, rng: np.random.Generator) -> None:
     w, sl, bot = rng.uniform(0.17, 0.2), rng.uniform(0.12, 0.16), rng.uniform(0.78, 0.82)
     p.layer("dark").chord(0.42, 0.17, 0.58, 0.29, 0, 180)  # inside back seen through the neck
-    p.layer("main", pattern=True).poly(_sym([
-        (0.425, 0.2), (0.5 - w - 0.025, 0.23), (0.5 - w - sl, 0.37), (0.5 - w - sl + 0.065, 0.45),
-        (0.5 - w, 0.39), (0.5 - w + 0.01, bot)]))
+    p.layer("main", pattern=True).poly(
+        _sym(
+            [
+                (0.425, 0.2),
+                (0.5 - w - 0.025, 0.23),
+                (0.5 - w - sl, 0.37),
+                (0.5 - w - sl + 0.065, 0.45),
+                (0.5 - w, 0.39),
+                (0.5 - w + 0.01, bot),
+            ]
+        )
+    )
     p.layer("dark").chord(0.425, 0.15, 0.575, 0.29, 0, 180)
     p.layer("main", tone=0.9).arc(0.425, 0.15, 0.575, 0.29, 0, 180, 0.018)  # ribbed collar
     seam = p.layer("seam", ao=False)
@@ -228,30 +366,60 @@ def _tshirt(p: _Pen, rng: np.random.Generator) -> None:
 def _hoodie(p: _Pen, rng: np.random.Generator) -> None:
     w, bot = rng.uniform(0.18, 0.21), rng.uniform(0.8, 0.84)
     p.layer("main", pattern=True).ellipse(0.375, 0.11, 0.625, 0.33)  # hood lying behind
-    p.layer("main", pattern=True).poly(_sym([
-        (0.42, 0.22), (0.5 - w - 0.03, 0.26), (0.5 - w - 0.15, 0.7), (0.5 - w - 0.07, 0.72),
-        (0.5 - w, 0.42), (0.5 - w, bot)]))
+    p.layer("main", pattern=True).poly(
+        _sym(
+            [
+                (0.42, 0.22),
+                (0.5 - w - 0.03, 0.26),
+                (0.5 - w - 0.15, 0.7),
+                (0.5 - w - 0.07, 0.72),
+                (0.5 - w, 0.42),
+                (0.5 - w, bot),
+            ]
+        )
+    )
     p.layer("dark").chord(0.425, 0.16, 0.575, 0.32, 0, 180)  # hood opening
     rib = p.layer("main", tone=0.85)
     rib.rect(0.5 - w, bot - 0.05, 0.5 + w, bot, 0.01)  # waistband and cuffs
     for s in (-1, 1):
-        rib.poly([(0.5 + s * (w + 0.15), 0.7), (0.5 + s * (w + 0.07), 0.72),
-                  (0.5 + s * (w + 0.063), 0.675), (0.5 + s * (w + 0.137), 0.655)])
+        rib.poly(
+            [
+                (0.5 + s * (w + 0.15), 0.7),
+                (0.5 + s * (w + 0.07), 0.72),
+                (0.5 + s * (w + 0.063), 0.675),
+                (0.5 + s * (w + 0.137), 0.655),
+            ]
+        )
     p.layer("seam", ao=False).poly([(0.39, 0.58), (0.61, 0.58), (0.66, 0.74), (0.34, 0.74)])
-    p.layer("main", pattern=True).poly([(0.396, 0.587), (0.604, 0.587), (0.65, 0.733),
-                                        (0.35, 0.733)])  # kangaroo pocket (seam shows)
+    p.layer("main", pattern=True).poly(
+        [(0.396, 0.587), (0.604, 0.587), (0.65, 0.733), (0.35, 0.733)]
+    )  # kangaroo pocket (seam shows)
     p.layer(_LACE, ao=False).line([(0.47, 0.27), (0.465, 0.42)], 0.008).line(
-        [(0.53, 0.27), (0.535, 0.42)], 0.008)
+        [(0.53, 0.27), (0.535, 0.42)], 0.008
+    )
 
 
 def _dress(p: _Pen, rng: np.random.Generator) -> None:
     hw, waist = rng.uniform(0.25, 0.3), rng.uniform(0.42, 0.46)
     p.layer("dark").poly([(0.43, 0.15), (0.57, 0.15), (0.5, 0.27)])  # inside back, V neck
-    hem = [(0.5 + hw * t, 0.86 + 0.025 * (1 - t * t) + 0.008 * math.sin(9 * t))
-           for t in np.linspace(1, -1, 21)]
+    hem = [
+        (0.5 + hw * t, 0.86 + 0.025 * (1 - t * t) + 0.008 * math.sin(9 * t))
+        for t in np.linspace(1, -1, 21)
+    ]
     p.layer("main", pattern=True).poly(
-        [(0.41, 0.12), (0.44, 0.12), (0.5, 0.26), (0.56, 0.12), (0.59, 0.12), (0.63, 0.27),
-         (0.605, waist), *hem, (0.395, waist), (0.37, 0.27)])
+        [
+            (0.41, 0.12),
+            (0.44, 0.12),
+            (0.5, 0.26),
+            (0.56, 0.12),
+            (0.59, 0.12),
+            (0.63, 0.27),
+            (0.605, waist),
+            *hem,
+            (0.395, waist),
+            (0.37, 0.27),
+        ]
+    )
     p.layer("seam", ao=False).line([(0.395, waist), (0.605, waist)], 0.006)
 
 
@@ -260,17 +428,48 @@ def _shoe(p: _Pen, dx: float, dy: float, tone: float) -> None:
         # shift, and shrink by 10% about the centre: the pair is the widest product
         return [(0.5 + 0.9 * (x - 0.5) + dx, 0.5 + 0.9 * (y - 0.5) + dy) for x, y in pts]
 
-    p.layer("main", pattern=True, tone=tone).poly(m([
-        (0.12, 0.6), (0.125, 0.55), (0.15, 0.515), (0.2, 0.49), (0.3, 0.47), (0.38, 0.45),
-        (0.46, 0.41), (0.53, 0.36), (0.57, 0.33), (0.61, 0.345), (0.7, 0.37), (0.78, 0.33),
-        (0.83, 0.34), (0.86, 0.4), (0.875, 0.5), (0.875, 0.6)]))
-    p.layer("dark", tone=tone).poly(m([(0.6, 0.35), (0.7, 0.375), (0.78, 0.34), (0.76, 0.385),
-                                       (0.63, 0.39)]))  # ankle opening
-    p.layer("trim", tone=tone, ao=False).line(m([(0.42, 0.54), (0.6, 0.47), (0.76, 0.44)]),
-                                              0.014)  # side stripe
-    p.layer("trim", tone=tone).poly(m([  # sole, with the toe turned up
-        (0.1, 0.57), (0.2, 0.59), (0.89, 0.585), (0.895, 0.62), (0.88, 0.645), (0.22, 0.65),
-        (0.15, 0.64), (0.115, 0.62)]))
+    p.layer("main", pattern=True, tone=tone).poly(
+        m(
+            [
+                (0.12, 0.6),
+                (0.125, 0.55),
+                (0.15, 0.515),
+                (0.2, 0.49),
+                (0.3, 0.47),
+                (0.38, 0.45),
+                (0.46, 0.41),
+                (0.53, 0.36),
+                (0.57, 0.33),
+                (0.61, 0.345),
+                (0.7, 0.37),
+                (0.78, 0.33),
+                (0.83, 0.34),
+                (0.86, 0.4),
+                (0.875, 0.5),
+                (0.875, 0.6),
+            ]
+        )
+    )
+    p.layer("dark", tone=tone).poly(
+        m([(0.6, 0.35), (0.7, 0.375), (0.78, 0.34), (0.76, 0.385), (0.63, 0.39)])
+    )  # ankle opening
+    p.layer("trim", tone=tone, ao=False).line(
+        m([(0.42, 0.54), (0.6, 0.47), (0.76, 0.44)]), 0.014
+    )  # side stripe
+    p.layer("trim", tone=tone).poly(
+        m(
+            [  # sole, with the toe turned up
+                (0.1, 0.57),
+                (0.2, 0.59),
+                (0.89, 0.585),
+                (0.895, 0.62),
+                (0.88, 0.645),
+                (0.22, 0.65),
+                (0.15, 0.64),
+                (0.115, 0.62),
+            ]
+        )
+    )
     p.layer("seam", ao=False, tone=tone).line(m([(0.2, 0.6), (0.875, 0.598)]), 0.004)
     lace = p.layer(_LACE, ao=False, tone=tone)
     for t in (0.0, 0.25, 0.5, 0.75):
@@ -289,9 +488,13 @@ def _cap(p: _Pen, rng: np.random.Generator) -> None:
 
     def bill(cx: float, cy: float) -> list[tuple[float, float]]:
         # a flattened ellipse, tilted down towards its tip
-        return [(cx + 0.19 * math.cos(t) * math.cos(tilt) - 0.05 * math.sin(t) * math.sin(tilt),
-                 cy + 0.19 * math.cos(t) * math.sin(tilt) + 0.05 * math.sin(t) * math.cos(tilt))
-                for t in np.linspace(0, 2 * math.pi, 48, endpoint=False)]
+        return [
+            (
+                cx + 0.19 * math.cos(t) * math.cos(tilt) - 0.05 * math.sin(t) * math.sin(tilt),
+                cy + 0.19 * math.cos(t) * math.sin(tilt) + 0.05 * math.sin(t) * math.cos(tilt),
+            )
+            for t in np.linspace(0, 2 * math.pi, 48, endpoint=False)
+        ]
 
     # The bill goes in first, so the crown hides its back half: it sticks out of the front.
     p.layer("trim", tone=0.7).poly(bill(0.69, 0.61))  # its shaded underside
@@ -299,7 +502,8 @@ def _cap(p: _Pen, rng: np.random.Generator) -> None:
     p.layer("main", pattern=True).chord(0.16, 0.6 - h, 0.7, 0.6 + h, 180, 360)
     p.layer("main", tone=0.8).rect(0.16, 0.58, 0.7, 0.62, 0.01)  # sweatband edge
     p.layer("seam", ao=False).arc(0.31, 0.6 - h, 0.55, 0.6 + h, 200, 340, 0.005).line(
-        [(0.43, 0.6 - h), (0.43, 0.59)], 0.004)
+        [(0.43, 0.6 - h), (0.43, 0.59)], 0.004
+    )
     p.layer("main", tone=0.75).ellipse(0.41, 0.585 - h, 0.45, 0.615 - h)  # top button
 
 
@@ -307,10 +511,12 @@ def _handbag(p: _Pen, rng: np.random.Generator) -> None:
     top, hh = rng.uniform(0.38, 0.43), rng.uniform(0.18, 0.24)
     p.layer("trim", tone=0.75).arc(0.37, top - hh, 0.69, top + hh, 180, 360, 0.026)
     p.layer("trim").arc(0.31, top - hh, 0.63, top + hh, 180, 360, 0.028)
-    p.layer("main", pattern=True).poly([(0.27, top), (0.73, top), (0.8, 0.75), (0.77, 0.8),
-                                        (0.23, 0.8), (0.2, 0.75)])
-    p.layer("main", pattern=True, tone=0.92).poly([(0.27, top), (0.73, top), (0.75, top + 0.13),
-                                                   (0.5, top + 0.19), (0.25, top + 0.13)])
+    p.layer("main", pattern=True).poly(
+        [(0.27, top), (0.73, top), (0.8, 0.75), (0.77, 0.8), (0.23, 0.8), (0.2, 0.75)]
+    )
+    p.layer("main", pattern=True, tone=0.92).poly(
+        [(0.27, top), (0.73, top), (0.75, top + 0.13), (0.5, top + 0.19), (0.25, top + 0.13)]
+    )
     gold = p.layer(_GOLD)
     gold.rect(0.47, top + 0.15, 0.53, top + 0.2, 0.01)
     gold.ellipse(0.305, top - 0.02, 0.335, top + 0.01).ellipse(0.605, top - 0.02, 0.635, top + 0.01)
@@ -344,8 +550,13 @@ def _watch(p: _Pen, rng: np.random.Generator) -> None:
     marks = p.layer((30, 30, 34) if light_dial else (235, 235, 230), ao=False)
     for h in range(12):
         a, r0 = h * math.pi / 6, 0.165 if h % 3 else 0.15
-        marks.line([(0.5 + r0 * math.cos(a), 0.5 + r0 * math.sin(a)),
-                    (0.5 + 0.185 * math.cos(a), 0.5 + 0.185 * math.sin(a))], 0.007)
+        marks.line(
+            [
+                (0.5 + r0 * math.cos(a), 0.5 + r0 * math.sin(a)),
+                (0.5 + 0.185 * math.cos(a), 0.5 + 0.185 * math.sin(a)),
+            ],
+            0.007,
+        )
     ah, am = rng.uniform(0, 2 * math.pi), rng.uniform(0, 2 * math.pi)
     marks.line([(0.5, 0.5), (0.5 + 0.1 * math.cos(ah), 0.5 + 0.1 * math.sin(ah))], 0.014)
     marks.line([(0.5, 0.5), (0.5 + 0.15 * math.cos(am), 0.5 + 0.15 * math.sin(am))], 0.009)
@@ -404,9 +615,18 @@ def _lamp(p: _Pen, rng: np.random.Generator) -> None:
 
 
 _DRAW: dict[str, Callable[[_Pen, np.random.Generator], None]] = {
-    "t-shirt": _tshirt, "hoodie": _hoodie, "dress": _dress, "sneakers": _sneakers, "cap": _cap,
-    "handbag": _handbag, "backpack": _backpack, "watch": _watch, "mug": _mug,
-    "bottle": _bottle, "vase": _vase, "lamp": _lamp,
+    "t-shirt": _tshirt,
+    "hoodie": _hoodie,
+    "dress": _dress,
+    "sneakers": _sneakers,
+    "cap": _cap,
+    "handbag": _handbag,
+    "backpack": _backpack,
+    "watch": _watch,
+    "mug": _mug,
+    "bottle": _bottle,
+    "vase": _vase,
+    "lamp": _lamp,
 }
 
 
@@ -414,15 +634,18 @@ _DRAW: dict[str, Callable[[_Pen, np.random.Generator], None]] = {
 def _ao_lut(tone: float) -> list[int]:
     """Edge occlusion: a part's blurred mask (128 at its edge, 255 well inside) -> brightness,
     times the part's ``tone`` (parts in shade, like a pair's far shoe)."""
-    return [round(255 * tone * (0.66 + 0.34 * min(1.0, max(0.0, (v - 128) / 110)) ** 0.6))
-            for v in range(256)]
+    return [
+        round(255 * tone * (0.66 + 0.34 * min(1.0, max(0.0, (v - 128) / 110)) ** 0.6))
+        for v in range(256)
+    ]
 
 
 # --------------------------------------------------------------------------------- rendering
 
 
-def _pattern_ink(pattern: str, u: np.ndarray, v: np.ndarray, k: float,
-                 rng: np.random.Generator) -> np.ndarray:
+def _pattern_ink(
+    pattern: str, u: np.ndarray, v: np.ndarray, k: float, rng: np.random.Generator
+) -> np.ndarray:
     """Ink coverage in [0, 1] on the canvas grid; ``u, v`` are the unit coords of its columns
     and rows, ``k`` canvas pixels per unit (for a one-pixel anti-aliased edge)."""
     period = rng.uniform(0.05, 0.085)
@@ -435,14 +658,17 @@ def _pattern_ink(pattern: str, u: np.ndarray, v: np.ndarray, k: float,
         du = ((u[None, :] / period + 0.5 * (row[:, None] % 2)) % 1.0 - 0.5) * period
         dv = (np.abs((v / period) % 1.0 - 0.5) * period)[:, None]
         return np.clip((period * rng.uniform(0.2, 0.26) - np.hypot(du, dv)) * k + 0.5, 0, 1)
+
     # checked: gingham, half-strength bands that cross at full strength
     def band(x: np.ndarray) -> np.ndarray:
         return np.clip((period * 0.18 - np.abs(x / period % 1.0 - 0.5) * period) * k + 0.5, 0, 1)
+
     return 0.5 * band(u)[None, :] + 0.5 * band(v)[:, None]
 
 
-def _form(kind: Kind, pen: _Pen, u: np.ndarray, v: np.ndarray, gloss: float,
-          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _form(
+    kind: Kind, pen: _Pen, u: np.ndarray, v: np.ndarray, gloss: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Shading (multiplier) and specular (additive, 0-1) in the canonical frame."""
     if kind.form == "cyl":  # turned object lit from the left: darker towards both sides
         cx, hw = pen.cyl
@@ -478,8 +704,9 @@ def render_product(attrs: dict[str, Any], size: int, rng: np.random.Generator) -
     return _render(attrs, size, rng)[0]
 
 
-def _render(attrs: dict[str, Any], size: int,
-            rng: np.random.Generator) -> tuple[Image.Image, np.ndarray]:
+def _render(
+    attrs: dict[str, Any], size: int, rng: np.random.Generator
+) -> tuple[Image.Image, np.ndarray]:
     """:func:`render_product`, plus the product's coverage (0-1, ``size`` x ``size``)."""
     kind = _resolve_kind(attrs)
     main = COLOURS[attrs["colour"]]
@@ -500,11 +727,17 @@ def _render(attrs: dict[str, Any], size: int,
     patterned = None
     if pattern != "solid":
         ink = _pattern_ink(pattern, u, v, pen.k, rng)
-        patterned = Image.composite(Image.new("RGB", (px, px), COLOURS[_INK.get(
-            attrs["colour"], "white")]), Image.new("RGB", (px, px), main),
-            Image.fromarray((ink * 255).astype(np.uint8)))
-    paints = {"main": main, "trim": trim, "dark": tuple(int(c * 0.45) for c in main),
-              "seam": tuple(int(c * 0.72) for c in main)}
+        patterned = Image.composite(
+            Image.new("RGB", (px, px), COLOURS[_INK.get(attrs["colour"], "white")]),
+            Image.new("RGB", (px, px), main),
+            Image.fromarray((ink * 255).astype(np.uint8)),
+        )
+    paints = {
+        "main": main,
+        "trim": trim,
+        "dark": tuple(int(c * 0.45) for c in main),
+        "seam": tuple(int(c * 0.72) for c in main),
+    }
     # Where the per-kind form shading applies: fully on the main body, weakly on trims and
     # details (a mug's handle sits outside the body's cylinder and must keep its colour).
     form_weight = Image.new("L", (px, px), 0)
@@ -529,8 +762,7 @@ def _render(attrs: dict[str, Any], size: int,
 
     # 2x -> 1x (the anti-aliasing). The albedo was painted over black, so at the silhouette's
     # edge it is already premultiplied by coverage: shading it and rotating it is exact there.
-    albedo, shade, form_weight, alpha = (im.reduce(2) for im in (albedo, shade, form_weight,
-                                                                 alpha))
+    albedo, shade, form_weight, alpha = (im.reduce(2) for im in (albedo, shade, form_weight, alpha))
     u1 = 0.5 + ((np.arange(size, dtype=np.float32) + 0.5) / size - 0.5) / scale
     form, spec = _form(kind, pen, u1, u1, _GLOSS.get(material, 0.0), rng)
     fw = np.asarray(form_weight, np.float32) / 255
@@ -550,8 +782,9 @@ def _render(attrs: dict[str, Any], size: int,
     # Studio light: brighter at the top, a little from one side; plus a fine weave on fabric.
     y = ((np.arange(size, dtype=np.float32) + 0.5) / size)[:, None]
     x = ((np.arange(size, dtype=np.float32) + 0.5) / size)[None, :]
-    light = rng.uniform(1.0, 1.1) * (1 + rng.uniform(0.12, 0.25) * (0.45 - y)
-                                     + rng.uniform(-0.08, 0.08) * (0.5 - x))
+    light = rng.uniform(1.0, 1.1) * (
+        1 + rng.uniform(0.12, 0.25) * (0.45 - y) + rng.uniform(-0.08, 0.08) * (0.5 - x)
+    )
     weave = _WEAVE.get(material, 0.0)
     if weave:
         light = light * (1 + weave * rng.standard_normal((size, size), np.float32))
@@ -565,8 +798,10 @@ def _render(attrs: dict[str, Any], size: int,
 
     # Shadow: a blurred, offset copy of the silhouette plus a soft pool under the product.
     contact = Image.new("L", (size, size), 0)
-    contact.paste(alpha1.filter(ImageFilter.GaussianBlur(size * 0.025)),
-                  (round(size * 0.012), round(size * 0.025)))
+    contact.paste(
+        alpha1.filter(ImageFilter.GaussianBlur(size * 0.025)),
+        (round(size * 0.012), round(size * 0.025)),
+    )
     bb = alpha1.getbbox() or (0, 0, size, size)
     cxp, half = (bb[0] + bb[2]) / 2 / size, (bb[2] - bb[0]) * 0.5 / size
     pool = np.exp(-(((x - cxp) / half) ** 8)) * np.exp(-(((y - bb[3] / size) / 0.035) ** 2))
@@ -580,8 +815,9 @@ def _render(attrs: dict[str, Any], size: int,
 # ------------------------------------------------------------------------------- the catalog
 
 
-def _title(kind: Kind, colour: str, pattern: str, trim: str, material: str,
-           rng: np.random.Generator) -> tuple[str, bool]:
+def _title(
+    kind: Kind, colour: str, pattern: str, trim: str, material: str, rng: np.random.Generator
+) -> tuple[str, bool]:
     """A natural title that always names the colour, the pattern (if any) and the kind; and
     whether it starts with a brand."""
     mat = f"{material} " if rng.uniform() < 0.4 else ""
@@ -619,13 +855,27 @@ def _product(kind: Kind, seed: int, index: int) -> dict[str, str]:
         trim = kind.trim_colours[int(rng.integers(len(kind.trim_colours)))]
         trim = colour if trim == "same" else trim
     title, branded = _title(kind, colour, pattern, trim, material, rng)
-    price = (kind.base_price * _MATERIAL_PRICE.get(material, 1.0) * _PATTERN_PRICE[pattern]
-             * (1.15 if branded else 1.0) * float(np.exp(rng.normal(0, 0.12))))
+    price = (
+        kind.base_price
+        * _MATERIAL_PRICE.get(material, 1.0)
+        * _PATTERN_PRICE[pattern]
+        * (1.15 if branded else 1.0)
+        * float(np.exp(rng.normal(0, 0.12)))
+    )
     cents = (0.9, 0.9, 0.95, 0.99, 0.0)[int(rng.integers(5))]
     pid = f"P{index + 1:05d}"
-    return {"id": pid, "title": title, "image": f"images/{pid}.jpg", "category": kind.category,
-            "colour": colour, "pattern": pattern, "trim_colour": trim, "material": material,
-            "price": f"{max(1.0, math.floor(price)) + cents:.2f}", "kind": kind.name}
+    return {
+        "id": pid,
+        "title": title,
+        "image": f"images/{pid}.jpg",
+        "category": kind.category,
+        "colour": colour,
+        "pattern": pattern,
+        "trim_colour": trim,
+        "material": material,
+        "price": f"{max(1.0, math.floor(price)) + cents:.2f}",
+        "kind": kind.name,
+    }
 
 
 def _render_to(args: tuple[dict[str, str], int, int, int, str]) -> None:
@@ -662,8 +912,9 @@ def _draw_all(jobs: list[tuple[dict[str, str], int, int, int, str]], progress: b
     bar.close()
 
 
-def generate_catalog(out_dir: Path | str, n: int = 1200, seed: int = 0, size: int = 192,
-                     progress: bool = False) -> Path:
+def generate_catalog(
+    out_dir: Path | str, n: int = 1200, seed: int = 0, size: int = 192, progress: bool = False
+) -> Path:
     """Write out_dir/products.csv and out_dir/images/<id>.jpg; return the CSV path."""
     if not 1 <= n <= 99_999:
         raise ValueError(f"n must be between 1 and 99999 (ids have 5 digits), not {n}")

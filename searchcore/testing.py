@@ -34,9 +34,15 @@ class RunningApp:
 
 
 @contextmanager
-def launched_app(args: Sequence[str] = (), *, env: Mapping[str, str], log: Path,
-                 cwd: Path | None = None, timeout: float = 120.0,
-                 app: Path = APP) -> Iterator[RunningApp]:
+def launched_app(
+    args: Sequence[str] = (),
+    *,
+    env: Mapping[str, str],
+    log: Path,
+    cwd: Path | None = None,
+    timeout: float = 120.0,
+    app: Path = APP,
+) -> Iterator[RunningApp]:
     """``python app.py ARGS --host 127.0.0.1 --port N``, until the ``with`` block ends.
 
     ``env`` is the child's whole environment. Raises ``RuntimeError`` with the log's tail when
@@ -48,8 +54,9 @@ def launched_app(args: Sequence[str] = (), *, env: Mapping[str, str], log: Path,
     url = f"http://127.0.0.1:{port}/"
     cmd = [sys.executable, str(app), *args, "--host", "127.0.0.1", "--port", str(port)]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=cwd or app.parent, env=dict(env), stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            cmd, cwd=cwd or app.parent, env=dict(env), stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         deadline = time.monotonic() + timeout
         while True:

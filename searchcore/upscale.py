@@ -665,7 +665,9 @@ class UpscalePolicy:
 # --------------------------------------------------------------------------- factory
 
 
-SHIPPED_UPSCALER_DIR = Path(__file__).resolve().parents[1] / "assets" / "models" / "upscaler-default"
+SHIPPED_UPSCALER_DIR = (
+    Path(__file__).resolve().parents[1] / "assets" / "models" / "upscaler-default"
+)
 FOLDER_CONFIG = "upscaler_config.json"
 FALLBACK_UPSCALER = "realesr-general-x4v3"
 
@@ -681,10 +683,16 @@ def load_upscaler_folder(folder: str | Path) -> tuple[UpscalerSpec, Path]:
     try:
         cfg = read_json(path, 1 << 20)
         weights = folder / Path(str(cfg["weights"])).name
-        spec = UpscalerSpec(name=str(cfg["name"]), arch=cfg.get("arch", "srvgg"),
-                            arch_kwargs=dict(cfg["arch_kwargs"]), scale=int(cfg["scale"]), url=None,
-                            sha256=str(cfg["sha256"]), filename=weights.name,
-                            description=f"trained by searchcore ({folder.name})")
+        spec = UpscalerSpec(
+            name=str(cfg["name"]),
+            arch=cfg.get("arch", "srvgg"),
+            arch_kwargs=dict(cfg["arch_kwargs"]),
+            scale=int(cfg["scale"]),
+            url=None,
+            sha256=str(cfg["sha256"]),
+            filename=weights.name,
+            description=f"trained by searchcore ({folder.name})",
+        )
     except FileNotFoundError:
         raise WeightsError(f"upscaler folder {folder} has no {FOLDER_CONFIG}") from None
     except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:

@@ -88,9 +88,12 @@ class ServedImages:
         df = catalog.df
         with self._lock:
             if df is not self._table:
-                live = df["image"] if "_removed" not in df else df.loc[df["_removed"] != "1", "image"]
-                self._allowed = frozenset(p for p in live.tolist()
-                                          if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+                live = (
+                    df["image"] if "_removed" not in df else df.loc[df["_removed"] != "1", "image"]
+                )
+                self._allowed = frozenset(
+                    p for p in live.tolist() if Path(p).suffix.lower() in IMAGE_SUFFIXES
+                )
                 self._table = df
                 for rel in [r for r in self._copies if r not in self._allowed]:
                     with contextlib.suppress(OSError):
@@ -148,10 +151,18 @@ class UploadGuard:
     that proxy added (the last one: the ones before it are the client's own word).
     """
 
-    def __init__(self, app: Callable[..., Awaitable[None]], *, max_request_bytes: int,
-                 max_files: int = 1, per_minute: int = 60, window_bytes: int = 512 * 1024 * 1024,
-                 window_s: float = 1200.0, trust_forwarded: bool = False,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        app: Callable[..., Awaitable[None]],
+        *,
+        max_request_bytes: int,
+        max_files: int = 1,
+        per_minute: int = 60,
+        window_bytes: int = 512 * 1024 * 1024,
+        window_s: float = 1200.0,
+        trust_forwarded: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.app = app
         self.max_request_bytes = int(max_request_bytes)
         self.max_files = int(max_files)
@@ -166,11 +177,16 @@ class UploadGuard:
         self._accepted_bytes = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope.get("type") != "http" or scope.get("method") != "POST" or not str(
-                scope.get("path", "")).rstrip("/").endswith("/upload"):
+        if (
+            scope.get("type") != "http"
+            or scope.get("method") != "POST"
+            or not str(scope.get("path", "")).rstrip("/").endswith("/upload")
+        ):
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
+        }
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > self.max_request_bytes:
             await _refuse(send, 413, "the upload is too large")
@@ -189,7 +205,9 @@ class UploadGuard:
             await _refuse(send, 413, problem)
             return
         if not self._take(len(body)):
-            await _refuse(send, 429, "the server has taken too many uploads; please try again later")
+            await _refuse(
+                send, 429, "the server has taken too many uploads; please try again later"
+            )
             return
         sent = False
 
@@ -209,7 +227,9 @@ class UploadGuard:
             while recent and recent[0] <= now - 60.0:
                 recent.popleft()
             if len(recent) >= self.per_minute:
-                return f"too many uploads (at most {self.per_minute} a minute); please wait a moment"
+                return (
+                    f"too many uploads (at most {self.per_minute} a minute); please wait a moment"
+                )
             recent.append(now)
             if len(self._by_client) > 10_000:  # forget idle clients
                 for key in [k for k, v in self._by_client.items() if not v]:
@@ -243,7 +263,7 @@ class UploadGuard:
             if marker is not None:  # count the form's parts as they stream in
                 window = tail + chunk
                 parts += window.count(marker) - tail.count(marker)
-                tail = window[-(len(marker) - 1):] if len(marker) > 1 else b""
+                tail = window[-(len(marker) - 1) :] if len(marker) > 1 else b""
                 if parts - 1 > self.max_files:  # the last marker closes the form
                     return b"", f"at most {self.max_files} file(s) per upload"
             chunks.append(chunk)
@@ -263,7 +283,14 @@ async def _refuse(send: Send, status: int, message: str) -> None:
     import json
 
     body = json.dumps({"detail": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

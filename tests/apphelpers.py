@@ -21,17 +21,33 @@ def make_shop(base: Path, tiny_clip: str) -> dict[str, Path]:
 
 
 @contextmanager
-def running_app(shop: dict[str, Path], *args: str, log_name: str = "app.log") -> Iterator[tuple[str, Path]]:
+def running_app(
+    shop: dict[str, Path], *args: str, log_name: str = "app.log"
+) -> Iterator[tuple[str, Path]]:
     """``python app.py`` on a free port; yields its URL and log file, and stops it afterwards."""
     from searchcore.testing import launched_app
 
     base = shop["base"]
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SEARCHCORE_", "GRADIO_")) and k != "SPACE_ID"}
-    env.update(SEARCHCORE_CACHE=str(base / "cache"), GRADIO_TEMP_DIR=str(base / "gradio-tmp"),
-               HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    argv = ["--catalog", str(shop["csv"]), "--model", str(shop["model"]), "--index", str(shop["index"]),
-            *args]
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SEARCHCORE_", "GRADIO_")) and k != "SPACE_ID"
+    }
+    env.update(
+        SEARCHCORE_CACHE=str(base / "cache"),
+        GRADIO_TEMP_DIR=str(base / "gradio-tmp"),
+        HF_HUB_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+    )
+    argv = [
+        "--catalog",
+        str(shop["csv"]),
+        "--model",
+        str(shop["model"]),
+        "--index",
+        str(shop["index"]),
+        *args,
+    ]
     with launched_app(argv, env=env, log=base / log_name, cwd=base) as app:
         yield app.url, app.log
 
@@ -44,13 +60,32 @@ def search_text(client, text: str, **kw):
 def search_image(client, path: str | Path, **kw):
     from gradio_client import handle_file
 
-    args = {"k": 5, "category": "All categories", "min_price": None, "max_price": None, "upscale": "auto", **kw}
+    args = {
+        "k": 5,
+        "category": "All categories",
+        "min_price": None,
+        "max_price": None,
+        "upscale": "auto",
+        **kw,
+    }
     return client.predict(image=handle_file(str(path)), api_name="/search_image", **args)
 
 
 def search_combined(client, path: str | Path, text: str, weight: float, **kw):
     from gradio_client import handle_file
 
-    args = {"k": 5, "category": "All categories", "min_price": None, "max_price": None, "upscale": "auto", **kw}
-    return client.predict(image=handle_file(str(path)), text=text, text_weight=weight,
-                          api_name="/search_combined", **args)
+    args = {
+        "k": 5,
+        "category": "All categories",
+        "min_price": None,
+        "max_price": None,
+        "upscale": "auto",
+        **kw,
+    }
+    return client.predict(
+        image=handle_file(str(path)),
+        text=text,
+        text_weight=weight,
+        api_name="/search_combined",
+        **args,
+    )

@@ -23,8 +23,12 @@ TINY_CLIP_CONFIG = {
 }
 
 COLOURS = {
-    "red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (230, 220, 40),
-    "black": (20, 20, 20), "white": (245, 245, 245),
+    "red": (220, 30, 30),
+    "green": (30, 180, 40),
+    "blue": (30, 60, 220),
+    "yellow": (230, 220, 40),
+    "black": (20, 20, 20),
+    "white": (245, 245, 245),
 }
 
 
@@ -48,19 +52,19 @@ class ColourEmbedder:
         v = np.array([*rgb, 60.0], dtype=np.float32)  # constant 4th dim keeps black non-zero
         return v / np.linalg.norm(v)
 
-    def preprocess(self, img: Image.Image):  # noqa: ANN201 - a tensor, as open_clip's is
+    def preprocess(self, img: Image.Image):
         import torch
 
         return torch.from_numpy(np.asarray(img.convert("RGB"), np.float32).reshape(-1, 3).mean(0))
 
-    def embed_pixels(self, pixels) -> np.ndarray:  # noqa: ANN001
+    def embed_pixels(self, pixels) -> np.ndarray:
         return np.stack([self._vec(tuple(p)) for p in np.asarray(pixels)])
 
-    def embed_images(self, images) -> np.ndarray:  # noqa: ANN001
+    def embed_images(self, images) -> np.ndarray:
         self.image_calls += len(images)
         return self.embed_pixels([self.preprocess(i) for i in images])
 
-    def embed_texts(self, texts) -> np.ndarray:  # noqa: ANN001
+    def embed_texts(self, texts) -> np.ndarray:
         out = []
         for t in texts:
             rgb = next((c for name, c in COLOURS.items() if name in t.lower()), (128, 128, 128))
@@ -68,8 +72,12 @@ class ColourEmbedder:
         return np.stack(out)
 
 
-def write_catalog(folder: Path, rows: list[dict], images: dict[str, Image.Image] | None = None,
-                  name: str = "products.csv") -> Path:
+def write_catalog(
+    folder: Path,
+    rows: list[dict],
+    images: dict[str, Image.Image] | None = None,
+    name: str = "products.csv",
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for rel, img in (images or {}).items():
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -90,9 +98,16 @@ def colour_catalog(tmp_path: Path) -> Path:
         base = np.array(COLOURS[colour], dtype=np.float32)
         noise = np.random.default_rng(i).normal(0, 6, (48, 48, 3))
         images[rel] = Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
-        rows.append({"id": f"{i:05d}", "title": f"{colour.title()} {category[:-1]} {i}",
-                     "image": rel, "category": category, "colour": colour,
-                     "price": f"{10 * (i + 1)}.00"})
+        rows.append(
+            {
+                "id": f"{i:05d}",
+                "title": f"{colour.title()} {category[:-1]} {i}",
+                "image": rel,
+                "category": category,
+                "colour": colour,
+                "price": f"{10 * (i + 1)}.00",
+            }
+        )
     return write_catalog(tmp_path / "shop", rows, images)
 
 
@@ -129,5 +144,7 @@ def tiny_clip() -> str:
     return register_architecture(TINY_CLIP_CONFIG, name=TINY_CLIP)
 
 
-def needs_shared(path: Path):  # noqa: ANN201
-    return pytest.mark.skipif(not path.exists(), reason=f"{path} is absent (../shared is not checked out)")
+def needs_shared(path: Path):
+    return pytest.mark.skipif(
+        not path.exists(), reason=f"{path} is absent (../shared is not checked out)"
+    )

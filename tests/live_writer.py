@@ -22,13 +22,13 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import ColourEmbedder  # noqa: E402
+from conftest import ColourEmbedder
 
-from searchcore import index as index_module  # noqa: E402
-from searchcore import live as live_module  # noqa: E402
-from searchcore.config import Settings, UpscaleSettings  # noqa: E402
-from searchcore.live import LiveShop  # noqa: E402
-from searchcore.service import open_engine  # noqa: E402
+from searchcore import index as index_module
+from searchcore import live as live_module
+from searchcore.config import Settings, UpscaleSettings
+from searchcore.live import LiveShop
+from searchcore.service import open_engine
 
 
 def unsafe_write_json(path: Path, data: object) -> None:
@@ -68,7 +68,10 @@ def main() -> None:
             data, rgb = photo(rng)
             payload = {"title": f"Product {pid}", "rgb": rgb}
             print(f"BEGIN add {pid} {json.dumps(payload)}", flush=True)
-            shop.add([{"id": pid, "title": payload["title"], "price": "9.50", "category": "mugs"}], [data])
+            shop.add(
+                [{"id": pid, "title": payload["title"], "price": "9.50", "category": "mugs"}],
+                [data],
+            )
         elif op == "remove":
             pid = str(rng.choice(live))
             payload = {}

@@ -36,8 +36,12 @@ def app(shop) -> Iterator[dict]:
     from gradio_client import Client
 
     with running_app(shop, "--max-upload-mb", "1") as (url, log):
-        yield {"url": url, "log": log, "client": Client(url, verbose=False),
-               "df": pd.read_csv(shop["csv"], dtype=str, keep_default_na=False)}
+        yield {
+            "url": url,
+            "log": log,
+            "client": Client(url, verbose=False),
+            "df": pd.read_csv(shop["csv"], dtype=str, keep_default_na=False),
+        }
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +87,9 @@ def test_combined_query_blends_photo_and_words(app, images) -> None:
     photo_only = search_combined(client, images / "P00007.jpg", "in blue", 0.0)
     assert photo_only["results"][0]["id"] == "P00007"
     words_only = search_combined(client, images / "P00007.jpg", "in blue", 1.0)
-    assert [r["id"] for r in words_only["results"]] == [r["id"] for r in search_text(client, "in blue")["results"]]
+    assert [r["id"] for r in words_only["results"]] == [
+        r["id"] for r in search_text(client, "in blue")["results"]
+    ]
     mixed = search_combined(client, images / "P00007.jpg", "in blue", 0.5)
     assert mixed["query"] == "photo + 'in blue'"
     assert [r["score"] for r in mixed["results"]] != [r["score"] for r in photo_only["results"]]
@@ -97,8 +103,11 @@ def test_filters(app) -> None:
     assert len(rows) and (rows["category"] == category).all()
     assert (rows["price"].astype(float) <= 80).all()
     # the page's number boxes cannot be empty: 0 means "no limit"
-    assert len(search_text(app["client"], "something nice", k=20, min_price=0, max_price=0)["results"]) == 20
-    with pytest.raises(Exception, match="min price .* is above max price"):
+    assert (
+        len(search_text(app["client"], "something nice", k=20, min_price=0, max_price=0)["results"])
+        == 20
+    )
+    with pytest.raises(Exception, match=r"min price .* is above max price"):
         search_text(app["client"], "mug", min_price=50, max_price=10)
     with pytest.raises(Exception, match="number of results must be between"):
         search_text(app["client"], "mug", k=10_000)
@@ -117,18 +126,32 @@ def _bad_files(folder: Path, src: Image.Image) -> dict[str, Path]:
     for path, data in files.values():
         path.write_bytes(data)
     Image.new("RGB", (1, 1), "red").save(folder / "one.png")
+
     # a decompression bomb: a real PNG header claiming 30000x30000 px over a tiny body
     def chunk(tag: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(b"\x00" * 30001 * 4)) + chunk(b"IEND", b""))
+
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 30001 * 4))
+        + chunk(b"IEND", b"")
+    )
     (folder / "bomb.png").write_bytes(png)
-    return {**{k: p for k, (p, _) in files.items()}, "1x1": folder / "one.png", "bomb": folder / "bomb.png"}
+    return {
+        **{k: p for k, (p, _) in files.items()},
+        "1x1": folder / "one.png",
+        "bomb": folder / "bomb.png",
+    }
 
 
 BAD_MESSAGES = {
-    "empty": "empty", "truncated": "damaged or truncated", "not an image": "not an image",
-    "html named .jpg": "not an image", "1x1": "too small", "bomb": "too large",
+    "empty": "empty",
+    "truncated": "damaged or truncated",
+    "not an image": "not an image",
+    "html named .jpg": "not an image",
+    "1x1": "too small",
+    "bomb": "too large",
 }
 
 
@@ -149,13 +172,19 @@ def test_odd_but_valid_photos_are_searched(app, images, tmp_path: Path) -> None:
     src = Image.open(images / "P00003.jpg").convert("RGB")
     odd = {}
     src.convert("CMYK").save(odd.setdefault("cmyk", tmp_path / "cmyk.jpg"))
-    Image.fromarray(np.asarray(src.convert("L"), np.uint16) * 257).save(odd.setdefault("16-bit", tmp_path / "g16.png"))
+    Image.fromarray(np.asarray(src.convert("L"), np.uint16) * 257).save(
+        odd.setdefault("16-bit", tmp_path / "g16.png")
+    )
     rgba = np.asarray(src.convert("RGBA")).copy()
     rgba[:30, :, 3] = 0
     Image.fromarray(rgba).save(odd.setdefault("rgba", tmp_path / "rgba.png"))
     src.convert("P").save(odd.setdefault("palette", tmp_path / "palette.png"), transparency=0)
-    src.save(odd.setdefault("animated", tmp_path / "anim.gif"), save_all=True,
-             append_images=[src.rotate(90)], duration=100)
+    src.save(
+        odd.setdefault("animated", tmp_path / "anim.gif"),
+        save_all=True,
+        append_images=[src.rotate(90)],
+        duration=100,
+    )
     exif = Image.Exif()
     exif[274] = 6  # "rotate 90° to display": the upright photo is 96 wide, 128 tall
     src.resize((128, 96)).save(odd.setdefault("exif", tmp_path / "exif.jpg"), exif=exif)
@@ -168,11 +197,17 @@ def test_odd_but_valid_photos_are_searched(app, images, tmp_path: Path) -> None:
 
 def test_oversize_upload_is_refused(app, images, tmp_path: Path) -> None:
     big = tmp_path / "big.jpg"
-    big.write_bytes(np.random.default_rng(1).bytes(1_300_000))  # the app runs with --max-upload-mb 1
+    big.write_bytes(
+        np.random.default_rng(1).bytes(1_300_000)
+    )  # the app runs with --max-upload-mb 1
     with pytest.raises(Exception, match="maximum file size"):  # gradio_client checks first...
         search_image(app["client"], big)
     with open(big, "rb") as f:  # ...and the server refuses it when a client does not
-        r = httpx.post(app["url"] + "gradio_api/upload", files={"files": ("big.jpg", f, "image/jpeg")}, timeout=30)
+        r = httpx.post(
+            app["url"] + "gradio_api/upload",
+            files={"files": ("big.jpg", f, "image/jpeg")},
+            timeout=30,
+        )
     assert r.status_code == 413
     assert search_text(app["client"], "lamp")["results"]
 
@@ -180,6 +215,7 @@ def test_oversize_upload_is_refused(app, images, tmp_path: Path) -> None:
 def test_nothing_is_served_by_its_server_path(app, shop, images) -> None:
     """Catalog photos reach the page as copies in Gradio's cache (test_webguard, test_browser);
     no file is served by its path on the server, the catalog's own photos included."""
+
     def status(path: Path) -> int:
         return httpx.get(f"{app['url']}gradio_api/file={path}", timeout=10).status_code
 
@@ -201,7 +237,13 @@ def test_second_start_reuses_the_index(app, shop) -> None:
 
 
 def test_missing_catalog_is_one_line_and_exit_1(tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, str(ROOT / "app.py"), "--catalog", str(tmp_path / "nope.csv")],
-                       check=False, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "app.py"), "--catalog", str(tmp_path / "nope.csv")],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert r.returncode == 1
     assert "app: error: catalog" in r.stderr and "Traceback" not in r.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from apphelpers import make_shop, running_app, search_image, search_text
 
 pytest.importorskip("milvus_lite")

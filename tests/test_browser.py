@@ -17,15 +17,23 @@ from test_app import make_shop, running_app
 
 CHROMIUM = Path(os.environ.get("SEARCHCORE_CHROMIUM", "/usr/bin/chromium"))
 # Without the networking flags chromium keeps calling home, which a closed network answers slowly.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
 REQUIRED = os.environ.get("SEARCHCORE_REQUIRE_BROWSER") == "1"
 pytestmark = pytest.mark.slow
 
 
 def _unavailable() -> str | None:
     if not CHROMIUM.is_file():
-        return f"{CHROMIUM} is missing (`apt-get install -y chromium`, or run `bash .ci/bootstrap test` as root)"
+        return (
+            f"{CHROMIUM} is missing (`apt-get install -y chromium`, "
+            "or run `bash .ci/bootstrap test` as root)"
+        )
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
@@ -55,7 +63,9 @@ def app_url(tmp_path_factory, tiny_clip: str, browser) -> Iterator[str]:
         yield url
 
 
-def test_search_by_photo_in_a_browser(browser, app_url: str, tmp_path: Path, tiny_clip: str) -> None:
+def test_search_by_photo_in_a_browser(
+    browser, app_url: str, tmp_path: Path, tiny_clip: str
+) -> None:
     page = browser.new_page(viewport={"width": 1360, "height": 1000})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -76,7 +86,8 @@ def test_search_by_photo_in_a_browser(browser, app_url: str, tmp_path: Path, tin
     # every result photo loaded, served from Gradio's cache (never by its path in the shop)
     page.wait_for_function("[...document.querySelectorAll('#results img')].every(i => i.complete)")
     photos = page.locator("#results img").evaluate_all(
-        "imgs => imgs.map(i => [i.naturalWidth, i.getAttribute('src')])")
+        "imgs => imgs.map(i => [i.naturalWidth, i.getAttribute('src')])"
+    )
     assert len(photos) == 12 and all(w > 0 for w, _ in photos), photos
     assert all("searchcore-catalog" in src and "/shop/" not in src for _, src in photos), photos
     # the query as the system saw it: the 40 px photo, and why it was (not) upscaled

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import SHARED_CATALOG, needs_shared, write_catalog
 from PIL import Image
 
-from conftest import SHARED_CATALOG, needs_shared, write_catalog
 from searchcore.catalog import load_catalog
 from searchcore.config import parse_column_map
 from searchcore.errors import CatalogError, ConfigError
@@ -18,8 +18,10 @@ def _img() -> Image.Image:
 
 
 def _rows(n: int = 3) -> list[dict]:
-    return [{"id": f"{i:05d}", "title": f"Product {i}", "image": f"images/{i}.png",
-             "price": "9.99"} for i in range(n)]
+    return [
+        {"id": f"{i:05d}", "title": f"Product {i}", "image": f"images/{i}.png", "price": "9.99"}
+        for i in range(n)
+    ]
 
 
 def _shop(tmp_path: Path, rows: list[dict], images: bool = True, **kw) -> Path:
@@ -56,13 +58,20 @@ def test_parquet_and_extra_columns(tmp_path: Path) -> None:
 def test_column_mapping(tmp_path: Path) -> None:
     rows = [{"sku": "1", "name": "Red cap", "photo": "images/1.png", "kind": "caps"}]
     path = write_catalog(tmp_path / "s", rows, {"images/1.png": _img()})
-    cat = load_catalog(path, parse_column_map(["id=sku", "title=name", "image=photo", "category=kind"]))
-    assert cat.df.loc[0, ["id", "title", "image", "category"]].tolist() == ["1", "Red cap", "images/1.png", "caps"]
+    cat = load_catalog(
+        path, parse_column_map(["id=sku", "title=name", "image=photo", "category=kind"])
+    )
+    assert cat.df.loc[0, ["id", "title", "image", "category"]].tolist() == [
+        "1",
+        "Red cap",
+        "images/1.png",
+        "caps",
+    ]
 
 
 def test_missing_columns_name_the_fix(tmp_path: Path) -> None:
     path = write_catalog(tmp_path / "s", [{"id": "1", "name": "x", "image": "a.png"}])
-    with pytest.raises(CatalogError, match="missing column.*title.*--map title="):
+    with pytest.raises(CatalogError, match=r"missing column.*title.*--map title="):
         load_catalog(path)
     with pytest.raises(CatalogError, match="'nope'"):
         load_catalog(path, [("title", "nope")])
@@ -172,8 +181,10 @@ def test_hash_changes_with_content_and_mapping(tmp_path: Path) -> None:
 @pytest.mark.shared
 @needs_shared(SHARED_CATALOG)
 def test_shared_catalog_validates_with_a_mapping() -> None:
-    cat = load_catalog(SHARED_CATALOG, parse_column_map(
-        ["title=productDisplayName", "category=subCategory", "colour=baseColour"]))
+    cat = load_catalog(
+        SHARED_CATALOG,
+        parse_column_map(["title=productDisplayName", "category=subCategory", "colour=baseColour"]),
+    )
     assert len(cat) == 9583
     assert cat.report.errors == [] and cat.report.missing_images == []
     assert "Topwear" in cat.categories()

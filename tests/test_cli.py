@@ -18,10 +18,40 @@ from searchcore.cli import main
 def shop(tmp_path_factory, tiny_clip: str) -> dict[str, Path]:
     """A generated demo shop and its index, built once through the CLI."""
     base = tmp_path_factory.mktemp("cli")
-    assert main(["catalog", "generate", "--out", str(base / "shop"), "--n", "60", "--seed", "3", "--size", "128"]) == 0
+    assert (
+        main(
+            [
+                "catalog",
+                "generate",
+                "--out",
+                str(base / "shop"),
+                "--n",
+                "60",
+                "--seed",
+                "3",
+                "--size",
+                "128",
+            ]
+        )
+        == 0
+    )
     csv = base / "shop" / "products.csv"
-    assert main(["index", "build", "--catalog", str(csv), "--model", tiny_clip, "--out", str(base / "index"),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                "build",
+                "--catalog",
+                str(csv),
+                "--model",
+                tiny_clip,
+                "--out",
+                str(base / "index"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return {"base": base, "csv": csv, "index": base / "index"}
 
 
@@ -41,7 +71,16 @@ def test_validate_exit_codes(shop, capsys, tmp_path: Path) -> None:
 
 
 def test_text_search_json(shop, capsys) -> None:
-    code = main(["search", "--index", str(shop["index"]), "--text", "red sneakers with white soles", "--json"])
+    code = main(
+        [
+            "search",
+            "--index",
+            str(shop["index"]),
+            "--text",
+            "red sneakers with white soles",
+            "--json",
+        ]
+    )
     assert code == 0
     (line,) = _json_lines(capsys.readouterr().out)
     assert line["query"] == "red sneakers with white soles"
@@ -58,8 +97,20 @@ def test_image_batch_with_a_bad_file_goes_on(shop, capsys, tmp_path: Path) -> No
     Image.open(src / "P00002.jpg").save(photos / "a.png")
     Image.open(src / "P00005.jpg").resize((40, 40)).save(photos / "b.jpg")
     (photos / "c.jpg").write_text("<html>not a photo</html>")
-    code = main(["search", "--index", str(shop["index"]), "--images", str(photos), "--k", "3",
-                 "--upscale", "never", "--json"])
+    code = main(
+        [
+            "search",
+            "--index",
+            str(shop["index"]),
+            "--images",
+            str(photos),
+            "--k",
+            "3",
+            "--upscale",
+            "never",
+            "--json",
+        ]
+    )
     assert code == 1
     lines = _json_lines(capsys.readouterr().out)
     assert [Path(x["query"]).name for x in lines] == ["a.png", "b.jpg", "c.jpg"]
@@ -70,8 +121,22 @@ def test_image_batch_with_a_bad_file_goes_on(shop, capsys, tmp_path: Path) -> No
 def test_filters_from_the_command_line(shop, capsys) -> None:
     df = pd.read_csv(shop["csv"], dtype=str, keep_default_na=False)
     category = df["category"].iat[0]
-    main(["search", "--index", str(shop["index"]), "--text", "anything", "--category", category,
-          "--max-price", "1000000", "--json", "--k", "5"])
+    main(
+        [
+            "search",
+            "--index",
+            str(shop["index"]),
+            "--text",
+            "anything",
+            "--category",
+            category,
+            "--max-price",
+            "1000000",
+            "--json",
+            "--k",
+            "5",
+        ]
+    )
     (line,) = _json_lines(capsys.readouterr().out)
     expected = min(5, int((df["category"] == category).sum()))
     assert len(line["results"]) == expected
@@ -85,13 +150,24 @@ def test_user_errors_are_one_line(shop, capsys, tmp_path: Path) -> None:
         ["search", "--index", str(shop["index"]), "--image", str(tmp_path / "missing.jpg")],
         ["index", "build", "--catalog", str(tmp_path / "none.csv"), "--out", str(tmp_path / "i")],
         ["catalog", "validate", "--catalog", str(shop["csv"]), "--map", "title"],
-        ["index", "build", "--catalog", str(shop["csv"]), "--model", "no-such-model", "--out", str(tmp_path / "j")],
+        [
+            "index",
+            "build",
+            "--catalog",
+            str(shop["csv"]),
+            "--model",
+            "no-such-model",
+            "--out",
+            str(tmp_path / "j"),
+        ],
         ["upscale", str(tmp_path / "in.png"), str(tmp_path / "out.png"), "--model", "nope"],
     ]
     for argv in cases:
         assert main(argv) != 0, argv
         err = capsys.readouterr().err.strip()
-        assert err.startswith("searchcore: error:") and "\n" not in err and "Traceback" not in err, err
+        assert (
+            err.startswith("searchcore: error:") and "\n" not in err and "Traceback" not in err
+        ), err
 
 
 def test_changed_catalog_is_refused_with_the_fix(shop, capsys, tmp_path: Path) -> None:
@@ -102,7 +178,9 @@ def test_changed_catalog_is_refused_with_the_fix(shop, capsys, tmp_path: Path) -
     manifest = json.loads((index / "manifest.json").read_text())
     manifest["catalog"]["relative_path"] = str(Path("..") / "shop" / "products.csv")
     (index / "manifest.json").write_text(json.dumps(manifest))
-    assert main(["search", "--index", str(index), "--text", "x", "--json"]) == 0  # moved together: fine
+    assert (
+        main(["search", "--index", str(index), "--text", "x", "--json"]) == 0
+    )  # moved together: fine
     capsys.readouterr()
     df = pd.read_csv(copy / "products.csv", dtype=str, keep_default_na=False)
     df.loc[0, "title"] = "Something else"
@@ -125,13 +203,35 @@ def test_other_model_weights_are_refused(shop, capsys, tmp_path: Path) -> None:
 def test_milvus_lite_index_through_the_cli(shop, capsys, tmp_path: Path, tiny_clip: str) -> None:
     pytest.importorskip("milvus_lite")
     db = tmp_path / "milvus.db"
-    argv = ["index", "build", "--catalog", str(shop["csv"]), "--model", tiny_clip, "--out", str(db), "--no-progress"]
+    argv = [
+        "index",
+        "build",
+        "--catalog",
+        str(shop["csv"]),
+        "--model",
+        tiny_clip,
+        "--out",
+        str(db),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     assert main(argv) == 0  # idempotent: the rerun skips what is there
     assert "indexed 0 products" in capsys.readouterr().out
-    assert main(["search", "--index", str(db), "--text", "red sneakers with white soles", "--json"]) == 0
+    assert (
+        main(["search", "--index", str(db), "--text", "red sneakers with white soles", "--json"])
+        == 0
+    )
     (milvus,) = _json_lines(capsys.readouterr().out)
-    main(["search", "--index", str(shop["index"]), "--text", "red sneakers with white soles", "--json"])
+    main(
+        [
+            "search",
+            "--index",
+            str(shop["index"]),
+            "--text",
+            "red sneakers with white soles",
+            "--json",
+        ]
+    )
     (hnsw,) = _json_lines(capsys.readouterr().out)
     assert len(milvus["results"]) == 10
     # same model, same catalog: both backends agree on the best matches
@@ -147,15 +247,36 @@ def test_upscale_command(tmp_path: Path, capsys) -> None:
     patch_torchvision_for_basicsr()
     from realesrgan.archs.srvgg_arch import SRVGGNetCompact
 
-    spec = UpscalerSpec(name="tiny-cli-x4", arch="srvgg", scale=4, url=None, sha256=None,
-                        filename="tiny.pth", arch_kwargs={"num_in_ch": 3, "num_out_ch": 3,
-                                                          "num_feat": 8, "num_conv": 2, "act_type": "prelu"})
+    spec = UpscalerSpec(
+        name="tiny-cli-x4",
+        arch="srvgg",
+        scale=4,
+        url=None,
+        sha256=None,
+        filename="tiny.pth",
+        arch_kwargs={
+            "num_in_ch": 3,
+            "num_out_ch": 3,
+            "num_feat": 8,
+            "num_conv": 2,
+            "act_type": "prelu",
+        },
+    )
     register_upscaler(spec, replace=True)
     net = SRVGGNetCompact(**spec.kwargs)
     torch.save({"params": net.state_dict()}, tmp_path / "tiny.pth")
     Image.new("RGB", (24, 20), (9, 99, 199)).save(tmp_path / "in.png")
-    code = main(["upscale", str(tmp_path / "in.png"), str(tmp_path / "out.png"), "--model", "tiny-cli-x4",
-                 "--weights", str(tmp_path / "tiny.pth")])
+    code = main(
+        [
+            "upscale",
+            str(tmp_path / "in.png"),
+            str(tmp_path / "out.png"),
+            "--model",
+            "tiny-cli-x4",
+            "--weights",
+            str(tmp_path / "tiny.pth"),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert Image.open(tmp_path / "out.png").size == (96, 80)
 
@@ -170,12 +291,49 @@ def test_shared_catalog_builds_through_a_mapping(tmp_path: Path, tiny_clip: str,
     for rel in df["image"]:
         shutil.copy(SHARED_CATALOG.parent / rel, sub / rel)
     df.to_csv(sub / "metadata.csv", index=False)
-    maps = ["--map", "title=productDisplayName", "--map", "category=subCategory", "--map", "colour=baseColour"]
-    assert main(["index", "build", "--catalog", str(sub / "metadata.csv"), *maps, "--model", tiny_clip,
-                 "--out", str(tmp_path / "ix"), "--no-progress"]) == 0
+    maps = [
+        "--map",
+        "title=productDisplayName",
+        "--map",
+        "category=subCategory",
+        "--map",
+        "colour=baseColour",
+    ]
+    assert (
+        main(
+            [
+                "index",
+                "build",
+                "--catalog",
+                str(sub / "metadata.csv"),
+                *maps,
+                "--model",
+                tiny_clip,
+                "--out",
+                str(tmp_path / "ix"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "indexed 300 products" in capsys.readouterr().out
-    assert main(["search", "--index", str(tmp_path / "ix"), "--image", str(sub / "images" / f"{df['id'][7]}.jpg"),
-                 "--category", df["subCategory"][7], "--json", "--upscale", "never"]) == 0
+    assert (
+        main(
+            [
+                "search",
+                "--index",
+                str(tmp_path / "ix"),
+                "--image",
+                str(sub / "images" / f"{df['id'][7]}.jpg"),
+                "--category",
+                df["subCategory"][7],
+                "--json",
+                "--upscale",
+                "never",
+            ]
+        )
+        == 0
+    )
     line = json.loads(capsys.readouterr().out)
     assert line["results"][0]["id"] == df["id"][7]
     assert {r["category"] for r in line["results"]} == {df["subCategory"][7]}
@@ -196,12 +354,27 @@ def test_refused_live_changes_are_one_line_and_write_nothing(shop, capsys) -> No
         ["catalog", "update", "--index", index, "--id", first, "--set", "id=other"],
         ["catalog", "update", "--index", index, "--id", first, "--set", "image=x.jpg"],
         ["catalog", "update", "--index", index, "--id", first, "--set", "_removed=1"],
-        ["catalog", "add", "--index", index, "--id", "N9", "--title", "t", "--set", "id=N10", "--image", photo],
+        [
+            "catalog",
+            "add",
+            "--index",
+            index,
+            "--id",
+            "N9",
+            "--title",
+            "t",
+            "--set",
+            "id=N10",
+            "--image",
+            photo,
+        ],
         ["catalog", "add", "--index", index, "--id", first, "--title", "t", "--image", photo],
     ]
     for argv in cases:
         assert main(argv) != 0, argv
         err = capsys.readouterr().err.strip()
-        assert err.startswith("searchcore: error:") and "\n" not in err and "Traceback" not in err, err
+        assert (
+            err.startswith("searchcore: error:") and "\n" not in err and "Traceback" not in err
+        ), err
         assert files() == before, argv
     assert main(["catalog", "check", "--index", index]) == 0

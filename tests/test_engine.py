@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import COLOURS, ColourEmbedder
 from PIL import Image, ImageFilter
 
-from conftest import COLOURS, ColourEmbedder
 from searchcore.build import build_index
 from searchcore.catalog import load_catalog
 from searchcore.config import UpscaleSettings
@@ -41,8 +41,13 @@ def engine(colour_catalog: Path, fake_embedder, tmp_path: Path) -> SearchEngine:
     report = build_index(catalog, fake_embedder, tmp_path / "index", batch_size=5)
     assert report.indexed == 24 and not report.skipped
     index, _ = HnswIndex.load(tmp_path / "index")
-    return SearchEngine(catalog, fake_embedder, DoublingUpscaler(), index,
-                        upscale=UpscaleSettings(min_side=64, min_sharpness=5.0))
+    return SearchEngine(
+        catalog,
+        fake_embedder,
+        DoublingUpscaler(),
+        index,
+        upscale=UpscaleSettings(min_side=64, min_sharpness=5.0),
+    )
 
 
 class BulkyColourEmbedder(ColourEmbedder):
@@ -66,8 +71,9 @@ class BulkyColourEmbedder(ColourEmbedder):
         return np.stack([a[0] for a in arrays])
 
 
-def test_build_read_ahead_is_bounded_in_bytes(colour_catalog: Path, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_build_read_ahead_is_bounded_in_bytes(
+    colour_catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import searchcore.build
 
     catalog = load_catalog(colour_catalog)
@@ -124,11 +130,31 @@ def test_blurry_large_photo_is_upscaled_in_auto(engine: SearchEngine) -> None:
 
 def test_image_plus_text(engine: SearchEngine) -> None:
     # A red photo refined with "blue" at weight 1.0 is a blue query; at 0.0 a red one.
-    assert engine.search(image=_photo("red"), text="blue", text_weight=1.0, k=1).hits[0].fields["colour"] == "blue"
-    assert engine.search(image=_photo("red"), text="blue", text_weight=0.0, k=1).hits[0].fields["colour"] == "red"
+    assert (
+        engine.search(image=_photo("red"), text="blue", text_weight=1.0, k=1)
+        .hits[0]
+        .fields["colour"]
+        == "blue"
+    )
+    assert (
+        engine.search(image=_photo("red"), text="blue", text_weight=0.0, k=1)
+        .hits[0]
+        .fields["colour"]
+        == "red"
+    )
     # In between, the weight decides which side wins.
-    assert engine.search(image=_photo("red"), text="blue", text_weight=0.3, k=1).hits[0].fields["colour"] == "red"
-    assert engine.search(image=_photo("red"), text="blue", text_weight=0.7, k=1).hits[0].fields["colour"] == "blue"
+    assert (
+        engine.search(image=_photo("red"), text="blue", text_weight=0.3, k=1)
+        .hits[0]
+        .fields["colour"]
+        == "red"
+    )
+    assert (
+        engine.search(image=_photo("red"), text="blue", text_weight=0.7, k=1)
+        .hits[0]
+        .fields["colour"]
+        == "blue"
+    )
 
 
 def test_filters_and_k(engine: SearchEngine) -> None:
@@ -180,8 +206,18 @@ def test_text_embeddings_are_cached(engine: SearchEngine, monkeypatch) -> None:
 
 
 def test_add_and_remove_products(engine: SearchEngine) -> None:
-    rows = pd.DataFrame([{"id": "new1", "title": "Purple mug", "image": "images/new1.png",
-                          "category": "mugs", "colour": "purple", "price": "5.00"}])
+    rows = pd.DataFrame(
+        [
+            {
+                "id": "new1",
+                "title": "Purple mug",
+                "image": "images/new1.png",
+                "category": "mugs",
+                "colour": "purple",
+                "price": "5.00",
+            }
+        ]
+    )
     purple = Image.new("RGB", (40, 40), (128, 0, 128))
     labels = engine.add_products(rows, [purple])
     assert labels == [24]
@@ -200,8 +236,10 @@ def test_concurrent_queries(engine: SearchEngine) -> None:
     def work() -> None:
         try:
             for _ in range(10):
-                assert [h.id for h in engine.search_image(_photo("black", size=40), k=4).hits] == expected
-        except BaseException as exc:  # noqa: BLE001
+                assert [
+                    h.id for h in engine.search_image(_photo("black", size=40), k=4).hits
+                ] == expected
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work) for _ in range(4)]
@@ -213,12 +251,14 @@ def test_concurrent_queries(engine: SearchEngine) -> None:
 
 
 @pytest.mark.parametrize("lanes", [1, 3])
-def test_build_skips_broken_images(colour_catalog: Path, fake_embedder, tmp_path: Path,
-                                   lanes: int) -> None:
+def test_build_skips_broken_images(
+    colour_catalog: Path, fake_embedder, tmp_path: Path, lanes: int
+) -> None:
     (colour_catalog.parent / "images" / "00003.png").write_bytes(b"junk")
     (colour_catalog.parent / "images" / "00004.png").unlink()
-    report = build_index(load_catalog(colour_catalog), fake_embedder, tmp_path / "ix",
-                         batch_size=5, lanes=lanes)
+    report = build_index(
+        load_catalog(colour_catalog), fake_embedder, tmp_path / "ix", batch_size=5, lanes=lanes
+    )
     assert report.indexed == 22
     assert sorted(s["id"] for s in report.skipped) == ["00003", "00004"]
     assert "skipped 2" in report.summary()
@@ -230,6 +270,10 @@ def test_build_skips_broken_images(colour_catalog: Path, fake_embedder, tmp_path
 def test_auto_skips_an_upscaler_measured_not_to_help(engine: SearchEngine) -> None:
     engine.auto_skip = "upscaling skipped: it did not raise Recall@1 for this model"
     auto = engine.search_image(_photo("blue", size=40), k=1)
-    assert not auto.upscaled and "small" in auto.decision.reason and "did not raise" in auto.decision.reason
+    assert (
+        not auto.upscaled
+        and "small" in auto.decision.reason
+        and "did not raise" in auto.decision.reason
+    )
     forced = engine.search_image(_photo("blue", size=40), k=1, upscale="always")
     assert forced.upscaled

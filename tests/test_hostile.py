@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_catalog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import write_catalog
 from searchcore.catalog import load_catalog
 from searchcore.errors import CatalogError, ImageError
 from searchcore.images import ImageLimits, decode_image
@@ -20,14 +20,24 @@ LIMITS = ImageLimits(max_bytes=2_000_000, max_pixels=4_000_000)
 
 
 def _encoded(fmt: str, mode: str = "RGB", size=(40, 30), **kw) -> bytes:
-    img = Image.new(mode, size, 120 if mode in ("L", "I;16", "1", "P") else (200, 40, 40)[: len(mode)])
+    img = Image.new(
+        mode, size, 120 if mode in ("L", "I;16", "1", "P") else (200, 40, 40)[: len(mode)]
+    )
     buf = io.BytesIO()
     img.save(buf, format=fmt, **kw)
     return buf.getvalue()
 
 
-SEEDS = [_encoded("PNG"), _encoded("JPEG"), _encoded("GIF", "P"), _encoded("WEBP"),
-         _encoded("BMP"), _encoded("TIFF"), _encoded("PNG", "RGBA"), _encoded("PNG", "I;16")]
+SEEDS = [
+    _encoded("PNG"),
+    _encoded("JPEG"),
+    _encoded("GIF", "P"),
+    _encoded("WEBP"),
+    _encoded("BMP"),
+    _encoded("TIFF"),
+    _encoded("PNG", "RGBA"),
+    _encoded("PNG", "I;16"),
+]
 
 
 def _check(data: bytes) -> None:
@@ -48,8 +58,11 @@ def test_random_bytes(data: bytes) -> None:
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(SEEDS), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)),
-                                         max_size=12), st.integers(0, 5000))
+@given(
+    st.sampled_from(SEEDS),
+    st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=12),
+    st.integers(0, 5000),
+)
 def test_mutated_real_images(seed: bytes, flips: list, cut: int) -> None:
     data = bytearray(seed)
     for pos, value in flips:  # flip bytes anywhere, headers included
@@ -75,10 +88,22 @@ def test_named_hostile_uploads(data: bytes) -> None:
 
 
 def test_formula_titles_and_odd_text_round_trip_verbatim(tmp_path: Path) -> None:
-    titles = ["=HYPERLINK(\"http://evil\",\"x\")", "+1+2", "@SUM(A1)", "-3", "NA", "null",
-              "naïve café ☕", "line\nbreak", "tab\there", "\"quoted\""]
+    titles = [
+        '=HYPERLINK("http://evil","x")',
+        "+1+2",
+        "@SUM(A1)",
+        "-3",
+        "NA",
+        "null",
+        "naïve café ☕",
+        "line\nbreak",
+        "tab\there",
+        '"quoted"',
+    ]
     rows = [{"id": f"{i:03d}", "title": t, "image": f"{i}.png"} for i, t in enumerate(titles)]
-    path = write_catalog(tmp_path / "s", rows, {f"{i}.png": Image.new("RGB", (16, 16)) for i in range(len(rows))})
+    path = write_catalog(
+        tmp_path / "s", rows, {f"{i}.png": Image.new("RGB", (16, 16)) for i in range(len(rows))}
+    )
     cat = load_catalog(path)
     assert cat.df["title"].tolist() == titles and cat.df["id"].tolist()[0] == "000"
 

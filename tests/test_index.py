@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from searchcore.errors import IndexMismatchError, SearchError
-from searchcore.index import commit_folder, MANIFEST, HnswIndex
+from searchcore.index import MANIFEST, HnswIndex, commit_folder
 
 
 def _unit(n: int, d: int, seed: int = 0) -> np.ndarray:
@@ -126,7 +126,10 @@ def test_save_load_round_trip(tmp_path: Path, index: HnswIndex, data: np.ndarray
     assert not (folder / ".index-dead.tmp").exists()
     loaded.add(_unit(1, 32, seed=7), [5001])
     third = commit_folder(folder, loaded, {}, second)
-    assert {p.name for p in folder.glob("index-*.bin")} == {second["index_file"], third["index_file"]}
+    assert {p.name for p in folder.glob("index-*.bin")} == {
+        second["index_file"],
+        third["index_file"],
+    }
     assert HnswIndex.load(folder)[1]["generation"] == third["generation"]
 
 
@@ -143,8 +146,19 @@ def _index_file(folder: Path) -> Path:
 
 @pytest.mark.parametrize(
     "damage",
-    ["truncate", "empty", "flip", "random", "no_manifest", "bad_json", "version", "dim", "missing_file",
-     "path_escape", "count"],
+    [
+        "truncate",
+        "empty",
+        "flip",
+        "random",
+        "no_manifest",
+        "bad_json",
+        "version",
+        "dim",
+        "missing_file",
+        "path_escape",
+        "count",
+    ],
 )
 def test_damaged_folders_are_refused(tmp_path: Path, damage: str) -> None:
     folder = _saved(tmp_path)
@@ -175,7 +189,7 @@ def test_damaged_folders_are_refused(tmp_path: Path, damage: str) -> None:
         elif damage == "count":
             manifest["total"] = manifest["capacity"] + 1
         (folder / MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(IndexMismatchError, match="rebuild|build"):
+    with pytest.raises(IndexMismatchError, match=r"rebuild|build"):
         HnswIndex.load(folder)
 
 
@@ -236,7 +250,7 @@ def test_queries_and_writes_interleave_safely(index: HnswIndex) -> None:
         try:
             while not stop.is_set():
                 assert len(index.search(q, 10).labels) == 10
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=reader) for _ in range(3)]
@@ -252,7 +266,7 @@ def test_queries_and_writes_interleave_safely(index: HnswIndex) -> None:
     assert len(index) == 3000 + 20 * 49
 
 
-def _hostile(folder: Path, patch) -> None:  # noqa: ANN001
+def _hostile(folder: Path, patch) -> None:
     """Rewrite the index file with ``patch`` and make the manifest vouch for it (an attacker
     who controls the folder controls both)."""
     from searchcore.fsutil import file_sha256
@@ -269,7 +283,7 @@ def _hostile(folder: Path, patch) -> None:  # noqa: ANN001
 HEADER = 6 * 8 + 4 + 4 + 3 * 8 + 8 + 8  # hnswlib's header size in bytes
 
 
-def _set_u64(offset: int, value: int):  # noqa: ANN202
+def _set_u64(offset: int, value: int):
     return lambda d: d.__setitem__(slice(offset, offset + 8), value.to_bytes(8, "little"))
 
 
@@ -280,8 +294,12 @@ def _set_u64(offset: int, value: int):  # noqa: ANN202
         _set_u64(16, 10**12),  # element count: a huge allocation
         _set_u64(24, 10**9),  # bytes per element
         lambda d: d.__setitem__(slice(52, 56), (2**31).to_bytes(4, "little")),  # entry point
-        lambda d: d.__setitem__(slice(HEADER + 4, HEADER + 8), (10**6).to_bytes(4, "little")),  # a neighbour id
-        lambda d: d.__setitem__(slice(HEADER, HEADER + 2), (500).to_bytes(2, "little")),  # link count
+        lambda d: d.__setitem__(
+            slice(HEADER + 4, HEADER + 8), (10**6).to_bytes(4, "little")
+        ),  # a neighbour id
+        lambda d: d.__setitem__(
+            slice(HEADER, HEADER + 2), (500).to_bytes(2, "little")
+        ),  # link count
         lambda d: d.extend(b"\x00" * 16),  # trailing bytes
     ],
     ids=["max_elements", "count", "elem_size", "entry", "neighbour", "link_count", "trailing"],

@@ -50,8 +50,10 @@ def _open(folder: Path) -> LiveShop:
 
 def test_changes_are_searchable_at_once_and_after_restart(folder: Path) -> None:
     shop = _open(folder)
-    shop.add([{"id": "new", "title": "Purple mug", "price": "12.00", "category": "mugs"}],
-             [_png((120, 0, 140))])
+    shop.add(
+        [{"id": "new", "title": "Purple mug", "price": "12.00", "category": "mugs"}],
+        [_png((120, 0, 140))],
+    )
     hit = shop.engine.search_image(_png((120, 0, 140)), k=1).hits[0]
     assert hit.id == "new" and hit.title == "Purple mug"
     shop.remove(["00000"])
@@ -115,21 +117,28 @@ def test_refused_changes_change_nothing(folder: Path, product, image, error) -> 
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
-@pytest.mark.parametrize("change", [
-    lambda shop: shop.remove(["00003", "00003"]),  # the same id twice
-    lambda shop: shop.remove(["00003", "nope"]),  # one unknown id: nothing is removed
-    lambda shop: shop.add([{"id": "n1", "title": "a"}, {"id": "n1", "title": "b"}], [_png((1, 2, 3))] * 2),
-    lambda shop: shop.update("00004", {"id": "other"}),  # ids never change
-    lambda shop: shop.update("00004", {"image": "../../etc/passwd"}),
-    lambda shop: shop.update("00004", {"_removed": "1"}),
-    lambda shop: shop.update("00004", {"image_sha256": "0" * 64}),
-    lambda shop: shop.update("00004", {"bad\nname": "x"}),
-    lambda shop: shop.update("00004", {"title": ""}),
-    lambda shop: shop.update("nope", {"title": "x"}),
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda shop: shop.remove(["00003", "00003"]),  # the same id twice
+        lambda shop: shop.remove(["00003", "nope"]),  # one unknown id: nothing is removed
+        lambda shop: shop.add(
+            [{"id": "n1", "title": "a"}, {"id": "n1", "title": "b"}], [_png((1, 2, 3))] * 2
+        ),
+        lambda shop: shop.update("00004", {"id": "other"}),  # ids never change
+        lambda shop: shop.update("00004", {"image": "../../etc/passwd"}),
+        lambda shop: shop.update("00004", {"_removed": "1"}),
+        lambda shop: shop.update("00004", {"image_sha256": "0" * 64}),
+        lambda shop: shop.update("00004", {"bad\nname": "x"}),
+        lambda shop: shop.update("00004", {"title": ""}),
+        lambda shop: shop.update("nope", {"title": "x"}),
+    ],
+)
 def test_refused_requests_are_one_line_and_change_no_byte(folder: Path, change) -> None:
     shop = _open(folder)
     before = _files(folder.parent)
@@ -155,12 +164,20 @@ def test_catalog_check_finds_a_missing_photo_row_or_vector(folder: Path) -> None
     # a vector lost: the index no longer has a live product's label
     index, manifest = HnswIndex.load(folder)
     index.remove([int(np.flatnonzero(shop.catalog.df["id"] == "00002")[0])])
-    index.save(folder, {k: manifest[k] for k in ("model", "catalog", "build", "skipped") if k in manifest})
-    assert any("live rows without a label" in p and "00002" in p for p in check_invariants(_open(folder)))
+    index.save(
+        folder, {k: manifest[k] for k in ("model", "catalog", "build", "skipped") if k in manifest}
+    )
+    assert any(
+        "live rows without a label" in p and "00002" in p for p in check_invariants(_open(folder))
+    )
     # a row lost: the catalog no longer has a product the index still returns
     df = shop.catalog.df
-    assert any("without a live row" in p for p in check_invariants(_shop_with(shop, df.assign(
-        _removed=np.where(df["id"] == "new", "1", df["_removed"])))))
+    assert any(
+        "without a live row" in p
+        for p in check_invariants(
+            _shop_with(shop, df.assign(_removed=np.where(df["id"] == "new", "1", df["_removed"])))
+        )
+    )
 
 
 def _shop_with(shop: LiveShop, df) -> LiveShop:
@@ -220,7 +237,7 @@ def readers(engine, *, k: int, n: int):
                 assert len(hits) == k and all(h.title for h in hits)
                 assert len(view.index) <= len(view.catalog)
                 queries[0] += 1
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=read) for _ in range(n)]
@@ -266,7 +283,7 @@ def _reopen(folder: Path, cycle: int, stats: dict) -> tuple[LiveShop, dict] | No
     try:
         shop, actual = _state(folder)
         problems = check_invariants(shop)
-    except Exception as exc:  # noqa: BLE001 - a damaged shop is exactly what we look for
+    except Exception as exc:
         stats["violations"].append(f"cycle {cycle}: cannot reopen: {exc}")
         return None
     if problems:
@@ -289,11 +306,15 @@ def crash_loop(folder: Path, cycles: int, *, unsafe: bool = False, seed: int = 0
     stats = {"cycles": 0, "acked": 0, "in_flight_applied": 0, "violations": []}
     for cycle in range(cycles):
         args = [sys.executable, str(WRITER), str(folder), str(seed * 1000 + cycle)]
-        proc = subprocess.Popen(args + (["--unsafe"] if unsafe else []), stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True)
+        proc = subprocess.Popen(
+            args + (["--unsafe"] if unsafe else []),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         assert proc.stdout.readline().strip() == "READY"
         lines: list[str] = []
-        reader = threading.Thread(target=lambda: lines.extend(proc.stdout))
+        reader = threading.Thread(target=lines.extend, args=(proc.stdout,))
         reader.start()
         time.sleep(float(rng.uniform(0.05, 1.0)))  # after READY: anywhere in its first changes
         proc.send_signal(signal.SIGKILL)
@@ -311,7 +332,9 @@ def crash_loop(folder: Path, cycles: int, *, unsafe: bool = False, seed: int = 0
                 model = alt
                 stats["in_flight_applied"] += 1
             else:
-                stats["violations"].append(f"cycle {cycle}: state is neither acked nor acked+in-flight")
+                stats["violations"].append(
+                    f"cycle {cycle}: state is neither acked nor acked+in-flight"
+                )
                 model = actual
         # every acknowledged product is rank 1 for its own photo
         for pid in [p for p in actual if p.startswith("w")][-3:]:
@@ -391,8 +414,15 @@ def test_recall_survives_churn_and_restart(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- several writers
 
 
-def writers_crash_loop(folder: Path, cycles: int, *, writers: int = 4, no_lock: bool = False,
-                       seed: int = 0, stop_at_first: bool = False) -> dict:
+def writers_crash_loop(
+    folder: Path,
+    cycles: int,
+    *,
+    writers: int = 4,
+    no_lock: bool = False,
+    seed: int = 0,
+    stop_at_first: bool = False,
+) -> dict:
     """``writers`` processes change the shop at once and are each SIGKILLed at a random moment.
 
     Each writer changes only its own products, so its history can be checked on its own:
@@ -406,20 +436,29 @@ def writers_crash_loop(folder: Path, cycles: int, *, writers: int = 4, no_lock: 
     flags = ["--no-lock"] if no_lock else []
     for cycle in range(cycles):
         seeds = [seed * 1000 + cycle * writers + j + 1 for j in range(writers)]
-        procs = [subprocess.Popen([sys.executable, str(WRITER), str(folder), str(s), *flags],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for s in seeds]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, str(WRITER), str(folder), str(s), *flags],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for s in seeds
+        ]
         for proc in procs:
             first = proc.stdout.readline().strip()
             assert first == "READY", (first, proc.stderr.read() if proc.poll() is not None else "")
         logs: list[list[str]] = [[] for _ in procs]
-        readers = [threading.Thread(target=lambda p=p, out=out: out.extend(p.stdout))
-                   for p, out in zip(procs, logs, strict=True)]
+        readers = [
+            threading.Thread(target=lambda p=p, out=out: out.extend(p.stdout))
+            for p, out in zip(procs, logs, strict=True)
+        ]
         for r in readers:
             r.start()
         started = time.monotonic()
-        for when, proc in sorted(zip(rng.uniform(0.3, 2.5, len(procs)), procs, strict=True),
-                                 key=lambda x: x[0]):
+        for when, proc in sorted(
+            zip(rng.uniform(0.3, 2.5, len(procs)), procs, strict=True), key=lambda x: x[0]
+        ):
             time.sleep(max(0.0, started + when - time.monotonic()))
             proc.send_signal(signal.SIGKILL)
         for proc, r in zip(procs, readers, strict=True):
@@ -446,8 +485,10 @@ def writers_crash_loop(folder: Path, cycles: int, *, writers: int = 4, no_lock: 
                 stats["in_flight_applied"] += 1
             else:
                 lost = sorted(set(model) - set(mine))[:3]
-                stats["violations"].append(f"cycle {cycle}: writer {prefix} lost acknowledged "
-                                           f"changes (e.g. {lost}) or has unacknowledged ones")
+                stats["violations"].append(
+                    f"cycle {cycle}: writer {prefix} lost acknowledged "
+                    f"changes (e.g. {lost}) or has unacknowledged ones"
+                )
                 models[prefix] = mine
         # acknowledged products are found first by their own photo
         df = shop.catalog.df.set_index("id")
@@ -499,8 +540,15 @@ def test_a_follower_serves_other_writers_changes_whole(folder: Path) -> None:
                 writer.add([{"id": f"f{i}", "title": f"F {i}"}], [_png((10 * i, 200, 30))])
                 if i % 3 == 2:
                     writer.remove([f"f{i - 1}"])
-            assert _wait(lambda: set(writer.live_ids) == set(served.catalog.df.loc[
-                served.catalog.df.get("_removed", "") != "1", "id"]), 10)
+            assert _wait(
+                lambda: (
+                    set(writer.live_ids)
+                    == set(
+                        served.catalog.df.loc[served.catalog.df.get("_removed", "") != "1", "id"]
+                    )
+                ),
+                10,
+            )
         finally:
             follower.stop()
     assert not errors and queries[0] > 0, errors[:1]

@@ -27,8 +27,14 @@ def app(tmp_path_factory, tiny_clip: str) -> Iterator[dict]:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "searchcore", *args], capture_output=True, text=True,
-                          timeout=180, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "searchcore", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
 
 
 def _until(predicate, seconds: float) -> float | None:
@@ -42,15 +48,29 @@ def _until(predicate, seconds: float) -> float | None:
 
 def test_the_page_answers_with_a_product_the_cli_just_added(app, tmp_path: Path) -> None:
     photo = tmp_path / "new.png"
-    Image.fromarray(np.random.default_rng(3).integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(photo)
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(
+        photo
+    )
     client, index = app["client"], app["shop"]["index"]
 
     def top() -> dict:
         return search_image(client, photo, upscale="never")["results"][0]
 
     assert top()["id"] != "NEW1"
-    r = _cli("catalog", "add", "--index", str(index), "--id", "NEW1", "--title", "Brand new thing",
-             "--price", "12.50", "--image", str(photo))
+    r = _cli(
+        "catalog",
+        "add",
+        "--index",
+        str(index),
+        "--id",
+        "NEW1",
+        "--title",
+        "Brand new thing",
+        "--price",
+        "12.50",
+        "--image",
+        str(photo),
+    )
     assert r.returncode == 0 and "committed" in r.stdout, r.stderr
     took = _until(lambda: top()["id"] == "NEW1", 15)
     assert took is not None, "the page never answered with the product the CLI added"

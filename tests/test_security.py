@@ -40,7 +40,9 @@ def _flatten(shop: dict[str, Path]) -> None:
     df.to_csv(shop["csv"], index=False)
     (folder / ".env").write_text("SECRET_TOKEN=hunter2\n")
     (folder / ".git").mkdir()
-    (folder / ".git" / "config").write_text("[remote]\n\turl = https://user:token@example.invalid\n")
+    (folder / ".git" / "config").write_text(
+        "[remote]\n\turl = https://user:token@example.invalid\n"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +63,11 @@ def call(app: dict, api_name: str, data: list) -> tuple[str, object]:
     """A raw call as curl sends it: POST the data, then read the event stream's outcome."""
     with httpx.Client(timeout=TIMEOUT) as client:
         # json.dumps escapes a lone surrogate as \\udcff, exactly as curl would send it
-        r = client.post(f"{app['url']}gradio_api/call/{api_name}", content=json.dumps({"data": data}),
-                        headers={"Content-Type": "application/json"})
+        r = client.post(
+            f"{app['url']}gradio_api/call/{api_name}",
+            content=json.dumps({"data": data}),
+            headers={"Content-Type": "application/json"},
+        )
         if r.status_code != 200:
             return "http", r.status_code
         event = r.json()["event_id"]
@@ -96,10 +101,20 @@ def test_server_paths_are_never_opened_as_photos(app, shop, tmp_path: Path) -> N
     link_dir = app["uploads"] / "planted"
     link_dir.mkdir(parents=True, exist_ok=True)
     (link_dir / "link.jpg").unlink(missing_ok=True)
-    (link_dir / "link.jpg").symlink_to(shop["csv"].parent / "P00001.jpg")  # a link out of the folder
-    targets = ["/etc/passwd", "/etc/shadow", "/no/such/file.jpg", "/etc", str(fifo),
-               str(shop["csv"].parent / "P00001.jpg"), str(ROOT / "assets" / "examples" / "tiny-red-sneakers.png"),
-               str(link_dir / "link.jpg"), f"{app['uploads']}/../{shop['csv'].parent.name}/P00001.jpg"]
+    (link_dir / "link.jpg").symlink_to(
+        shop["csv"].parent / "P00001.jpg"
+    )  # a link out of the folder
+    targets = [
+        "/etc/passwd",
+        "/etc/shadow",
+        "/no/such/file.jpg",
+        "/etc",
+        str(fifo),
+        str(shop["csv"].parent / "P00001.jpg"),
+        str(ROOT / "assets" / "examples" / "tiny-red-sneakers.png"),
+        str(link_dir / "link.jpg"),
+        f"{app['uploads']}/../{shop['csv'].parent.name}/P00001.jpg",
+    ]
     for target in targets:
         started = time.monotonic()
         kind, payload = _photo(app, target)
@@ -112,44 +127,66 @@ def test_server_paths_are_never_opened_as_photos(app, shop, tmp_path: Path) -> N
 def test_the_page_event_does_not_send_back_server_images(app, shop) -> None:
     """The page's own search event (it returns 'what the model saw') refuses the same paths."""
     config = httpx.get(f"{app['url']}config", timeout=TIMEOUT).json()
-    page_search = [i for i, d in enumerate(config["dependencies"])
-                   if len(d["inputs"]) == 8 and len(d["outputs"]) == 8]
+    page_search = [
+        i
+        for i, d in enumerate(config["dependencies"])
+        if len(d["inputs"]) == 8 and len(d["outputs"]) == 8
+    ]
     assert page_search
     secret = str(shop["csv"].parent / "P00002.jpg")
     data = [{"path": secret}, "", 0.5, 3, "All categories", 0, 0, "auto"]
     with httpx.Client(timeout=TIMEOUT) as client:
         for fn_index in page_search:
-            r = client.post(f"{app['url']}gradio_api/queue/join",
-                            json={"data": data, "fn_index": fn_index, "session_hash": "attacker"})
+            r = client.post(
+                f"{app['url']}gradio_api/queue/join",
+                json={"data": data, "fn_index": fn_index, "session_hash": "attacker"},
+            )
             if r.status_code != 200:
                 continue  # not callable at all: refused before it runs
             body = ""
-            with client.stream("GET", f"{app['url']}gradio_api/queue/data",
-                               params={"session_hash": "attacker"}) as stream:
+            with client.stream(
+                "GET", f"{app['url']}gradio_api/queue/data", params={"session_hash": "attacker"}
+            ) as stream:
                 for line in stream.iter_lines():
                     body += line + "\n"
                     if "process_completed" in line:
                         break
-            assert PHOTO_DID_NOT_ARRIVE in body and '"success": true' not in body.replace("\\", ""), body[-500:]
+            assert PHOTO_DID_NOT_ARRIVE in body and '"success": true' not in body.replace(
+                "\\", ""
+            ), body[-500:]
 
 
 def test_a_real_upload_is_still_searched(app, shop) -> None:
     with httpx.Client(timeout=TIMEOUT) as client:
         with open(shop["csv"].parent / "P00003.jpg", "rb") as f:
-            r = client.post(f"{app['url']}gradio_api/upload", files={"files": ("p.jpg", f, "image/jpeg")})
+            r = client.post(
+                f"{app['url']}gradio_api/upload", files={"files": ("p.jpg", f, "image/jpeg")}
+            )
         assert r.status_code == 200, r.text
         (path,) = r.json()
-    kind, payload = call(app, "search_image", [{"path": path, "meta": {"_type": "gradio.FileData"}},
-                                               3, "All categories", 0, 0, "never"])
+    kind, payload = call(
+        app,
+        "search_image",
+        [{"path": path, "meta": {"_type": "gradio.FileData"}}, 3, "All categories", 0, 0, "never"],
+    )
     assert kind == "complete", payload
     assert payload[0]["results"][0]["id"] == "P00003"
 
 
-# --------------------------------------------------------------------------- 2. a flat shop's folder
+# ------------------------------------------------------------------------ 2. a flat shop's folder
 
 
-@pytest.mark.parametrize("name", ["products.csv", ".env", ".git/config", "index/manifest.json",
-                                  "index/calibration.json", "P00001.jpg"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "products.csv",
+        ".env",
+        ".git/config",
+        "index/manifest.json",
+        "index/calibration.json",
+        "P00001.jpg",
+    ],
+)
 def test_nothing_of_the_shop_folder_is_served_by_path(app, shop, name) -> None:
     base = shop["csv"].parent
     path = base / name if not name.startswith("index/") else shop["index"] / name.split("/", 1)[1]
@@ -161,7 +198,9 @@ def test_nothing_of_the_shop_folder_is_served_by_path(app, shop, name) -> None:
 
 def test_index_files_are_not_served(app, shop) -> None:
     for path in shop["index"].iterdir():
-        assert httpx.get(f"{app['url']}gradio_api/file={path}", timeout=TIMEOUT).status_code == 403, path
+        assert (
+            httpx.get(f"{app['url']}gradio_api/file={path}", timeout=TIMEOUT).status_code == 403
+        ), path
 
 
 def test_no_server_paths_in_the_config(app, shop) -> None:
@@ -176,20 +215,34 @@ def test_no_server_paths_in_the_config(app, shop) -> None:
 
 @pytest.mark.parametrize("text", [["a", "b"], {"x": 1}, 3, True, "\udcff"])
 def test_text_of_the_wrong_type_gets_one_line(app, text) -> None:
-    for api_name, data in (("search_text", [text, 3, "All categories", 0, 0]),
-                           ("search_combined", [None, text, 0.5, 3, "All categories", 0, 0, "auto"])):
+    for api_name, data in (
+        ("search_text", [text, 3, "All categories", 0, 0]),
+        ("search_combined", [None, text, 0.5, 3, "All categories", 0, 0, "auto"]),
+    ):
         kind, payload = call(app, api_name, data)
-        assert kind == "error" and _message(payload) not in ('None', ''), (api_name, payload)
+        assert kind == "error" and _message(payload) not in ("None", ""), (api_name, payload)
         assert "\n" not in _message(payload) and "text" in _message(payload), payload
 
 
-@pytest.mark.parametrize("index, value", [(1, True), (1, "many"), (1, [3]), (1, 2.5), (2, {"a": 1}),
-                                          (2, 7), (3, "cheap"), (4, "1e999"), (4, [1])])
+@pytest.mark.parametrize(
+    "index, value",
+    [
+        (1, True),
+        (1, "many"),
+        (1, [3]),
+        (1, 2.5),
+        (2, {"a": 1}),
+        (2, 7),
+        (3, "cheap"),
+        (4, "1e999"),
+        (4, [1]),
+    ],
+)
 def test_other_parameters_of_the_wrong_type_get_one_line(app, index, value) -> None:
     data = ["red cap", 3, "All categories", 0, 0]
     data[index] = value
     kind, payload = call(app, "search_text", data)
-    assert kind == "error" and _message(payload) not in ('None', ''), (index, value, payload)
+    assert kind == "error" and _message(payload) not in ("None", ""), (index, value, payload)
     assert "\n" not in _message(payload), payload
     assert call(app, "search_text", ["red cap", 3, "All categories", 0, 0])[0] == "complete"
 
@@ -205,8 +258,14 @@ def test_no_tracebacks_in_the_log(app) -> None:
 def _multipart(n: int, size: int) -> tuple[bytes, str]:
     boundary = "----attack7f3a"
     parts = b"".join(
-        (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"f{i}.jpg\"\r\n"
-         "Content-Type: image/jpeg\r\n\r\n").encode() + os.urandom(size) + b"\r\n" for i in range(n))
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="f{i}.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + os.urandom(size)
+        + b"\r\n"
+        for i in range(n)
+    )
     return parts + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
@@ -217,13 +276,21 @@ def _folder_bytes(folder: Path) -> int:
 def test_one_request_carries_one_file(app) -> None:
     before = _folder_bytes(app["uploads"])
     body, ctype = _multipart(20, 40_000)
-    r = httpx.post(f"{app['url']}gradio_api/upload", content=body, headers={"Content-Type": ctype},
-                   timeout=TIMEOUT)
+    r = httpx.post(
+        f"{app['url']}gradio_api/upload",
+        content=body,
+        headers={"Content-Type": ctype},
+        timeout=TIMEOUT,
+    )
     assert r.status_code == 413, r.status_code
     assert _folder_bytes(app["uploads"]) == before
     body, ctype = _multipart(1, 40_000)
-    r = httpx.post(f"{app['url']}gradio_api/upload", content=body, headers={"Content-Type": ctype},
-                   timeout=TIMEOUT)
+    r = httpx.post(
+        f"{app['url']}gradio_api/upload",
+        content=body,
+        headers={"Content-Type": ctype},
+        timeout=TIMEOUT,
+    )
     assert r.status_code == 200, r.text
 
 
@@ -232,8 +299,14 @@ def test_repeated_uploads_cannot_fill_the_folder(app) -> None:
     codes = []
     for _ in range(8):
         body, ctype = _multipart(1, 900_000)
-        codes.append(httpx.post(f"{app['url']}gradio_api/upload", content=body,
-                                headers={"Content-Type": ctype}, timeout=TIMEOUT).status_code)
+        codes.append(
+            httpx.post(
+                f"{app['url']}gradio_api/upload",
+                content=body,
+                headers={"Content-Type": ctype},
+                timeout=TIMEOUT,
+            ).status_code
+        )
     assert 429 in codes and codes.count(200) <= 3, codes
     assert _folder_bytes(app["uploads"]) < 5 * 1024 * 1024
 
@@ -242,8 +315,14 @@ def test_repeated_uploads_cannot_fill_the_folder(app) -> None:
 
 
 def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "searchcore", *args], capture_output=True, text=True,
-                          timeout=timeout, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "searchcore", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
 
 
 @pytest.fixture
@@ -251,8 +330,11 @@ def fifo_shop(tmp_path: Path) -> Path:
     from conftest import write_catalog
 
     rows = [{"id": str(i), "title": f"thing {i}", "image": f"{i}.png"} for i in range(4)]
-    path = write_catalog(tmp_path / "s", rows, {f"{i}.png": Image.new("RGB", (32, 32), (60 * i, 0, 0))
-                                                 for i in range(3)})
+    path = write_catalog(
+        tmp_path / "s",
+        rows,
+        {f"{i}.png": Image.new("RGB", (32, 32), (60 * i, 0, 0)) for i in range(3)},
+    )
     os.mkfifo(tmp_path / "s" / "3.png")  # a row whose photo is a FIFO: reading it would block
     return path
 
@@ -260,6 +342,7 @@ def fifo_shop(tmp_path: Path) -> Path:
 def _with_writer_watchdog(fifo: Path, seconds: float) -> threading.Timer:
     """If a command blocks on the FIFO, a writer appears after ``seconds`` and unblocks it, so a
     regression shows as a slow run (and a failed assertion), never as a hung test suite."""
+
     def unblock() -> None:
         try:
             fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
@@ -281,8 +364,17 @@ def test_index_build_skips_a_fifo_photo(fifo_shop: Path, tmp_path: Path, tiny_cl
     model = save_model(load_embedder(tiny_clip), tmp_path / "model", TINY_CLIP_CONFIG)
     timer = _with_writer_watchdog(fifo_shop.parent / "3.png", 40)
     started = time.monotonic()
-    r = _cli("index", "build", "--catalog", str(fifo_shop), "--model", str(model), "--out",
-             str(tmp_path / "ix"), "--no-progress")
+    r = _cli(
+        "index",
+        "build",
+        "--catalog",
+        str(fifo_shop),
+        "--model",
+        str(model),
+        "--out",
+        str(tmp_path / "ix"),
+        "--no-progress",
+    )
     took = time.monotonic() - started
     timer.cancel()
     assert r.returncode == 0, r.stderr
@@ -290,8 +382,9 @@ def test_index_build_skips_a_fifo_photo(fifo_shop: Path, tmp_path: Path, tiny_cl
     assert "indexed 3 products" in r.stdout and "skipped 1" in r.stdout, r.stdout
 
 
-def test_catalog_add_refuses_a_fifo_and_a_huge_file_unread(fifo_shop: Path, tmp_path: Path,
-                                                           tiny_clip: str) -> None:
+def test_catalog_add_refuses_a_fifo_and_a_huge_file_unread(
+    fifo_shop: Path, tmp_path: Path, tiny_clip: str
+) -> None:
     from conftest import TINY_CLIP_CONFIG
 
     from searchcore.embed import load_embedder, save_model
@@ -301,19 +394,50 @@ def test_catalog_add_refuses_a_fifo_and_a_huge_file_unread(fifo_shop: Path, tmp_
     os.mkfifo(fifo)
     (fifo_shop.parent / "3.png").unlink()
     Image.new("RGB", (32, 32)).save(fifo_shop.parent / "3.png")
-    r = _cli("index", "build", "--catalog", str(fifo_shop), "--model", str(model), "--out",
-             str(tmp_path / "ix"), "--no-progress")
+    r = _cli(
+        "index",
+        "build",
+        "--catalog",
+        str(fifo_shop),
+        "--model",
+        str(model),
+        "--out",
+        str(tmp_path / "ix"),
+        "--no-progress",
+    )
     assert r.returncode == 0, r.stderr
     timer = _with_writer_watchdog(fifo, 40)
     started = time.monotonic()
-    r = _cli("catalog", "add", "--index", str(tmp_path / "ix"), "--id", "N1", "--title", "new",
-             "--image", str(fifo))
+    r = _cli(
+        "catalog",
+        "add",
+        "--index",
+        str(tmp_path / "ix"),
+        "--id",
+        "N1",
+        "--title",
+        "new",
+        "--image",
+        str(fifo),
+    )
     timer.cancel()
     assert time.monotonic() - started < 40
-    assert r.returncode != 0 and "not a regular file" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode != 0 and "not a regular file" in r.stderr and "Traceback" not in r.stderr, (
+        r.stderr
+    )
     huge = tmp_path / "huge.jpg"
     with open(huge, "wb") as f:
         f.truncate(30 * 1024 * 1024)  # sparse: over the 20 MB cap without using the disk
-    r = _cli("catalog", "add", "--index", str(tmp_path / "ix"), "--id", "N1", "--title", "new",
-             "--image", str(huge))
+    r = _cli(
+        "catalog",
+        "add",
+        "--index",
+        str(tmp_path / "ix"),
+        "--id",
+        "N1",
+        "--title",
+        "new",
+        "--image",
+        str(huge),
+    )
     assert r.returncode != 0 and "too large" in r.stderr, r.stderr

@@ -17,7 +17,9 @@ def settings(tiny_clip: str) -> Settings:
     return Settings(model=tiny_clip, upscale=UpscaleSettings(mode="never"))
 
 
-def test_open_or_build_builds_once_then_reuses(settings: Settings, colour_catalog: Path, tmp_path: Path) -> None:
+def test_open_or_build_builds_once_then_reuses(
+    settings: Settings, colour_catalog: Path, tmp_path: Path
+) -> None:
     said: list[str] = []
     index = str(tmp_path / "ix")
     open_or_build(settings, colour_catalog, index, say=said.append, progress=False)
@@ -27,8 +29,9 @@ def test_open_or_build_builds_once_then_reuses(settings: Settings, colour_catalo
     assert said == [] and len(engine.index) == 24
 
 
-def test_open_or_build_rebuilds_for_another_model(settings: Settings, colour_catalog: Path,
-                                                 tmp_path: Path) -> None:
+def test_open_or_build_rebuilds_for_another_model(
+    settings: Settings, colour_catalog: Path, tmp_path: Path
+) -> None:
     index = str(tmp_path / "ix")
     open_or_build(settings, colour_catalog, index, progress=False)
     said: list[str] = []
@@ -41,13 +44,22 @@ def test_open_or_build_draws_the_demo_shop(settings: Settings, tmp_path: Path, m
     import searchcore.synth as synth
 
     real = synth.generate_catalog
-    monkeypatch.setattr(synth, "generate_catalog", lambda out, progress=False: real(out, n=30, size=64))
-    engine = open_or_build(settings, tmp_path / "demo" / "products.csv", str(tmp_path / "demo" / "index"),
-                           demo=True, progress=False)
+    monkeypatch.setattr(
+        synth, "generate_catalog", lambda out, progress=False: real(out, n=30, size=64)
+    )
+    engine = open_or_build(
+        settings,
+        tmp_path / "demo" / "products.csv",
+        str(tmp_path / "demo" / "index"),
+        demo=True,
+        progress=False,
+    )
     assert len(engine.catalog) == 30
 
 
-def test_calibration_is_cached_and_reported(settings: Settings, colour_catalog: Path, tmp_path: Path) -> None:
+def test_calibration_is_cached_and_reported(
+    settings: Settings, colour_catalog: Path, tmp_path: Path
+) -> None:
     index = str(tmp_path / "ix")
     engine = open_or_build(settings, colour_catalog, index, progress=False)
     gate = calibrate(engine, index, percentile=10, n=20)
@@ -57,12 +69,15 @@ def test_calibration_is_cached_and_reported(settings: Settings, colour_catalog: 
     assert saved["image"] == gate.image
     again = calibrate(open_engine(settings, index), index, percentile=10, n=20)
     assert again == gate
-    assert calibrate(engine, index, percentile=50, n=20).image >= gate.image  # a new key: recalibrated
+    assert (
+        calibrate(engine, index, percentile=50, n=20).image >= gate.image
+    )  # a new key: recalibrated
     assert gate.threshold(True, True, 0.25) == pytest.approx(0.75 * gate.image + 0.25 * gate.text)
 
 
 def test_a_cold_start_build_takes_every_core_then_serves_on_one_thread(
-        settings: Settings, colour_catalog: Path, tmp_path: Path, monkeypatch) -> None:
+    settings: Settings, colour_catalog: Path, tmp_path: Path, monkeypatch
+) -> None:
     import torch
 
     import searchcore.build

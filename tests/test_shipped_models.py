@@ -64,8 +64,9 @@ def test_shipped_clip_finds_products_in_a_fresh_shop(fresh_shop) -> None:
     from searchcore.training.degrade import DEFAULT_CONDITIONS
     from searchcore.training.evaluate import EvalConfig, evaluate
 
-    config = EvalConfig(conditions=(("x4-blur", DEFAULT_CONDITIONS["x4-blur"]),),
-                        quality_images=0, seed=3)
+    config = EvalConfig(
+        conditions=(("x4-blur", DEFAULT_CONDITIONS["x4-blur"]),), quality_images=0, seed=3
+    )
     report = evaluate(fresh_shop, load_embedder("default"), config=config)
     assert report["text"]["attributes"]["R@10"] >= 0.8
     # 60 products in 12 categories: chance is ~0.07; the model measures ~0.5 here (0.93 with
@@ -82,9 +83,11 @@ def test_shipped_upscaler_beats_bicubic(fresh_shop) -> None:
     spec, weights = load_shipped_spec()
     assert spec.arch == "srvgg" and spec.scale == 4 and weights.stat().st_size < 2 * 2**20
     up = build_upscaler_from_dir(SHIPPED_UPSCALER_DIR)
-    config = EvalConfig(conditions=(("x4", DEFAULT_CONDITIONS["x4"]),
-                                    ("x4-blur", DEFAULT_CONDITIONS["x4-blur"])),
-                        max_queries=1, quality_images=20)
+    config = EvalConfig(
+        conditions=(("x4", DEFAULT_CONDITIONS["x4"]), ("x4-blur", DEFAULT_CONDITIONS["x4-blur"])),
+        max_queries=1,
+        quality_images=20,
+    )
 
     class _NoEmbed:
         def embed_images(self, images):

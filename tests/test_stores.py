@@ -25,8 +25,15 @@ def _unit(n: int, d: int, seed: int = 0) -> np.ndarray:
 
 
 def _records(n: int, start: int = 0) -> list[dict]:
-    return [{"id": f"p{i}", "category": ["Shoes", "Bags", "Mugs"][i % 3], "price": str(i % 100),
-             "colour": "red"} for i in range(start, start + n)]
+    return [
+        {
+            "id": f"p{i}",
+            "category": ["Shoes", "Bags", "Mugs"][i % 3],
+            "price": str(i % 100),
+            "colour": "red",
+        }
+        for i in range(start, start + n)
+    ]
 
 
 class Harness:
@@ -51,8 +58,14 @@ class Harness:
         store.save(self.location)
         return HnswIndex.load(self.location)[0]
 
-    def search(self, store: VectorStore, q: np.ndarray, k: int, filters: Filters | None,
-               records: list[dict]) -> np.ndarray:
+    def search(
+        self,
+        store: VectorStore,
+        q: np.ndarray,
+        k: int,
+        filters: Filters | None,
+        records: list[dict],
+    ) -> np.ndarray:
         if filters is None or store.pushes_filters:
             return store.search(q, k, filters=filters).labels
         mask = np.array([_passes(r, filters) for r in records])
@@ -85,8 +98,14 @@ def test_self_recall_against_brute_force(harness: Harness) -> None:
     assert found.labels[0] == 17 and found.scores[0] == pytest.approx(1.0, abs=1e-4)
 
 
-@pytest.mark.parametrize("filters", [Filters(category="shoes"), Filters(min_price=10, max_price=12),
-                                     Filters(category="Bags", max_price=5)])
+@pytest.mark.parametrize(
+    "filters",
+    [
+        Filters(category="shoes"),
+        Filters(min_price=10, max_price=12),
+        Filters(category="Bags", max_price=5),
+    ],
+)
 def test_filters_return_k_when_k_match(harness: Harness, filters: Filters) -> None:
     data, records = _unit(1500, 16), _records(1500)
     store = harness.create(16)
@@ -129,8 +148,9 @@ def test_restart_persistence(harness: Harness) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_engine_builds_and_searches_on_either_backend(backend: str, colour_catalog: Path,
-                                                      fake_embedder, tmp_path: Path) -> None:
+def test_engine_builds_and_searches_on_either_backend(
+    backend: str, colour_catalog: Path, fake_embedder, tmp_path: Path
+) -> None:
     catalog = load_catalog(colour_catalog)
     out = tmp_path / ("ix.db" if backend == "milvus" else "ix")
     report = build_index(catalog, fake_embedder, out)
@@ -150,8 +170,18 @@ def test_engine_builds_and_searches_on_either_backend(backend: str, colour_catal
     assert len(r.hits) == 10 and {h.fields["category"] for h in r.hits} == {"caps"}
     assert all(float(h.price) <= 200 for h in r.hits)
     assert {h.id for h in r.hits[:4]} == {"00000", "00006", "00012", "00018"}
-    rows = pd.DataFrame([{"id": "n1", "title": "Purple mug", "image": "images/n1.png",
-                          "category": "mugs", "colour": "purple", "price": "5.00"}])
+    rows = pd.DataFrame(
+        [
+            {
+                "id": "n1",
+                "title": "Purple mug",
+                "image": "images/n1.png",
+                "category": "mugs",
+                "colour": "purple",
+                "price": "5.00",
+            }
+        ]
+    )
     purple = Image.new("RGB", (40, 40), (128, 0, 128))
     engine.add_products(rows, [purple])
     assert engine.search_image(purple.resize((200, 200)), k=1, upscale="never").hits[0].id == "n1"
@@ -159,8 +189,9 @@ def test_engine_builds_and_searches_on_either_backend(backend: str, colour_catal
     assert "n1" not in [h.id for h in engine.search_text("red", k=30).hits]
 
 
-def test_sharded_milvus_build_fills_one_collection(colour_catalog: Path, fake_embedder,
-                                                  tmp_path: Path) -> None:
+def test_sharded_milvus_build_fills_one_collection(
+    colour_catalog: Path, fake_embedder, tmp_path: Path
+) -> None:
     from searchcore.milvus import MilvusStore
 
     catalog = load_catalog(colour_catalog)

@@ -50,7 +50,8 @@ def test_same_seed_gives_identical_files_and_another_seed_another_shop(tmp_path:
     assert names == sorted(p.name for p in (tmp_path / "b" / "images").iterdir())
     for name in names:
         assert (tmp_path / "a" / "images" / name).read_bytes() == (
-            tmp_path / "b" / "images" / name).read_bytes(), name
+            tmp_path / "b" / "images" / name
+        ).read_bytes(), name
 
     c = generate_catalog(tmp_path / "c", n=40, seed=8, size=SIZE)
     assert c.read_bytes() != a.read_bytes()
@@ -60,8 +61,9 @@ def test_same_seed_gives_identical_files_and_another_seed_another_shop(tmp_path:
     assert set(other["category"]) <= set(CATEGORY_TO_KIND)
 
 
-def test_a_process_pool_draws_the_same_bytes(tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_process_pool_draws_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     serial = generate_catalog(tmp_path / "serial", n=24, seed=11, size=SIZE)
     monkeypatch.setattr(synth, "_workers", lambda n: 2)  # big shops are drawn by a pool
     pooled = generate_catalog(tmp_path / "pooled", n=24, seed=11, size=SIZE)
@@ -72,9 +74,21 @@ def test_a_process_pool_draws_the_same_bytes(tmp_path: Path,
 
 def test_csv_has_the_exact_columns_and_round_trips(shop: Path) -> None:
     df = read(shop)
-    assert list(df.columns) == list(COLUMNS) == [
-        "id", "title", "image", "category", "colour", "pattern", "trim_colour", "material",
-        "price"]
+    assert (
+        list(df.columns)
+        == list(COLUMNS)
+        == [
+            "id",
+            "title",
+            "image",
+            "category",
+            "colour",
+            "pattern",
+            "trim_colour",
+            "material",
+            "price",
+        ]
+    )
     assert len(df) == 300
     # Reading back with dtype=str and writing again gives the very same bytes.
     assert df.to_csv(index=False, lineterminator="\n") == shop.read_text()
@@ -147,9 +161,13 @@ def solid(kind: str, colour: str, seed: int) -> Image.Image:
     spec = KINDS[kind]
     # A contrasting second colour where the kind has one: the hardest case for dominance.
     trims = [t for t in spec.trim_colours if t not in ("same", colour)]
-    attrs = {"kind": kind, "colour": colour, "pattern": "solid",
-             "trim_colour": trims[seed % len(trims)] if spec.trim else "",
-             "material": spec.materials[seed % len(spec.materials)]}
+    attrs = {
+        "kind": kind,
+        "colour": colour,
+        "pattern": "solid",
+        "trim_colour": trims[seed % len(trims)] if spec.trim else "",
+        "material": spec.materials[seed % len(spec.materials)],
+    }
     return render_product(attrs, SIZE, np.random.default_rng(seed))
 
 
@@ -184,8 +202,9 @@ def test_render_product_is_deterministic_and_accepts_a_category() -> None:
     two = render_product(attrs, 160, np.random.default_rng(5))
     assert (one.mode, one.size) == ("RGB", (160, 160))
     assert one.tobytes() == two.tobytes()
-    by_category = render_product({**attrs, "kind": None, "category": "mugs"}, 160,
-                                 np.random.default_rng(5))
+    by_category = render_product(
+        {**attrs, "kind": None, "category": "mugs"}, 160, np.random.default_rng(5)
+    )
     assert by_category.tobytes() == one.tobytes()
     with pytest.raises(ValueError, match="unknown product kind"):
         render_product({"kind": "spaceship", "colour": "red"}, 160, np.random.default_rng(0))

@@ -78,16 +78,20 @@ def test_shopper_recipes_stay_in_range() -> None:
     recipes = [sample_shopper(rng) for _ in range(200)]
     assert all(1.0 <= r.down <= 6.0 and r.crop >= 0.7 and r.rotate <= 10 for r in recipes)
     assert any(r.down > 3 for r in recipes) and any(r.jpeg is None for r in recipes)
-    assert sample_shopper(rng, strength=0.0) .down == 1.0
+    assert sample_shopper(rng, strength=0.0).down == 1.0
 
 
 # ------------------------------------------------------------------------------ metrics
 
 
 def test_ranks_recall_and_mrr_by_hand() -> None:
-    scores = np.array([[0.9, 0.1, 0.5],   # relevant item 2 ranks 2nd
-                       [0.2, 0.8, 0.3],   # relevant item 1 ranks 1st
-                       [0.5, 0.4, 0.3]])  # nothing relevant
+    scores = np.array(
+        [
+            [0.9, 0.1, 0.5],  # relevant item 2 ranks 2nd
+            [0.2, 0.8, 0.3],  # relevant item 1 ranks 1st
+            [0.5, 0.4, 0.3],
+        ]
+    )  # nothing relevant
     relevant = np.array([[0, 0, 1], [1, 1, 0], [0, 0, 0]], dtype=bool)
     ranks = metrics.first_relevant_ranks(scores, relevant)
     assert ranks.tolist() == [2.0, 1.0, np.inf]
@@ -177,11 +181,16 @@ class _FakeUpscaler:
 def test_evaluate_by_hand_with_the_colour_embedder(colour_catalog: Path, fake_embedder) -> None:
     catalog = load_catalog(colour_catalog)
     black = _FakeUpscaler(black=True)
-    config = EvalConfig(conditions=(("clean", Degradation()), ("x2", Degradation(down=2))),
-                        query_attrs=("colour", "category"), quality_images=4)
-    strategies = [Strategy("never"), Strategy("black", black),
-                  Strategy("auto", black,
-                                   UpscalePolicy(UpscaleSettings(min_side=30, min_sharpness=0.0)))]
+    config = EvalConfig(
+        conditions=(("clean", Degradation()), ("x2", Degradation(down=2))),
+        query_attrs=("colour", "category"),
+        quality_images=4,
+    )
+    strategies = [
+        Strategy("never"),
+        Strategy("black", black),
+        Strategy("auto", black, UpscalePolicy(UpscaleSettings(min_side=30, min_sharpness=0.0))),
+    ]
     report = evaluate(catalog, fake_embedder, strategies, config)
     # 24 products, 6 colours x 4; every colour is one category (even rows caps, odd mugs).
     assert report["split"]["gallery"] == 24
@@ -227,13 +236,22 @@ def test_report_files(colour_catalog: Path, fake_embedder, tmp_path: Path) -> No
     catalog = load_catalog(colour_catalog)
     up = _FakeUpscaler()
     config = EvalConfig(conditions=(("x2", Degradation(down=2)),), quality_images=3)
-    strategies = [Strategy("never"), Strategy("nearest", up),
-                  Strategy("auto", up, UpscalePolicy(UpscaleSettings()))]
+    strategies = [
+        Strategy("never"),
+        Strategy("nearest", up),
+        Strategy("auto", up, UpscalePolicy(UpscaleSettings())),
+    ]
     report = evaluate(catalog, fake_embedder, strategies, config)
     paths = write_report(report, tmp_path / "rep")
     names = {p.name for p in paths}
-    assert {"report.json", "report.md", "exact_recall.png", "text_recall.png",
-            "upscaler_quality.png", "upscale_verdict.json"} <= names
+    assert {
+        "report.json",
+        "report.md",
+        "exact_recall.png",
+        "text_recall.png",
+        "upscaler_quality.png",
+        "upscale_verdict.json",
+    } <= names
     data = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert data["exact"]["x2"]["never"]["queries"] == 24
     md = (tmp_path / "rep" / "report.md").read_text()
@@ -249,8 +267,17 @@ def test_finetune_learns_saves_and_reloads(demo_shop: Path, tiny_clip: str, tmp_
     from searchcore.training.finetune import FinetuneConfig, finetune, trained_rows
 
     catalog = load_catalog(demo_shop)
-    config = FinetuneConfig(base=tiny_clip, epochs=4, batch_size=8, lr=2e-3, warmup_steps=2,
-                            val_fraction=0.25, val_max_queries=20, half=False, patience=5)
+    config = FinetuneConfig(
+        base=tiny_clip,
+        epochs=4,
+        batch_size=8,
+        lr=2e-3,
+        warmup_steps=2,
+        val_fraction=0.25,
+        val_max_queries=20,
+        half=False,
+        patience=5,
+    )
     result = finetune(catalog, tmp_path / "m", config)
     losses = [h["loss"] for h in result.history]
     assert len(losses) == 4 and losses[-1] < losses[0]
@@ -263,23 +290,32 @@ def test_finetune_learns_saves_and_reloads(demo_shop: Path, tiny_clip: str, tmp_
 
     again = load_embedder(str(tmp_path / "m"))
     state = load_file(str(tmp_path / "m" / "open_clip_model.safetensors"))
-    assert all(np.array_equal(state[k].numpy(), v.numpy())
-               for k, v in again.model.state_dict().items())
+    assert all(
+        np.array_equal(state[k].numpy(), v.numpy()) for k, v in again.model.state_dict().items()
+    )
     img = Image.open(catalog.image_path(0))
-    np.testing.assert_allclose(again.embed_images([img]), load_embedder(str(tmp_path / "m"))
-                               .embed_images([img]), atol=1e-6)
+    np.testing.assert_allclose(
+        again.embed_images([img]), load_embedder(str(tmp_path / "m")).embed_images([img]), atol=1e-6
+    )
     rows, note = trained_rows(str(tmp_path / "m"), catalog)
     assert len(rows) == meta["split"]["train"] and "excluded" in note
 
 
-def test_finetune_is_deterministic_and_locks_towers(demo_shop: Path, tiny_clip: str,
-                                                    tmp_path: Path) -> None:
+def test_finetune_is_deterministic_and_locks_towers(
+    demo_shop: Path, tiny_clip: str, tmp_path: Path
+) -> None:
     from searchcore.embed import load_embedder
     from searchcore.training.finetune import FinetuneConfig, finetune
 
     catalog = load_catalog(demo_shop)
-    base = {"base": tiny_clip, "epochs": 1, "batch_size": 8, "max_steps": 2, "val_fraction": 0.0,
-            "half": False}
+    base = {
+        "base": tiny_clip,
+        "epochs": 1,
+        "batch_size": 8,
+        "max_steps": 2,
+        "val_fraction": 0.0,
+        "half": False,
+    }
     finetune(catalog, tmp_path / "a", FinetuneConfig(**base))
     finetune(catalog, tmp_path / "b", FinetuneConfig(**base))
     finetune(catalog, tmp_path / "c", FinetuneConfig(**base, lock_image=True))
@@ -288,8 +324,12 @@ def test_finetune_is_deterministic_and_locks_towers(demo_shop: Path, tiny_clip: 
     assert a.fingerprint == b.fingerprint != start.fingerprint
     sa, sc, s0 = a.model.state_dict(), c.model.state_dict(), start.model.state_dict()
     assert all(np.array_equal(sc[k].numpy(), s0[k].numpy()) for k in s0 if k.startswith("visual."))
-    assert not all(np.array_equal(sa[k].numpy(), s0[k].numpy()) for k in s0 if k.startswith("visual."))
-    assert not np.array_equal(sc["token_embedding.weight"].numpy(), s0["token_embedding.weight"].numpy())
+    assert not all(
+        np.array_equal(sa[k].numpy(), s0[k].numpy()) for k in s0 if k.startswith("visual.")
+    )
+    assert not np.array_equal(
+        sc["token_embedding.weight"].numpy(), s0["token_embedding.weight"].numpy()
+    )
 
 
 # ------------------------------------------------------------------------------ upscaler
@@ -306,9 +346,20 @@ def test_train_upscaler_learns_and_round_trips(demo_shop: Path, tmp_path: Path) 
     from searchcore.upscale import load_state_dict
 
     catalog = load_catalog(demo_shop)
-    config = UpscalerTrainConfig(num_feat=8, num_conv=2, steps=40, batch_size=4, patch=32,
-                                 lr=2e-3, warmup=2, val_every=20, val_images=4, val_fraction=0.2,
-                                 pool_size=16, refresh=1)
+    config = UpscalerTrainConfig(
+        num_feat=8,
+        num_conv=2,
+        steps=40,
+        batch_size=4,
+        patch=32,
+        lr=2e-3,
+        warmup=2,
+        val_every=20,
+        val_images=4,
+        val_fraction=0.2,
+        pool_size=16,
+        refresh=1,
+    )
     result = train_upscaler(catalog, tmp_path / "up", config)
     assert [h["step"] for h in result.history] == [20, 40]
     spec, weights = load_upscaler_dir(tmp_path / "up")
@@ -317,9 +368,13 @@ def test_train_upscaler_learns_and_round_trips(demo_shop: Path, tmp_path: Path) 
     out = build_upscaler_from_dir(tmp_path / "up").upscale(Image.new("RGB", (20, 16), "red"))
     assert out.size == (80, 64)
     # fine-tune from the weights just written (the architecture comes from them)
-    again = train_upscaler(catalog, tmp_path / "up2",
-                           UpscalerTrainConfig(init=weights, steps=2, batch_size=2, patch=32,
-                                               val_every=2, val_images=2, pool_size=4))
+    again = train_upscaler(
+        catalog,
+        tmp_path / "up2",
+        UpscalerTrainConfig(
+            init=weights, steps=2, batch_size=2, patch=32, val_every=2, val_images=2, pool_size=4
+        ),
+    )
     assert again.arch_kwargs["num_feat"] == 8
     weights.write_bytes(weights.read_bytes()[:-8] + b"tampered")
     with pytest.raises(WeightsError):
@@ -331,9 +386,19 @@ def test_upscaler_loss_goes_down(demo_shop: Path, tmp_path: Path) -> None:
 
     # A fixed pool of 16 pairs; per-batch losses are noisy, so compare the first 5 steps with
     # the last 15, and the held-out PSNR at step 5 with the end.
-    config = UpscalerTrainConfig(num_feat=8, num_conv=2, steps=60, batch_size=4, patch=32,
-                                 lr=3e-3, warmup=2, val_every=5, val_images=4, pool_size=16,
-                                 refresh=0)
+    config = UpscalerTrainConfig(
+        num_feat=8,
+        num_conv=2,
+        steps=60,
+        batch_size=4,
+        patch=32,
+        lr=3e-3,
+        warmup=2,
+        val_every=5,
+        val_images=4,
+        pool_size=16,
+        refresh=0,
+    )
     result = train_upscaler(load_catalog(demo_shop), tmp_path / "up", config)
     losses = [h["interval_loss"] for h in result.history]
     assert np.mean(losses[-3:]) < 0.95 * losses[0]
@@ -343,26 +408,110 @@ def test_upscaler_loss_goes_down(demo_shop: Path, tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------ CLI
 
 
-def test_cli_eval_finetune_and_train_upscaler(demo_shop: Path, tiny_clip: str, tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_eval_finetune_and_train_upscaler(
+    demo_shop: Path, tiny_clip: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     model = tmp_path / "model"
-    assert main(["finetune", "--catalog", str(demo_shop), "--base", tiny_clip, "--out", str(model),
-                 "--epochs", "1", "--batch-size", "8", "--max-steps", "2", "--val-fraction", "0.3",
-                 "--val-max-queries", "10", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--catalog",
+                str(demo_shop),
+                "--base",
+                tiny_clip,
+                "--out",
+                str(model),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--max-steps",
+                "2",
+                "--val-fraction",
+                "0.3",
+                "--val-max-queries",
+                "10",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert (model / "open_clip_model.safetensors").is_file()
     up = tmp_path / "up"
-    assert main(["train-upscaler", "--catalog", str(demo_shop), "--out", str(up), "--num-feat", "8",
-                 "--num-conv", "2", "--steps", "2", "--batch-size", "2", "--patch", "32",
-                 "--val-every", "2", "--pool-size", "4", "--refresh", "0"]) == 0
+    assert (
+        main(
+            [
+                "train-upscaler",
+                "--catalog",
+                str(demo_shop),
+                "--out",
+                str(up),
+                "--num-feat",
+                "8",
+                "--num-conv",
+                "2",
+                "--steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--patch",
+                "32",
+                "--val-every",
+                "2",
+                "--pool-size",
+                "4",
+                "--refresh",
+                "0",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "report"
-    assert main(["eval", "--catalog", str(demo_shop), "--model", str(model), "--out", str(out),
-                 "--upscalers", f"never,{up},auto", "--condition", "x4", "--max-queries", "12",
-                 "--quality-images", "3", "--no-plots", "--write-verdict"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--catalog",
+                str(demo_shop),
+                "--model",
+                str(model),
+                "--out",
+                str(out),
+                "--upscalers",
+                f"never,{up},auto",
+                "--condition",
+                "x4",
+                "--max-queries",
+                "12",
+                "--quality-images",
+                "3",
+                "--no-plots",
+                "--write-verdict",
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["split"]["excluded_training_rows"] > 0  # trained on this catalog
     assert set(report["exact"]["x4"]) >= {"never", "sc-compact-x4", "auto"}
     assert (model / "upscale_verdict.json").is_file()
     capsys.readouterr()
-    assert main(["eval", "--catalog", str(demo_shop), "--model", str(model), "--out", str(out),
-                 "--condition", "bogus"]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "--catalog",
+                str(demo_shop),
+                "--model",
+                str(model),
+                "--out",
+                str(out),
+                "--condition",
+                "bogus",
+            ]
+        )
+        == 2
+    )
     assert capsys.readouterr().err.count("\n") == 1

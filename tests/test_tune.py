@@ -66,7 +66,9 @@ def test_precision_of_relevant_items_by_hand() -> None:
     scores = np.array([[0.9, 0.8, 0.1, 0.7], [0.1, 0.2, 0.3, 0.4]])
     relevant = np.array([[True, False, False, True], [False, False, False, True]])
     assert metrics.relevant_precision_at_k(scores, relevant, 2) == pytest.approx((0.5 + 0.5) / 2)
-    assert metrics.relevant_precision_at_k(scores, relevant, 3) == pytest.approx((2 / 3 + 1 / 3) / 2)
+    assert metrics.relevant_precision_at_k(scores, relevant, 3) == pytest.approx(
+        (2 / 3 + 1 / 3) / 2
+    )
 
 
 class _CountingUpscaler:
@@ -81,8 +83,9 @@ class _CountingUpscaler:
         return img.resize((img.width * 2, img.height * 2), Image.Resampling.NEAREST)
 
 
-def test_width_bands_and_a_shared_cache_upscale_each_photo_once(colour_catalog: Path,
-                                                                 fake_embedder) -> None:
+def test_width_bands_and_a_shared_cache_upscale_each_photo_once(
+    colour_catalog: Path, fake_embedder
+) -> None:
     catalog = load_catalog(colour_catalog)
     up = _CountingUpscaler()
     cond = parse_condition("small:min_width=10,max_width=40")
@@ -93,30 +96,48 @@ def test_width_bands_and_a_shared_cache_upscale_each_photo_once(colour_catalog: 
     assert up.calls == 24
     second = evaluate(catalog, fake_embedder, strategies, config, cache=cache)
     assert up.calls == 24  # every upscaled photo came from the cache
+
     def results(r: dict) -> dict:
-        return {k: {m: x for m, x in v.items() if m != "upscale_ms"}
-                for k, v in r["exact"]["small"].items() if isinstance(v, dict)}
+        return {
+            k: {m: x for m, x in v.items() if m != "upscale_ms"}
+            for k, v in r["exact"]["small"].items()
+            if isinstance(v, dict)
+        }
 
     assert results(first) == results(second)
     # the cached photos keep the cost of their first upscaling
-    assert second["exact"]["small"]["nearest"]["upscale_ms"] >= first["exact"]["small"]["nearest"]["upscale_ms"] * 0.5 > 0
+    assert (
+        second["exact"]["small"]["nearest"]["upscale_ms"]
+        >= first["exact"]["small"]["nearest"]["upscale_ms"] * 0.5
+        > 0
+    )
     bands = first["exact"]["small"]["never"]["by_width"]
     assert sum(b["queries"] for b in bands.values()) == 24 and "0-29 px" in bands
     assert first["exact"]["small"]["query_size"].endswith("px wide")
     assert set(first["verdicts"]) == {"nearest"} and "paired" in first["verdicts"]["nearest"]
 
 
-def test_attribute_heads_train_and_are_not_saved(demo_shop: Path, tiny_clip: str,
-                                                 tmp_path: Path) -> None:
+def test_attribute_heads_train_and_are_not_saved(
+    demo_shop: Path, tiny_clip: str, tmp_path: Path
+) -> None:
     from safetensors.torch import load_file
 
     from searchcore.embed import load_embedder
     from searchcore.training.finetune import FinetuneConfig, finetune
 
     catalog = load_catalog(demo_shop)
-    config = FinetuneConfig(base=tiny_clip, epochs=2, batch_size=8, val_fraction=0.2,
-                            test_fraction=0.25, attr_weight=1.0, attr_columns=("category", "colour"),
-                            val_max_queries=10, half=False, shopper_max_down=12)
+    config = FinetuneConfig(
+        base=tiny_clip,
+        epochs=2,
+        batch_size=8,
+        val_fraction=0.2,
+        test_fraction=0.25,
+        attr_weight=1.0,
+        attr_columns=("category", "colour"),
+        val_max_queries=10,
+        half=False,
+        shopper_max_down=12,
+    )
     result = finetune(catalog, tmp_path / "m", config)
     assert all(np.isfinite(h["loss"]) for h in result.history)
     keys = set(load_file(str(tmp_path / "m" / "open_clip_model.safetensors")))
@@ -125,43 +146,88 @@ def test_attribute_heads_train_and_are_not_saved(demo_shop: Path, tiny_clip: str
     from dataclasses import replace
 
     finetune(catalog, tmp_path / "plain", replace(config, attr_weight=0.0))
-    assert load_embedder(str(tmp_path / "m")).fingerprint != load_embedder(str(tmp_path / "plain")).fingerprint
+    assert (
+        load_embedder(str(tmp_path / "m")).fingerprint
+        != load_embedder(str(tmp_path / "plain")).fingerprint
+    )
     meta = json.loads((tmp_path / "m" / "training.json").read_text())
     assert meta["config"]["attr_weight"] == 1.0
     split = meta["split"]
     assert split["train"] + split["val"] + split["test"] == 40 and split["test"] > 0
     with pytest.raises(ConfigError, match="not in the catalog"):
-        finetune(catalog, tmp_path / "x", FinetuneConfig(base=tiny_clip, attr_weight=1.0,
-                                                         attr_columns=("nope",), max_steps=1))
+        finetune(
+            catalog,
+            tmp_path / "x",
+            FinetuneConfig(base=tiny_clip, attr_weight=1.0, attr_columns=("nope",), max_steps=1),
+        )
 
 
-def test_tune_runs_the_whole_loop(demo_shop: Path, tiny_clip: str, tmp_path: Path,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_tune_runs_the_whole_loop(
+    demo_shop: Path, tiny_clip: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from safetensors.torch import load_file
 
     from searchcore.training.finetune import trained_rows
 
     out = tmp_path / "run"
-    args = ["tune", "--catalog", str(demo_shop), "--base", tiny_clip, "--out", str(out),
-            "--epochs", "1", "--batch-size", "8", "--max-steps", "2", "--test-fraction", "0.3",
-            "--val-max-queries", "10", "--attr-weight", "0.5", "--wise", "0,0.5",
-            "--upscalers", "never,bicubic,default,auto", "--max-queries", "12",
-            "--compare", f"again={tiny_clip}",
-            "--query-attrs", "colour,category", "--similar-attrs", "category,colour",
-            "--device", "cpu", "--fp32", "--no-progress"]
+    args = [
+        "tune",
+        "--catalog",
+        str(demo_shop),
+        "--base",
+        tiny_clip,
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--max-steps",
+        "2",
+        "--test-fraction",
+        "0.3",
+        "--val-max-queries",
+        "10",
+        "--attr-weight",
+        "0.5",
+        "--wise",
+        "0,0.5",
+        "--upscalers",
+        "never,bicubic,default,auto",
+        "--max-queries",
+        "12",
+        "--compare",
+        f"again={tiny_clip}",
+        "--query-attrs",
+        "colour,category",
+        "--similar-attrs",
+        "category,colour",
+        "--device",
+        "cpu",
+        "--fp32",
+        "--no-progress",
+    ]
     assert main(args) == 0
     summary = json.loads((out / "report.json").read_text())
     names = summary["order"]
     assert names[0] == "fine-tuned" and "raw pixels" in names and "WiSE-FT a=0.5" in names
     assert f"{tiny_clip} (not fine-tuned)" in names and "again" in names
     tuned = summary["variants"]["fine-tuned"]
-    assert {"category P@10", "colour P@10", "title R@10", "shopper R@10 [never]",
-            "shopper R@10 [sc-compact-x4]", "small-blurry R@10 [auto]"} <= set(tuned)
+    assert {
+        "category P@10",
+        "colour P@10",
+        "title R@10",
+        "shopper R@10 [never]",
+        "shopper R@10 [sc-compact-x4]",
+        "small-blurry R@10 [auto]",
+    } <= set(tuned)
     assert "title R@10" not in summary["variants"]["raw pixels"]  # no text tower
     # WiSE-FT at 0 is the starting model, weight for weight; 0.5 is halfway
     base = summary["variants"][f"{tiny_clip} (not fine-tuned)"]
     assert summary["variants"]["WiSE-FT a=0"]["category P@10"] == base["category P@10"]
-    w0, w5 = (load_file(str(out / f"wise-{a}" / "open_clip_model.safetensors")) for a in ("0", "0.5"))
+    w0, w5 = (
+        load_file(str(out / f"wise-{a}" / "open_clip_model.safetensors")) for a in ("0", "0.5")
+    )
     ft = load_file(str(out / "model" / "open_clip_model.safetensors"))
     key = "visual.conv1.weight"
     np.testing.assert_allclose(w5[key].numpy(), (w0[key].numpy() + ft[key].numpy()) / 2, atol=1e-6)
@@ -177,6 +243,6 @@ def test_tune_runs_the_whole_loop(demo_shop: Path, tiny_clip: str, tmp_path: Pat
     assert (out / "shopper_by_width.png").is_file()
     # a second run reuses the trained model and redoes the rest
     capsys.readouterr()
-    assert main(args + ["--no-index", "--baselines", "", "--wise", ""]) == 0
+    assert main([*args, "--no-index", "--baselines", "", "--wise", ""]) == 0
     assert "reusing it" in capsys.readouterr().err
     assert json.loads((out / "report.json").read_text())["order"] == ["fine-tuned", "again"]

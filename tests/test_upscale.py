@@ -161,7 +161,7 @@ def test_explicit_path_wins(tmp_path: Path) -> None:
 
 def test_explicit_path_must_exist(tmp_path: Path) -> None:
     missing = tmp_path / "nope.pth"
-    with pytest.raises(WeightsError, match="nope.pth"):
+    with pytest.raises(WeightsError, match=r"nope\.pth"):
         up.resolve_weights(tiny_spec(), missing, tmp_path, allow_download=False)
 
 
@@ -251,7 +251,7 @@ def test_load_state_dict_formats(tmp_path: Path, spec: up.UpscalerSpec) -> None:
 def test_truncated_file(tmp_path: Path, tiny_pth: Path) -> None:
     bad = tmp_path / "truncated.pth"
     bad.write_bytes(tiny_pth.read_bytes()[: tiny_pth.stat().st_size // 2])
-    with pytest.raises(WeightsError, match="truncated.pth"):
+    with pytest.raises(WeightsError, match=r"truncated\.pth"):
         up.load_state_dict(bad)
 
 
@@ -259,11 +259,11 @@ def test_random_bytes(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     bad = tmp_path / "random.pth"
     bad.write_bytes(os.urandom(4096))
-    with pytest.raises(WeightsError, match="random.pth"):
+    with pytest.raises(WeightsError, match=r"random\.pth"):
         up.load_state_dict(bad)
     bad_st = tmp_path / "random.safetensors"
     bad_st.write_bytes(os.urandom(4096))
-    with pytest.raises(WeightsError, match="random.safetensors"):
+    with pytest.raises(WeightsError, match=r"random\.safetensors"):
         up.load_state_dict(bad_st)
 
 
@@ -282,7 +282,7 @@ def test_malicious_pickle_does_not_run(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pth"
     torch.save({"params": {"body.0.weight": _Payload(marker)}}, evil)
-    with pytest.raises(WeightsError, match="evil.pth: .* could run code"):
+    with pytest.raises(WeightsError, match=r"evil\.pth: .* could run code"):
         up.load_state_dict(evil)
     assert not marker.exists()
     # The payload is live: an unsafe load would have run it.
@@ -369,7 +369,7 @@ def test_concurrent_calls_match_sequential(spec: up.UpscalerSpec, tiny_pth: Path
 
     def run_all() -> None:
         with ThreadPoolExecutor(max_workers=len(images)) as pool:
-            for got, want in zip(pool.map(work, images), expected):
+            for got, want in zip(pool.map(work, images), expected, strict=True):
                 np.testing.assert_array_equal(got, want)
 
     run_all()
@@ -549,7 +549,12 @@ def test_real_weights_psnr_not_worse_than_bicubic(real_upscaler: up.RealESRGANUp
 
 def test_default_upscaler_is_the_shipped_folder_when_present(tmp_path: Path) -> None:
     from searchcore.config import Settings
-    from searchcore.upscale import FOLDER_CONFIG, SHIPPED_UPSCALER_DIR, build_upscaler, load_upscaler_folder
+    from searchcore.upscale import (
+        FOLDER_CONFIG,
+        SHIPPED_UPSCALER_DIR,
+        build_upscaler,
+        load_upscaler_folder,
+    )
 
     if not (SHIPPED_UPSCALER_DIR / FOLDER_CONFIG).is_file():
         pytest.skip("no shipped upscaler in assets/models/upscaler-default")

@@ -52,11 +52,21 @@ def test_upload_path_only_accepts_regular_files_inside_the_upload_folder(tmp_pat
     os.mkfifo(uploads / "abc" / "pipe.jpg")
     assert upload_path({"path": str(good)}, uploads) == good
     assert upload_path(None, uploads) is None and upload_path("", uploads) is None
-    bad = [{"path": "/etc/passwd"}, {"path": str(outside / "secret.jpg")}, {"path": str(uploads)},
-           {"path": str(uploads / "abc" / "link.jpg")}, {"path": str(uploads / "abc" / "pipe.jpg")},
-           {"path": str(uploads / "abc" / ".." / ".." / "shop" / "secret.jpg")},
-           {"path": str(uploads / "abc" / "missing.jpg")}, {"path": 3}, {"path": ["x"]}, {"url": "http://x"},
-           {"path": "a\x00b"}, "/etc/passwd", 7]
+    bad = [
+        {"path": "/etc/passwd"},
+        {"path": str(outside / "secret.jpg")},
+        {"path": str(uploads)},
+        {"path": str(uploads / "abc" / "link.jpg")},
+        {"path": str(uploads / "abc" / "pipe.jpg")},
+        {"path": str(uploads / "abc" / ".." / ".." / "shop" / "secret.jpg")},
+        {"path": str(uploads / "abc" / "missing.jpg")},
+        {"path": 3},
+        {"path": ["x"]},
+        {"url": "http://x"},
+        {"path": "a\x00b"},
+        "/etc/passwd",
+        7,
+    ]
     for value in bad:
         with pytest.raises(ConfigError) as err:
             upload_path(value, uploads)
@@ -108,21 +118,42 @@ class _Clock:
         return self.now
 
 
-def _request(guard: UploadGuard, files: int, size: int, client: str = "1.2.3.4",
-             declare_length: bool = True, forwarded: str = "") -> tuple[int, list[bytes]]:
+def _request(
+    guard: UploadGuard,
+    files: int,
+    size: int,
+    client: str = "1.2.3.4",
+    declare_length: bool = True,
+    forwarded: str = "",
+) -> tuple[int, list[bytes]]:
     boundary = "xyzBOUNDARY"
-    body = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"f{i}\"\r\n\r\n"
-                    .encode() + b"a" * size + b"\r\n" for i in range(files)) + f"--{boundary}--\r\n".encode()
+    body = (
+        b"".join(
+            f"--{boundary}\r\nContent-Disposition: form-data; "
+            f'name="files"; filename="f{i}"\r\n\r\n'.encode()
+            + b"a" * size
+            + b"\r\n"
+            for i in range(files)
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
     headers = [(b"content-type", f"multipart/form-data; boundary={boundary}".encode())]
     if declare_length:
         headers.append((b"content-length", str(len(body)).encode()))
     if forwarded:
         headers.append((b"x-forwarded-for", forwarded.encode()))
-    scope = {"type": "http", "method": "POST", "path": "/gradio_api/upload", "headers": headers,
-             "client": (client, 1)}
-    chunks = [body[i:i + 7] for i in range(0, len(body), 7)]  # markers split across chunks
-    messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
-                for i, c in enumerate(chunks)]
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/gradio_api/upload",
+        "headers": headers,
+        "client": (client, 1),
+    }
+    chunks = [body[i : i + 7] for i in range(0, len(body), 7)]  # markers split across chunks
+    messages = [
+        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+        for i, c in enumerate(chunks)
+    ]
     status: list[int] = []
     seen: list[bytes] = []
 
@@ -212,15 +243,46 @@ def test_other_requests_pass_untouched() -> None:
 def test_query_parse_defaults_and_checks() -> None:
     q = Query.parse()
     assert (q.text, q.text_weight, q.k, q.upscale, q.filters.active) == ("", 0.5, 12, None, False)
-    q = Query.parse(text=" red ", text_weight="0.3", k=5.0, category="mugs", min_price=0, max_price="80",
-                    upscale="never")
-    assert (q.text, q.text_weight, q.k, q.filters.category, q.filters.min_price, q.filters.max_price,
-            q.upscale) == ("red", 0.3, 5, "mugs", None, 80.0, "never")
+    q = Query.parse(
+        text=" red ",
+        text_weight="0.3",
+        k=5.0,
+        category="mugs",
+        min_price=0,
+        max_price="80",
+        upscale="never",
+    )
+    assert (
+        q.text,
+        q.text_weight,
+        q.k,
+        q.filters.category,
+        q.filters.min_price,
+        q.filters.max_price,
+        q.upscale,
+    ) == ("red", 0.3, 5, "mugs", None, 80.0, "never")
     assert Query.parse(category="All categories").filters.category is None
-    bad = [{"text": ["a"]}, {"text": 3}, {"text": True}, {"text": "\udcff"}, {"text": "x" * 301},
-           {"k": True}, {"k": 2.5}, {"k": "many"}, {"k": 0}, {"k": 49}, {"k": [3]},
-           {"category": 7}, {"min_price": "1e999"}, {"max_price": {"a": 1}}, {"min_price": -1},
-           {"text_weight": 2}, {"upscale": "sometimes"}, {"upscale": 1}, {"min_price": 50, "max_price": 10}]
+    bad = [
+        {"text": ["a"]},
+        {"text": 3},
+        {"text": True},
+        {"text": "\udcff"},
+        {"text": "x" * 301},
+        {"k": True},
+        {"k": 2.5},
+        {"k": "many"},
+        {"k": 0},
+        {"k": 49},
+        {"k": [3]},
+        {"category": 7},
+        {"min_price": "1e999"},
+        {"max_price": {"a": 1}},
+        {"min_price": -1},
+        {"text_weight": 2},
+        {"upscale": "sometimes"},
+        {"upscale": 1},
+        {"min_price": 50, "max_price": 10},
+    ]
     for kw in bad:
         with pytest.raises(ConfigError) as err:
             Query.parse(**kw)

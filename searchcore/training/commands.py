@@ -21,88 +21,164 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
     _catalog(ft)
     ft.add_argument("--out", type=Path, required=True, help="model folder to write")
     _finetune_options(ft)
-    ft.add_argument("--test-fraction", type=float, default=0.0,
-                    help="products never trained or validated on (what 'searchcore eval "
-                         "--seed' tests on)")
+    ft.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.0,
+        help="products never trained or validated on (what 'searchcore eval --seed' tests on)",
+    )
     ft.add_argument("--val-fraction", type=float, default=0.1)
     _runtime(ft)
 
-    tn = sub.add_parser("tune", help="the whole loop: split, finetune, index build, evaluate "
-                        "against the baselines, report")
+    tn = sub.add_parser(
+        "tune",
+        help="the whole loop: split, finetune, index build, evaluate against the baselines, report",
+    )
     _catalog(tn)
-    tn.add_argument("--out", type=Path, required=True,
-                    help="run folder: model/, index/, eval/, report.{json,md}, plots")
+    tn.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="run folder: model/, index/, eval/, report.{json,md}, plots",
+    )
     _finetune_options(tn)
-    tn.add_argument("--test-fraction", type=float, default=0.2,
-                    help="products held out from training and validation, to test on")
-    tn.add_argument("--val-fraction", type=float, default=0.1,
-                    help="share of the remaining products used for early stopping")
-    tn.add_argument("--baselines", default="pixels,base",
-                    help="evaluated as they are: 'pixels', 'base' (the starting model) or model "
-                         "specs; comma-separated, '' for none")
-    tn.add_argument("--wise", default="0.5", help="WiSE-FT mixing weights to evaluate "
-                    "(base-to-fine-tuned), comma-separated, '' for none")
-    tn.add_argument("--compare", action="append", default=[], metavar="[NAME=]MODEL",
-                    help="another trained model to score on the same test split, e.g. "
-                         "'from scratch=runs/scratch/model' (repeatable)")
-    _eval_options(tn, conditions="shopper photos 20-60 px wide, and small blurry ones",
-                  query_attrs="gender,colour,category", similar_attrs="category,colour,gender")
+    tn.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.2,
+        help="products held out from training and validation, to test on",
+    )
+    tn.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="share of the remaining products used for early stopping",
+    )
+    tn.add_argument(
+        "--baselines",
+        default="pixels,base",
+        help="evaluated as they are: 'pixels', 'base' (the starting model) or model "
+        "specs; comma-separated, '' for none",
+    )
+    tn.add_argument(
+        "--wise",
+        default="0.5",
+        help="WiSE-FT mixing weights to evaluate "
+        "(base-to-fine-tuned), comma-separated, '' for none",
+    )
+    tn.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="[NAME=]MODEL",
+        help="another trained model to score on the same test split, e.g. "
+        "'from scratch=runs/scratch/model' (repeatable)",
+    )
+    _eval_options(
+        tn,
+        conditions="shopper photos 20-60 px wide, and small blurry ones",
+        query_attrs="gender,colour,category",
+        similar_attrs="category,colour,gender",
+    )
     tn.add_argument("--no-index", action="store_true", help="skip building OUT/index")
     _runtime(tn)
     return _more_commands(sub)
 
 
 def _finetune_options(ft: argparse.ArgumentParser) -> None:
-    ft.add_argument("--base", default="default",
-                    help="start from: 'default' (the shipped model), an open_clip NAME:TAG "
-                         "(fine-tuning), a model folder, or an architecture name (from scratch, "
-                         "e.g. sc-small)")
+    ft.add_argument(
+        "--base",
+        default="default",
+        help="start from: 'default' (the shipped model), an open_clip NAME:TAG "
+        "(fine-tuning), a model folder, or an architecture name (from scratch, "
+        "e.g. sc-small)",
+    )
     ft.add_argument("--epochs", type=int, default=10)
     ft.add_argument("--batch-size", type=int, default=64)
-    ft.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (1e-5 for a "
-                    "pretrained ViT, ~5e-4 from scratch)")
+    ft.add_argument(
+        "--lr",
+        type=float,
+        default=5e-4,
+        help="peak learning rate (1e-5 for a pretrained ViT, ~5e-4 from scratch)",
+    )
     ft.add_argument("--warmup-steps", type=int, default=50)
     ft.add_argument("--weight-decay", type=float, default=0.1)
-    ft.add_argument("--image-image-weight", type=float, default=1.0,
-                    help="weight of the clean-vs-shopper-photo loss (0 turns it off)")
-    ft.add_argument("--text-attrs", default="", help="attribute columns for texts, comma-separated "
-                    "(default: every categorical column)")
+    ft.add_argument(
+        "--image-image-weight",
+        type=float,
+        default=1.0,
+        help="weight of the clean-vs-shopper-photo loss (0 turns it off)",
+    )
+    ft.add_argument(
+        "--text-attrs",
+        default="",
+        help="attribute columns for texts, comma-separated (default: every categorical column)",
+    )
     ft.add_argument("--lock-image", action="store_true", help="freeze the image tower (LiT)")
     ft.add_argument("--lock-text", action="store_true", help="freeze the text tower")
-    ft.add_argument("--unlocked-groups", type=int, default=None,
-                    help="freeze all but the last N layer groups of each tower")
+    ft.add_argument(
+        "--unlocked-groups",
+        type=int,
+        default=None,
+        help="freeze all but the last N layer groups of each tower",
+    )
     ft.add_argument("--crop-scale", type=float, default=0.7)
     ft.add_argument("--no-flip", action="store_true")
     ft.add_argument("--jitter", type=float, default=0.15, help="brightness/contrast jitter")
-    ft.add_argument("--hue-jitter", type=float, default=0.0,
-                    help="hue jitter (keep 0 when shoppers search by colour)")
-    ft.add_argument("--shopper-strength", type=float, default=1.0,
-                    help="how degraded the shopper view gets (0-1)")
-    ft.add_argument("--shopper-max-down", type=float, default=6.0,
-                    help="largest shrink factor of the shopper view (12: a 224 px photo "
-                         "becomes 19 px wide)")
-    ft.add_argument("--attr-weight", type=float, default=0.0,
-                    help="weight of the attribute classification loss on image embeddings "
-                         "(0: off)")
-    ft.add_argument("--attr-columns", default="",
-                    help="attribute columns to classify, comma-separated (default: the text's)")
+    ft.add_argument(
+        "--hue-jitter",
+        type=float,
+        default=0.0,
+        help="hue jitter (keep 0 when shoppers search by colour)",
+    )
+    ft.add_argument(
+        "--shopper-strength",
+        type=float,
+        default=1.0,
+        help="how degraded the shopper view gets (0-1)",
+    )
+    ft.add_argument(
+        "--shopper-max-down",
+        type=float,
+        default=6.0,
+        help="largest shrink factor of the shopper view (12: a 224 px photo becomes 19 px wide)",
+    )
+    ft.add_argument(
+        "--attr-weight",
+        type=float,
+        default=0.0,
+        help="weight of the attribute classification loss on image embeddings (0: off)",
+    )
+    ft.add_argument(
+        "--attr-columns",
+        default="",
+        help="attribute columns to classify, comma-separated (default: the text's)",
+    )
     ft.add_argument("--val-max-queries", type=int, default=300)
     ft.add_argument("--patience", type=int, default=3, help="epochs without improvement")
     ft.add_argument("--max-steps", type=int, default=None)
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--fp32", action="store_true", help="store fp32 weights (default fp16)")
-    ft.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                    help="compute precision: auto uses bf16 autocast on GPUs and on CPUs with "
-                         "native bf16 (AVX512-BF16/AMX)")
+    ft.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="compute precision: auto uses bf16 autocast on GPUs and on CPUs with "
+        "native bf16 (AVX512-BF16/AMX)",
+    )
 
 
 def _more_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None], Handler]:
     up = sub.add_parser("train-upscaler", help="train a compact Real-ESRGAN upscaler on a catalog")
     _catalog(up)
     up.add_argument("--out", type=Path, required=True, help="model folder to write")
-    up.add_argument("--init", type=Path, default=None,
-                    help="start from these weights (.pth/.safetensors, e.g. realesr-general-x4v3."
-                         "pth); their shapes set the architecture")
+    up.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from these weights (.pth/.safetensors, e.g. realesr-general-x4v3."
+        "pth); their shapes set the architecture",
+    )
     up.add_argument("--name", default="sc-compact-x4")
     up.add_argument("--num-feat", type=int, default=32)
     up.add_argument("--num-conv", type=int, default=8)
@@ -114,8 +190,12 @@ def _more_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | Non
     up.add_argument("--warmup-steps", type=int, default=100)
     up.add_argument("--val-fraction", type=float, default=0.1)
     up.add_argument("--val-every", type=int, default=250)
-    up.add_argument("--pool-size", type=int, default=1024,
-                    help="degraded pairs kept in memory (degrading is the slow part on a CPU)")
+    up.add_argument(
+        "--pool-size",
+        type=int,
+        default=1024,
+        help="degraded pairs kept in memory (degrading is the slow part on a CPU)",
+    )
     up.add_argument("--refresh", type=int, default=4, help="pool pairs replaced per step")
     up.add_argument("--seed", type=int, default=0)
     _runtime(up)
@@ -125,31 +205,59 @@ def _more_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | Non
     ev.add_argument("--model", default=None, help="model spec (default: the shipped model)")
     ev.add_argument("--out", type=Path, required=True, help="report folder")
     ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--test-fraction", type=float, default=1.0,
-                    help="share of the products the model never trained on to test on")
-    _eval_options(ev, conditions="clean, x4, x4-blur, x2-jpeg, shopper",
-                  query_attrs="colour,pattern,category", similar_attrs="category,colour")
+    ev.add_argument(
+        "--test-fraction",
+        type=float,
+        default=1.0,
+        help="share of the products the model never trained on to test on",
+    )
+    _eval_options(
+        ev,
+        conditions="clean, x4, x4-blur, x2-jpeg, shopper",
+        query_attrs="colour,pattern,category",
+        similar_attrs="category,colour",
+    )
     ev.add_argument("--quality-images", type=int, default=100)
     ev.add_argument("--no-plots", action="store_true")
-    ev.add_argument("--write-verdict", action="store_true",
-                    help="store whether upscaling helps in the model folder "
-                         "(upscale_verdict.json), which 'auto' then follows")
+    ev.add_argument(
+        "--write-verdict",
+        action="store_true",
+        help="store whether upscaling helps in the model folder "
+        "(upscale_verdict.json), which 'auto' then follows",
+    )
     _runtime(ev, device="cpu")
-    return {("finetune", None): cmd_finetune, ("train-upscaler", None): cmd_train_upscaler,
-            ("eval", None): cmd_eval, ("tune", None): cmd_tune}
+    return {
+        ("finetune", None): cmd_finetune,
+        ("train-upscaler", None): cmd_train_upscaler,
+        ("eval", None): cmd_eval,
+        ("tune", None): cmd_tune,
+    }
 
 
-def _eval_options(p: argparse.ArgumentParser, *, conditions: str, query_attrs: str,
-                  similar_attrs: str) -> None:
+def _eval_options(
+    p: argparse.ArgumentParser, *, conditions: str, query_attrs: str, similar_attrs: str
+) -> None:
     """What ``eval`` and ``tune`` measure: upscaling strategies, query conditions, attributes."""
-    p.add_argument("--upscalers", default="never,bicubic,default,auto",
-                   help="never, bicubic, auto, 'default' (the shipped upscaler), a registered "
-                        "upscaler name or an upscaler folder; comma-separated")
-    p.add_argument("--upscaler-weights", type=Path, default=None,
-                   help="weights for a registered upscaler name (e.g. ../shared/...pth)")
-    p.add_argument("--condition", action="append", default=[], metavar="NAME[:SPEC]",
-                   help="query degradation, e.g. x4-blur:down=4,blur=1,jpeg=75 (repeatable; "
-                        f"default: {conditions})")
+    p.add_argument(
+        "--upscalers",
+        default="never,bicubic,default,auto",
+        help="never, bicubic, auto, 'default' (the shipped upscaler), a registered "
+        "upscaler name or an upscaler folder; comma-separated",
+    )
+    p.add_argument(
+        "--upscaler-weights",
+        type=Path,
+        default=None,
+        help="weights for a registered upscaler name (e.g. ../shared/...pth)",
+    )
+    p.add_argument(
+        "--condition",
+        action="append",
+        default=[],
+        metavar="NAME[:SPEC]",
+        help="query degradation, e.g. x4-blur:down=4,blur=1,jpeg=75 (repeatable; "
+        f"default: {conditions})",
+    )
     p.add_argument("--query-attrs", default=query_attrs)
     p.add_argument("--similar-attrs", default=similar_attrs)
     p.add_argument("--max-queries", type=int, default=1000)
@@ -157,8 +265,13 @@ def _eval_options(p: argparse.ArgumentParser, *, conditions: str, query_attrs: s
 
 def _catalog(p: argparse.ArgumentParser) -> None:
     p.add_argument("--catalog", type=Path, required=True, help="CSV or Parquet file")
-    p.add_argument("--map", action="append", default=[], metavar="CANONICAL=COLUMN",
-                   help="use the shop's own header, e.g. --map title=productDisplayName")
+    p.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="CANONICAL=COLUMN",
+        help="use the shop's own header, e.g. --map title=productDisplayName",
+    )
 
 
 def _runtime(p: argparse.ArgumentParser, device: str = "auto") -> None:
@@ -191,17 +304,35 @@ def _finetune_config(args: argparse.Namespace, settings: Any) -> Any:
     from searchcore.training.finetune import FinetuneConfig
 
     return FinetuneConfig(
-        base=args.base, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
-        image_image_weight=args.image_image_weight, text_attrs=_csv(args.text_attrs),
-        lock_image=args.lock_image, lock_text=args.lock_text,
-        unlocked_groups=args.unlocked_groups, crop_scale=args.crop_scale, flip=not args.no_flip,
-        jitter=args.jitter, hue_jitter=args.hue_jitter, shopper_strength=args.shopper_strength,
-        shopper_max_down=args.shopper_max_down, attr_weight=args.attr_weight,
-        attr_columns=_csv(args.attr_columns), test_fraction=args.test_fraction,
-        val_fraction=args.val_fraction, val_max_queries=args.val_max_queries,
-        patience=args.patience, max_steps=args.max_steps, seed=args.seed, device=args.device,
-        half=not args.fp32, allow_download=settings.allow_download, precision=args.precision,
+        base=args.base,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay,
+        image_image_weight=args.image_image_weight,
+        text_attrs=_csv(args.text_attrs),
+        lock_image=args.lock_image,
+        lock_text=args.lock_text,
+        unlocked_groups=args.unlocked_groups,
+        crop_scale=args.crop_scale,
+        flip=not args.no_flip,
+        jitter=args.jitter,
+        hue_jitter=args.hue_jitter,
+        shopper_strength=args.shopper_strength,
+        shopper_max_down=args.shopper_max_down,
+        attr_weight=args.attr_weight,
+        attr_columns=_csv(args.attr_columns),
+        test_fraction=args.test_fraction,
+        val_fraction=args.val_fraction,
+        val_max_queries=args.val_max_queries,
+        patience=args.patience,
+        max_steps=args.max_steps,
+        seed=args.seed,
+        device=args.device,
+        half=not args.fp32,
+        allow_download=settings.allow_download,
+        precision=args.precision,
     )
 
 
@@ -211,11 +342,19 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     config = _finetune_config(args, settings)
-    result = finetune(_load(args), args.out, config, progress=not args.no_progress
-                      and sys.stderr.isatty(), say=_say, command=_command(),
-                      cache_dir=settings.cache_dir)
-    print(f"wrote {result.folder} ({result.steps} steps, best epoch {result.best_epoch}, "
-          f"{result.seconds / 60:.1f} min)")
+    result = finetune(
+        _load(args),
+        args.out,
+        config,
+        progress=not args.no_progress and sys.stderr.isatty(),
+        say=_say,
+        command=_command(),
+        cache_dir=settings.cache_dir,
+    )
+    print(
+        f"wrote {result.folder} ({result.steps} steps, best epoch {result.best_epoch}, "
+        f"{result.seconds / 60:.1f} min)"
+    )
     for k, v in result.val.items():
         print(f"  {k}: {v:.3f}")
     return 0
@@ -227,20 +366,40 @@ def cmd_train_upscaler(args: argparse.Namespace) -> int:
 
     _settings(args)  # threads
     config = UpscalerTrainConfig(
-        name=args.name, num_feat=args.num_feat, num_conv=args.num_conv, scale=args.scale,
-        init=args.init, steps=args.steps, batch_size=args.batch_size, patch=args.patch,
-        lr=args.lr, warmup=args.warmup_steps, val_fraction=args.val_fraction,
-        val_every=args.val_every, pool_size=args.pool_size, refresh=args.refresh,
-        seed=args.seed, device=args.device,
+        name=args.name,
+        num_feat=args.num_feat,
+        num_conv=args.num_conv,
+        scale=args.scale,
+        init=args.init,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        patch=args.patch,
+        lr=args.lr,
+        warmup=args.warmup_steps,
+        val_fraction=args.val_fraction,
+        val_every=args.val_every,
+        pool_size=args.pool_size,
+        refresh=args.refresh,
+        seed=args.seed,
+        device=args.device,
     )
-    result = train_upscaler(_load(args), args.out, config,
-                            progress=not args.no_progress and sys.stderr.isatty(), say=_say,
-                            command=_command())
-    print(f"wrote {result.folder} ({result.steps} steps, best at {result.best_step}, "
-          f"{result.seconds / 60:.1f} min)")
+    result = train_upscaler(
+        _load(args),
+        args.out,
+        config,
+        progress=not args.no_progress and sys.stderr.isatty(),
+        say=_say,
+        command=_command(),
+    )
+    print(
+        f"wrote {result.folder} ({result.steps} steps, best at {result.best_step}, "
+        f"{result.seconds / 60:.1f} min)"
+    )
     for name, v in result.val.items():
-        print(f"  {name}: PSNR {v['PSNR']:.2f} dB (bicubic {v['PSNR_bicubic']:.2f}), "
-              f"SSIM {v['SSIM']:.3f} (bicubic {v['SSIM_bicubic']:.3f})")
+        print(
+            f"  {name}: PSNR {v['PSNR']:.2f} dB (bicubic {v['PSNR_bicubic']:.2f}), "
+            f"SSIM {v['SSIM']:.3f} (bicubic {v['SSIM_bicubic']:.3f})"
+        )
     return 0
 
 
@@ -248,8 +407,8 @@ def build_strategies(tokens: tuple[str, ...], settings: Any, model_spec: str) ->
     """``never,bicubic,default,auto`` -> evaluation strategies (see :class:`.evaluate.Strategy`)."""
     from searchcore.errors import ConfigError
     from searchcore.training.evaluate import Strategy
-    from searchcore.verdict import auto_skip_reason
     from searchcore.upscale import BicubicUpscaler, UpscalePolicy
+    from searchcore.verdict import auto_skip_reason
 
     strategies: list[Strategy] = []
     named: list[Any] = []
@@ -264,8 +423,14 @@ def build_strategies(tokens: tuple[str, ...], settings: Any, model_spec: str) ->
             strategies.append(Strategy(up.name, up))
     if "auto" in tokens:
         up = named[0] if named else resolve_upscaler("default", settings)
-        strategies.append(Strategy("auto", up, UpscalePolicy(settings.upscale),
-                                   skip_reason=auto_skip_reason(model_spec, up.name)))
+        strategies.append(
+            Strategy(
+                "auto",
+                up,
+                UpscalePolicy(settings.upscale),
+                skip_reason=auto_skip_reason(model_spec, up.name),
+            )
+        )
     if not strategies:
         raise ConfigError("--upscalers names no strategy")
     return strategies
@@ -301,20 +466,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
     settings = _settings(args)
     catalog = _load(args)
     embedder = make_embedder(settings)
-    conditions = (tuple(parse_condition(c) for c in args.condition)
-                  or tuple(DEFAULT_CONDITIONS.items()))
-    config = EvalConfig(seed=args.seed, test_fraction=args.test_fraction, conditions=conditions,
-                        query_attrs=_csv(args.query_attrs), similar_attrs=_csv(args.similar_attrs),
-                        max_queries=args.max_queries, quality_images=args.quality_images)
+    conditions = tuple(parse_condition(c) for c in args.condition) or tuple(
+        DEFAULT_CONDITIONS.items()
+    )
+    config = EvalConfig(
+        seed=args.seed,
+        test_fraction=args.test_fraction,
+        conditions=conditions,
+        query_attrs=_csv(args.query_attrs),
+        similar_attrs=_csv(args.similar_attrs),
+        max_queries=args.max_queries,
+        quality_images=args.quality_images,
+    )
     exclude, note = trained_rows(settings.model, catalog)
     _say(f"model {settings.model}: {note}")
     strategies = build_strategies(_csv(args.upscalers), settings, settings.model)
     report = evaluate(catalog, embedder, strategies, config, exclude_rows=exclude, progress=_say)
-    report["model"] = {"spec": settings.model, "dim": embedder.dim,
-                       "fingerprint": embedder.fingerprint, "training_split": note}
+    report["model"] = {
+        "spec": settings.model,
+        "dim": embedder.dim,
+        "fingerprint": embedder.fingerprint,
+        "training_split": note,
+    }
     report["command"] = _command()
-    paths = write_report(report, args.out, title=f"Evaluation of {settings.model}",
-                         plots=not args.no_plots)
+    paths = write_report(
+        report, args.out, title=f"Evaluation of {settings.model}", plots=not args.no_plots
+    )
     if args.write_verdict and "helps" in report.get("verdict", {}):
         where = write_verdict(settings.model, report["verdict"])
         _say(f"wrote {where}" if where else "--write-verdict needs a model folder; nothing written")
@@ -330,15 +507,26 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     config = TuneConfig(
-        finetune=_finetune_config(args, settings), baselines=_csv(args.baselines),
-        wise=parse_floats(args.wise), compare=tuple(args.compare),
+        finetune=_finetune_config(args, settings),
+        baselines=_csv(args.baselines),
+        wise=parse_floats(args.wise),
+        compare=tuple(args.compare),
         upscalers=_csv(args.upscalers),
         conditions=tuple(parse_condition(c) for c in args.condition) or SHOPPER_CONDITIONS,
-        query_attrs=_csv(args.query_attrs), similar_attrs=_csv(args.similar_attrs),
-        max_queries=args.max_queries, build_index=not args.no_index,
+        query_attrs=_csv(args.query_attrs),
+        similar_attrs=_csv(args.similar_attrs),
+        max_queries=args.max_queries,
+        build_index=not args.no_index,
     )
-    summary = tune(_load(args), args.out, config, settings, say=_say, command=_command(),
-                   progress=not args.no_progress and sys.stderr.isatty())
+    summary = tune(
+        _load(args),
+        args.out,
+        config,
+        settings,
+        say=_say,
+        command=_command(),
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
     print((Path(args.out) / "report.md").read_text(encoding="utf-8"))
     print(f"wrote {args.out}/report.md, report.json, comparison.png; model {summary['model']}")
     return 0

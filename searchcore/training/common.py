@@ -68,8 +68,10 @@ def hardware(device: str) -> str:
     if device.startswith("cuda"):
         return f"GPU {torch.cuda.get_device_name(0)}"
     cpu = platform.processor() or platform.machine()
-    return (f"CPU {cpu}, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads), "
-            f"torch {torch.__version__}")
+    return (
+        f"CPU {cpu}, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads), "
+        f"torch {torch.__version__}"
+    )
 
 
 def count_params(module: Any, trainable_only: bool = False) -> int:

@@ -35,8 +35,12 @@ def held_out_mask(ids: Sequence[str], fraction: float, seed: int) -> np.ndarray:
     """
     if not 0.0 <= fraction <= 1.0:
         raise ConfigError(f"the held-out fraction must be between 0 and 1, not {fraction}")
-    u = np.array([int.from_bytes(hashlib.sha256(f"{seed}:{i}".encode()).digest()[:8], "big")
-                  / 2**64 for i in ids])
+    u = np.array(
+        [
+            int.from_bytes(hashlib.sha256(f"{seed}:{i}".encode()).digest()[:8], "big") / 2**64
+            for i in ids
+        ]
+    )
     mask = u < fraction
     if 0.0 < fraction < 1.0 and len(ids) >= 2:
         if not mask.any():
@@ -57,8 +61,10 @@ def attribute_columns(df: pd.DataFrame, requested: Sequence[str] | None = None) 
     if requested:
         missing = [c for c in requested if c not in df.columns]
         if missing:
-            raise ConfigError(f"attribute column(s) {', '.join(missing)} not in the catalog; "
-                              f"its columns are: {', '.join(map(str, df.columns))}")
+            raise ConfigError(
+                f"attribute column(s) {', '.join(missing)} not in the catalog; "
+                f"its columns are: {', '.join(map(str, df.columns))}"
+            )
         return list(requested)
     out = []
     for col in df.columns:
@@ -128,6 +134,8 @@ def load_photos(
                 kept.append(row)
                 photos.append(img)
     if rows and not kept:
-        raise SearchError(f"none of the {len(rows)} photos of {catalog.source} could be read "
-                          f"(first problem: {skipped[0][1]})")
+        raise SearchError(
+            f"none of the {len(rows)} photos of {catalog.source} could be read "
+            f"(first problem: {skipped[0][1]})"
+        )
     return kept, photos, skipped

@@ -66,8 +66,10 @@ class Degradation:
             raise ConfigError(f"down must be a factor of 1-32, not {self.down}")
         if self.max_width or self.min_width:
             if not 8 <= self.min_width <= self.max_width <= 4096:
-                raise ConfigError("a width range needs 8 <= min_width <= max_width <= 4096, "
-                                  f"not {self.min_width}-{self.max_width}")
+                raise ConfigError(
+                    "a width range needs 8 <= min_width <= max_width <= 4096, "
+                    f"not {self.min_width}-{self.max_width}"
+                )
             if self.down != 1.0:
                 raise ConfigError("give either down or a width range, not both")
         if not 0.0 <= self.blur <= 10.0:
@@ -107,7 +109,8 @@ def parse_degradation(text: str) -> Degradation:
         key, sep, raw = item.strip().partition("=")
         if not sep or key not in names:
             raise ConfigError(
-                f"degradation item {item!r} must be KEY=VALUE with KEY one of {', '.join(sorted(names))}"
+                f"degradation item {item!r} must be KEY=VALUE with KEY one of "
+                f"{', '.join(sorted(names))}"
             )
         try:
             values[key] = int(raw) if key in _INT_FIELDS else float(raw)
@@ -182,8 +185,9 @@ def _border(arr: np.ndarray) -> np.ndarray:
     return np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]]).reshape(-1, arr.shape[-1])
 
 
-def sample_shopper(rng: np.random.Generator, strength: float = 1.0,
-                   max_down: float = 6.0) -> Degradation:
+def sample_shopper(
+    rng: np.random.Generator, strength: float = 1.0, max_down: float = 6.0
+) -> Degradation:
     """A random shopper-like recipe for training's degraded view.
 
     The ranges cover the evaluation conditions and a little beyond, so the model never sees

@@ -131,8 +131,10 @@ def evaluate(
     excluded = {int(r) for r in exclude_rows}
     eligible = [r for r in range(len(df)) if r not in excluded]
     if not eligible:
-        raise SearchError("every product of this catalog was used to train the model: "
-                          "nothing is left to evaluate on")
+        raise SearchError(
+            "every product of this catalog was used to train the model: "
+            "nothing is left to evaluate on"
+        )
     ids = df["id"].astype(str).to_numpy()
     held = held_out_mask(ids[eligible], config.test_fraction, config.seed)
     test_rows = [r for r, h in zip(eligible, held, strict=True) if h]
@@ -145,9 +147,13 @@ def evaluate(
     rng = np.random.default_rng(config.seed)
     report: dict[str, Any] = {
         "catalog": {"path": str(catalog.source), "sha256": catalog.sha256, "rows": len(df)},
-        "split": {"seed": config.seed, "test_fraction": config.test_fraction,
-                  "excluded_training_rows": len(excluded), "gallery": len(rows),
-                  "skipped_images": len(skipped)},
+        "split": {
+            "seed": config.seed,
+            "test_fraction": config.test_fraction,
+            "excluded_training_rows": len(excluded),
+            "gallery": len(rows),
+            "skipped_images": len(skipped),
+        },
     }
     if getattr(embedder, "has_text", True):
         say("text -> product")
@@ -156,8 +162,9 @@ def evaluate(
         report["text"] = {}  # e.g. raw pixels: no text tower
     say("image -> similar product")
     report["similar"] = _similar_task(df, gallery, config, rng)
-    report["exact"], ranks = _exact_task(gallery, embedder, strategies, config, say,
-                                         {} if cache is None else cache)
+    report["exact"], ranks = _exact_task(
+        gallery, embedder, strategies, config, say, {} if cache is None else cache
+    )
     say("upscaler quality")
     report["upscaler_quality"] = _quality_task(gallery, strategies, config)
     report["verdict"] = upscale_verdict(report["exact"], strategies, config, ranks)
@@ -182,8 +189,9 @@ def _norm(values: Sequence[str]) -> np.ndarray:
     return np.array([" ".join(str(v).casefold().split()) for v in values], dtype=object)
 
 
-def _text_tasks(df: Any, g: _Gallery, embedder: ImageTextEmbedder, config: EvalConfig,
-                rng: np.random.Generator) -> dict[str, Any]:
+def _text_tasks(
+    df: Any, g: _Gallery, embedder: ImageTextEmbedder, config: EvalConfig, rng: np.random.Generator
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     sub = df.iloc[g.rows]
     attrs = present(df, config.query_attrs)
@@ -199,22 +207,28 @@ def _text_tasks(df: Any, g: _Gallery, embedder: ImageTextEmbedder, config: EvalC
             scores = embedder.embed_texts(texts) @ g.vectors.T
             # P@10 over queries with at least 10 relevant products, so that 1.0 is reachable
             full = relevant.sum(axis=1) >= 10
-            out["attributes"] = {"columns": attrs, "examples": texts[:5],
-                                 **_retrieval(scores, relevant, config.ks),
-                                 "P@10": metrics.relevant_precision_at_k(scores[full], relevant[full], 10),
-                                 "P@10_queries": int(full.sum())}
+            out["attributes"] = {
+                "columns": attrs,
+                "examples": texts[:5],
+                **_retrieval(scores, relevant, config.ks),
+                "P@10": metrics.relevant_precision_at_k(scores[full], relevant[full], 10),
+                "P@10_queries": int(full.sum()),
+            }
     titles = sub["title"].tolist()
     pick = _sample(len(titles), config.max_queries, rng)
     norm = _norm(titles)
     relevant = norm[pick][:, None] == norm[None, :]
     scores = embedder.embed_texts([titles[i] for i in pick]) @ g.vectors.T
-    out["titles"] = {"examples": [titles[i] for i in pick[:3]],
-                     **_retrieval(scores, relevant, config.ks)}
+    out["titles"] = {
+        "examples": [titles[i] for i in pick[:3]],
+        **_retrieval(scores, relevant, config.ks),
+    }
     return out
 
 
-def _similar_task(df: Any, g: _Gallery, config: EvalConfig,
-                  rng: np.random.Generator) -> dict[str, Any]:
+def _similar_task(
+    df: Any, g: _Gallery, config: EvalConfig, rng: np.random.Generator
+) -> dict[str, Any]:
     pick = _sample(len(g.rows), config.max_queries, rng)
     scores = g.vectors[pick] @ g.vectors.T
     self_mask = np.zeros_like(scores, dtype=bool)
@@ -222,13 +236,16 @@ def _similar_task(df: Any, g: _Gallery, config: EvalConfig,
     out: dict[str, Any] = {"queries": len(pick)}
     for col in present(df, config.similar_attrs):
         labels = _norm(df[col].iloc[g.rows].tolist())
-        out[col] = {f"P@{k}": metrics.precision_at_k(scores, labels[pick], labels, k, self_mask)
-                    for k in (1, 10)}
+        out[col] = {
+            f"P@{k}": metrics.precision_at_k(scores, labels[pick], labels, k, self_mask)
+            for k in (1, 10)
+        }
     return out
 
 
-def _apply(strategy: Strategy, img: Image.Image, cache: dict[Any, Any],
-           key: tuple[Any, ...]) -> tuple[Image.Image, bool, float]:
+def _apply(
+    strategy: Strategy, img: Image.Image, cache: dict[Any, Any], key: tuple[Any, ...]
+) -> tuple[Image.Image, bool, float]:
     """The photo as the strategy would embed it, whether it was upscaled, and the seconds
     the decision and upscaling took (as first measured, when the result comes from ``cache``)."""
     t0 = time.perf_counter()
@@ -251,14 +268,20 @@ def _by_width(ranks: np.ndarray, widths: np.ndarray, ks: Sequence[int]) -> dict[
         sel = (widths >= lo) & (widths < hi)
         if sel.any():
             label = f"{lo}-{hi - 1} px" if hi < 10**9 else f">={lo} px"
-            out[label] = {**{f"R@{k}": metrics.recall_at_k(ranks[sel], k) for k in ks},
-                          "queries": int(sel.sum())}
+            out[label] = {
+                **{f"R@{k}": metrics.recall_at_k(ranks[sel], k) for k in ks},
+                "queries": int(sel.sum()),
+            }
     return out
 
 
 def _exact_task(
-    g: _Gallery, embedder: ImageTextEmbedder, strategies: Sequence[Strategy],
-    config: EvalConfig, say: Callable[[str], None], cache: dict[Any, Any],
+    g: _Gallery,
+    embedder: ImageTextEmbedder,
+    strategies: Sequence[Strategy],
+    config: EvalConfig,
+    say: Callable[[str], None],
+    cache: dict[Any, Any],
 ) -> tuple[dict[str, Any], dict[tuple[str, str], np.ndarray]]:
     """Metrics per condition and strategy, and each query's rank (for paired comparisons)."""
     out: dict[str, Any] = {}
@@ -273,7 +296,9 @@ def _exact_task(
         queries = []
         for i, key in zip(pick, keys, strict=True):
             if key not in cache:
-                cache[key] = degrade(g.photos[i], d, np.random.default_rng([config.seed, ci, key[2]]))
+                cache[key] = degrade(
+                    g.photos[i], d, np.random.default_rng([config.seed, ci, key[2]])
+                )
             queries.append(cache[key])
         widths = np.array([q.size[0] for q in queries])
         w, h = queries[0].size
@@ -290,9 +315,11 @@ def _exact_task(
             scores = embedder.embed_images(seen) @ g.vectors.T
             ranks = metrics.first_relevant_ranks(scores, relevant)
             all_ranks[(name, s.name)] = ranks
-            cond[s.name] = {**_retrieval(scores, relevant, config.ks),
-                            "upscaled": upscaled / len(queries),
-                            "upscale_ms": 1000 * spent / len(queries)}
+            cond[s.name] = {
+                **_retrieval(scores, relevant, config.ks),
+                "upscaled": upscaled / len(queries),
+                "upscale_ms": 1000 * spent / len(queries),
+            }
             if d.max_width:
                 cond[s.name]["by_width"] = _by_width(ranks, widths, config.ks)
             if s.skip_reason:
@@ -301,8 +328,9 @@ def _exact_task(
     return out, all_ranks
 
 
-def _quality_task(g: _Gallery, strategies: Sequence[Strategy],
-                  config: EvalConfig) -> dict[str, Any]:
+def _quality_task(
+    g: _Gallery, strategies: Sequence[Strategy], config: EvalConfig
+) -> dict[str, Any]:
     """PSNR/SSIM against the original for every upscaler, on conditions that keep the frame."""
     from searchcore.upscale import BicubicUpscaler
 
@@ -321,8 +349,10 @@ def _quality_task(g: _Gallery, strategies: Sequence[Strategy],
         if d.geometric or not d.shrinks or not len(pick):
             continue
         originals = [g.photos[i] for i in pick]
-        lows = [degrade(o, d, np.random.default_rng([config.seed, ci, int(g.rows[i])]))
-                for o, i in zip(originals, pick, strict=True)]
+        lows = [
+            degrade(o, d, np.random.default_rng([config.seed, ci, int(g.rows[i])]))
+            for o, i in zip(originals, pick, strict=True)
+        ]
         cond: dict[str, Any] = {}
         for uname, up in ups.items():
             p, s_, spent = [], [], 0.0
@@ -335,8 +365,12 @@ def _quality_task(g: _Gallery, strategies: Sequence[Strategy],
                 a, b = np.asarray(hi), np.asarray(orig)
                 p.append(metrics.psnr(a, b))
                 s_.append(metrics.ssim(a, b))
-            cond[uname] = {"PSNR": float(np.mean(p)), "SSIM": float(np.mean(s_)),
-                           "ms": 1000 * spent / len(pick), "images": len(pick)}
+            cond[uname] = {
+                "PSNR": float(np.mean(p)),
+                "SSIM": float(np.mean(s_)),
+                "ms": 1000 * spent / len(pick),
+                "images": len(pick),
+            }
         base = cond["bicubic"]
         for v in cond.values():
             v["PSNR_vs_bicubic"] = v["PSNR"] - base["PSNR"]
@@ -356,7 +390,9 @@ def sign_test(gained: int, lost: int) -> float:
 
 
 def upscale_verdict(
-    exact: dict[str, Any], strategies: Sequence[Strategy], config: EvalConfig,
+    exact: dict[str, Any],
+    strategies: Sequence[Strategy],
+    config: EvalConfig,
     ranks: dict[tuple[str, str], np.ndarray],
 ) -> dict[str, Any]:
     """Does the ``auto`` strategy's upscaler raise exact-product Recall@1 over ``never``?
@@ -372,24 +408,38 @@ def upscale_verdict(
     always = next((s for s in strategies if s.upscaler is auto.upscaler and s.policy is None), None)
     never = next((s for s in strategies if s.upscaler is None), None)
     if always is None or never is None:
-        return {"upscaler": auto.upscaler.name,
-                "note": "evaluate with 'never' and the upscaler itself to get a verdict"}
+        return {
+            "upscaler": auto.upscaler.name,
+            "note": "evaluate with 'never' and the upscaler itself to get a verdict",
+        }
     return paired_verdict(exact, config, ranks, never.name, always.name, auto.upscaler.name)
 
 
-def every_verdict(exact: dict[str, Any], strategies: Sequence[Strategy], config: EvalConfig,
-                  ranks: dict[tuple[str, str], np.ndarray]) -> dict[str, Any]:
+def every_verdict(
+    exact: dict[str, Any],
+    strategies: Sequence[Strategy],
+    config: EvalConfig,
+    ranks: dict[tuple[str, str], np.ndarray],
+) -> dict[str, Any]:
     """:func:`paired_verdict` for every strategy that always upscales (bicubic included)."""
     never = next((s for s in strategies if s.upscaler is None), None)
     if never is None:
         return {}
-    return {s.name: paired_verdict(exact, config, ranks, never.name, s.name, s.upscaler.name)
-            for s in strategies if s.upscaler is not None and s.policy is None}
+    return {
+        s.name: paired_verdict(exact, config, ranks, never.name, s.name, s.upscaler.name)
+        for s in strategies
+        if s.upscaler is not None and s.policy is None
+    }
 
 
-def paired_verdict(exact: dict[str, Any], config: EvalConfig,
-                   ranks: dict[tuple[str, str], np.ndarray], never: str, always: str,
-                   name: str) -> dict[str, Any]:
+def paired_verdict(
+    exact: dict[str, Any],
+    config: EvalConfig,
+    ranks: dict[tuple[str, str], np.ndarray],
+    never: str,
+    always: str,
+    name: str,
+) -> dict[str, Any]:
     """Upscaling (strategy ``always``) against none (``never``), query by query."""
     paired: dict[str, dict[str, Any]] = {}
     for n, d in config.conditions:
@@ -397,26 +447,46 @@ def paired_verdict(exact: dict[str, Any], config: EvalConfig,
             continue
         up, base = ranks[(n, always)] == 1, ranks[(n, never)] == 1
         gained, lost = int((up & ~base).sum()), int((base & ~up).sum())
-        paired[n] = {"delta_R@1": exact[n][always]["R@1"] - exact[n][never]["R@1"],
-                     "delta_R@10": exact[n][always]["R@10"] - exact[n][never]["R@10"],
-                     "gained": gained, "lost": lost, "p": sign_test(gained, lost)}
+        paired[n] = {
+            "delta_R@1": exact[n][always]["R@1"] - exact[n][never]["R@1"],
+            "delta_R@10": exact[n][always]["R@10"] - exact[n][never]["R@10"],
+            "gained": gained,
+            "lost": lost,
+            "p": sign_test(gained, lost),
+        }
     better = [n for n, v in paired.items() if v["gained"] > v["lost"] and v["p"] < SIGNIFICANCE]
     worse = [n for n, v in paired.items() if v["lost"] > v["gained"] and v["p"] < SIGNIFICANCE]
     helps = bool(better) and not worse
     if helps:
-        reason = (f"upscaling with {name} raises exact-product Recall@1 on "
-                  + ", ".join(f"{n} photos ({paired[n]['delta_R@1']:+.3f}, p={paired[n]['p']:.3f})"
-                              for n in better) + " and significantly lowers it on none")
+        reason = (
+            f"upscaling with {name} raises exact-product Recall@1 on "
+            + ", ".join(
+                f"{n} photos ({paired[n]['delta_R@1']:+.3f}, p={paired[n]['p']:.3f})"
+                for n in better
+            )
+            + " and significantly lowers it on none"
+        )
     elif worse:
-        reason = (f"upscaling with {name} lowers exact-product Recall@1 on "
-                  + ", ".join(f"{n} photos ({paired[n]['delta_R@1']:+.3f})" for n in worse))
+        reason = f"upscaling with {name} lowers exact-product Recall@1 on " + ", ".join(
+            f"{n} photos ({paired[n]['delta_R@1']:+.3f})" for n in worse
+        )
     else:
         best = max(paired, key=lambda n: paired[n]["delta_R@1"]) if paired else None
-        reason = (f"upscaling with {name} does not measurably help this model"
-                  + (f": at best {paired[best]['delta_R@1']:+.3f} Recall@1 on {best} photos "
-                     f"({paired[best]['gained']} queries gained, {paired[best]['lost']} lost, "
-                     f"p={paired[best]['p']:.2f})" if best else ""))
-    return {"upscaler": name, "helps": helps, "paired": paired, "reason": reason,
-            "rule": (f"helps when, on some shrunk condition, a paired sign test finds "
-                     f"significantly more queries gained than lost (p < {SIGNIFICANCE}) and on "
-                     "none significantly more lost")}
+        reason = f"upscaling with {name} does not measurably help this model" + (
+            f": at best {paired[best]['delta_R@1']:+.3f} Recall@1 on {best} photos "
+            f"({paired[best]['gained']} queries gained, {paired[best]['lost']} lost, "
+            f"p={paired[best]['p']:.2f})"
+            if best
+            else ""
+        )
+    return {
+        "upscaler": name,
+        "helps": helps,
+        "paired": paired,
+        "reason": reason,
+        "rule": (
+            f"helps when, on some shrunk condition, a paired sign test finds "
+            f"significantly more queries gained than lost (p < {SIGNIFICANCE}) and on "
+            "none significantly more lost"
+        ),
+    }

@@ -94,7 +94,11 @@ class FinetuneConfig:
             raise ConfigError("epochs must be >= 1 and the batch size >= 2 (contrastive loss)")
         if self.lr <= 0 or self.weight_decay < 0 or self.image_image_weight < 0:
             raise ConfigError("learning rate must be > 0, weight decay and loss weights >= 0")
-        if not 0.1 <= self.crop_scale <= 1.0 or not 0 <= self.jitter < 1 or not 0 <= self.hue_jitter <= 0.5:
+        if (
+            not 0.1 <= self.crop_scale <= 1.0
+            or not 0 <= self.jitter < 1
+            or not 0 <= self.hue_jitter <= 0.5
+        ):
             raise ConfigError("crop scale must be 0.1-1, jitter 0-1 and hue jitter 0-0.5")
         if not 0.0 <= self.val_fraction < 1.0 or not 0.0 <= self.test_fraction < 1.0:
             raise ConfigError("the validation and test fractions must be in [0, 1)")
@@ -115,24 +119,34 @@ class FinetuneResult:
 # ---------------------------------------------------------------------------- model
 
 
-def load_base(base: str, *, device: str, seed: int, allow_download: bool,
-              cache_dir: Path | None = None) -> tuple[Any, dict[str, Any]]:
+def load_base(
+    base: str, *, device: str, seed: int, allow_download: bool, cache_dir: Path | None = None
+) -> tuple[Any, dict[str, Any]]:
     """The starting :class:`~searchcore.embed.ClipEmbedder` and its open_clip model config."""
     import open_clip
 
     from searchcore.embed import load_embedder, model_config
 
     spec = ModelSpec.parse(base)
-    embedder = load_embedder(base, device=device, seed=seed, allow_download=allow_download,
-                             cache_dir=cache_dir)
+    embedder = load_embedder(
+        base, device=device, seed=seed, allow_download=allow_download, cache_dir=cache_dir
+    )
     if spec.kind == "local":
-        cfg = json.loads((Path(spec.name) / "open_clip_config.json").read_text("utf-8"))["model_cfg"]
+        cfg = json.loads((Path(spec.name) / "open_clip_config.json").read_text("utf-8"))[
+            "model_cfg"
+        ]
     elif spec.kind == "hub":
         from open_clip.factory import _get_hf_config
 
-        cfg = _get_hf_config(spec.name, cache_dir=str(cache_dir) if cache_dir else None)["model_cfg"]
+        cfg = _get_hf_config(spec.name, cache_dir=str(cache_dir) if cache_dir else None)[
+            "model_cfg"
+        ]
     else:
-        cfg = model_config(spec.name) if spec.kind == "arch" else open_clip.get_model_config(spec.name)
+        cfg = (
+            model_config(spec.name)
+            if spec.kind == "arch"
+            else open_clip.get_model_config(spec.name)
+        )
     return embedder, dict(cfg)
 
 
@@ -153,15 +167,19 @@ def _optimizer(model: Any, config: FinetuneConfig, extra: Sequence[Any] = ()) ->
 
     # open_clip's recipe: no weight decay on gains, biases, norms, embeddings or the temperature.
     def no_decay(name: str, p: Any) -> bool:
-        return p.ndim < 2 or any(s in name for s in ("bn", "ln", "bias", "logit_scale",
-                                                     "embedding", "norm"))
+        return p.ndim < 2 or any(
+            s in name for s in ("bn", "ln", "bias", "logit_scale", "embedding", "norm")
+        )
 
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not params:
         raise ConfigError("every parameter is frozen: unlock a tower or some groups")
     groups = [
         {"params": [p for n, p in params if no_decay(n, p)] + list(extra), "weight_decay": 0.0},
-        {"params": [p for n, p in params if not no_decay(n, p)], "weight_decay": config.weight_decay},
+        {
+            "params": [p for n, p in params if not no_decay(n, p)],
+            "weight_decay": config.weight_decay,
+        },
     ]
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
 
@@ -181,11 +199,15 @@ def clean_view(img: Image.Image, rng: np.random.Generator, config: FinetuneConfi
     if config.flip and rng.uniform() < 0.5:
         img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     if config.jitter > 0:
-        img = ImageEnhance.Brightness(img).enhance(rng.uniform(1 - config.jitter, 1 + config.jitter))
+        img = ImageEnhance.Brightness(img).enhance(
+            rng.uniform(1 - config.jitter, 1 + config.jitter)
+        )
         img = ImageEnhance.Contrast(img).enhance(rng.uniform(1 - config.jitter, 1 + config.jitter))
     if config.hue_jitter > 0:
         hsv = np.asarray(img.convert("HSV")).copy()
-        hsv[..., 0] = (hsv[..., 0].astype(int) + int(rng.uniform(-1, 1) * config.hue_jitter * 255)) % 256
+        hsv[..., 0] = (
+            hsv[..., 0].astype(int) + int(rng.uniform(-1, 1) * config.hue_jitter * 255)
+        ) % 256
         img = Image.fromarray(hsv, "HSV").convert("RGB")
     return img
 
@@ -197,8 +219,14 @@ class _Batches:
     overlaps with the model's step even on two cores.
     """
 
-    def __init__(self, photos: list[Image.Image], texts: list[tuple[str, dict[str, str]]],
-                 preprocess: Any, tokenizer: Any, config: FinetuneConfig) -> None:
+    def __init__(
+        self,
+        photos: list[Image.Image],
+        texts: list[tuple[str, dict[str, str]]],
+        preprocess: Any,
+        tokenizer: Any,
+        config: FinetuneConfig,
+    ) -> None:
         self.photos, self.texts = photos, texts
         self.preprocess, self.tokenizer, self.config = preprocess, tokenizer, config
         self.pool = ThreadPoolExecutor(max_workers=1)
@@ -215,12 +243,18 @@ class _Batches:
             shop.append(self.preprocess(degrade(img, view, rng)))
             title, attrs = self.texts[i]
             words.append(training_text(title, attrs, rng))
-        return (torch.stack(clean), torch.stack(shop), self.tokenizer(words),
-                torch.as_tensor(np.asarray(idx), dtype=torch.long))
+        return (
+            torch.stack(clean),
+            torch.stack(shop),
+            self.tokenizer(words),
+            torch.as_tensor(np.asarray(idx), dtype=torch.long),
+        )
 
     def epoch(self, order: np.ndarray, batch: int, seed: int, epoch: int) -> Any:
         starts = list(range(0, len(order) - batch + 1, batch)) or [0]
-        pending = self.pool.submit(self.make, order[starts[0] : starts[0] + batch], (seed, epoch, 0))
+        pending = self.pool.submit(
+            self.make, order[starts[0] : starts[0] + batch], (seed, epoch, 0)
+        )
         for j in range(len(starts)):
             result = pending.result()
             if j + 1 < len(starts):
@@ -235,8 +269,9 @@ class _Batches:
 # ---------------------------------------------------------------------------- training
 
 
-def split_masks(ids: Sequence[str], seed: int, val_fraction: float,
-                test_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def split_masks(
+    ids: Sequence[str], seed: int, val_fraction: float, test_fraction: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """(validation mask, test mask) over ``ids``; training is everything else.
 
     Without a test split this is the historical split (validation = ``held_out_mask(ids,
@@ -247,7 +282,11 @@ def split_masks(ids: Sequence[str], seed: int, val_fraction: float,
     if test_fraction <= 0:
         return held_out_mask(ids, val_fraction, seed), np.zeros(len(ids), dtype=bool)
     test = held_out_mask(ids, test_fraction, seed)
-    val = held_out_mask(ids, val_fraction, seed + 1) & ~test if val_fraction > 0 else np.zeros_like(test)
+    val = (
+        held_out_mask(ids, val_fraction, seed + 1) & ~test
+        if val_fraction > 0
+        else np.zeros_like(test)
+    )
     return val, test
 
 
@@ -269,8 +308,9 @@ class _AttributeHeads:
 
     SCALE = 16.0  # logit scale of a normalised-softmax classifier (NormFace)
 
-    def __init__(self, df: Any, rows: Sequence[int], columns: Sequence[str], dim: int,
-                 device: str) -> None:
+    def __init__(
+        self, df: Any, rows: Sequence[int], columns: Sequence[str], dim: int, device: str
+    ) -> None:
         import torch
 
         self.columns, self.targets, self.weights = [], [], []
@@ -282,7 +322,9 @@ class _AttributeHeads:
             index = {c: i for i, c in enumerate(classes)}
             # -100: products without a value are ignored by cross_entropy
             self.targets.append(torch.tensor([index.get(v, -100) for v in values], device=device))
-            self.weights.append(torch.nn.Parameter(torch.randn(len(classes), dim, device=device) * 0.01))
+            self.weights.append(
+                torch.nn.Parameter(torch.randn(len(classes), dim, device=device) * 0.01)
+            )
             self.columns.append(col)
 
     def parameters(self) -> list[Any]:
@@ -299,9 +341,14 @@ class _AttributeHeads:
 
 
 def finetune(
-    catalog: Catalog, out: str | Path, config: FinetuneConfig = FinetuneConfig(),
-    *, progress: bool = False, say: Callable[[str], None] | None = None,
-    command: str = "", cache_dir: Path | None = None,
+    catalog: Catalog,
+    out: str | Path,
+    config: FinetuneConfig = FinetuneConfig(),
+    *,
+    progress: bool = False,
+    say: Callable[[str], None] | None = None,
+    command: str = "",
+    cache_dir: Path | None = None,
 ) -> FinetuneResult:
     import torch
     import torch.nn.functional as F
@@ -314,8 +361,13 @@ def finetune(
     started = time.perf_counter()
     seed_everything(config.seed)
     device = pick_device(config.device)
-    embedder, model_cfg = load_base(config.base, device=device, seed=config.seed,
-                                    allow_download=config.allow_download, cache_dir=cache_dir)
+    embedder, model_cfg = load_base(
+        config.base,
+        device=device,
+        seed=config.seed,
+        allow_download=config.allow_download,
+        cache_dir=cache_dir,
+    )
     model = embedder.model
     _freeze(model, config)
     amp = autocast_dtype(config.precision, device)
@@ -325,12 +377,15 @@ def finetune(
 
     df = catalog.df
     attrs = attribute_columns(df, config.text_attrs or None)
-    held, test = split_masks(df["id"].astype(str).tolist(), config.seed, config.val_fraction,
-                             config.test_fraction)
+    held, test = split_masks(
+        df["id"].astype(str).tolist(), config.seed, config.val_fraction, config.test_fraction
+    )
     train_rows = [i for i, (h, t) in enumerate(zip(held, test, strict=True)) if not (h or t)]
     # validation never sees the test products either
     val_exclude = [i for i, h in enumerate(held) if not h]
-    rows, photos, skipped = load_photos(catalog, train_rows, max_side=max(256, 2 * embedder.image_size))
+    rows, photos, skipped = load_photos(
+        catalog, train_rows, max_side=max(256, 2 * embedder.image_size)
+    )
     if len(rows) < 2:
         raise SearchError(f"only {len(rows)} usable training photos; a contrastive loss needs more")
     texts = [(str(df["title"].iat[r]), {c: str(df[c].iat[r]) for c in attrs}) for r in rows]
@@ -339,11 +394,13 @@ def finetune(
     total = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total = min(total, config.max_steps)
-    log(f"{len(rows)} training products ({len(skipped)} unreadable photos skipped), "
+    log(
+        f"{len(rows)} training products ({len(skipped)} unreadable photos skipped), "
         f"{int(held.sum())} for validation, {int(test.sum())} for testing; "
         f"texts from title + {', '.join(attrs) or 'no attributes'}; "
         f"{count_params(model, trainable_only=True):,} trainable parameters; "
-        f"{total} steps of {batch} on {device}")
+        f"{total} steps of {batch} on {device}"
+    )
 
     heads = None
     if config.attr_weight > 0:
@@ -353,9 +410,13 @@ def finetune(
     opt = _optimizer(model, config, extra=heads.parameters() if heads else ())
     loss_fn = ClipLoss()
     data = _Batches(photos, texts, embedder.preprocess, embedder.tokenizer, config)
-    val_cfg = EvalConfig(seed=config.seed, test_fraction=1.0, max_queries=config.val_max_queries,
-                         quality_images=0,
-                         conditions=tuple((c, DEFAULT_CONDITIONS[c]) for c in VAL_CONDITIONS))
+    val_cfg = EvalConfig(
+        seed=config.seed,
+        test_fraction=1.0,
+        max_queries=config.val_max_queries,
+        quality_images=0,
+        conditions=tuple((c, DEFAULT_CONDITIONS[c]) for c in VAL_CONDITIONS),
+    )
     do_val = int(held.sum()) >= 2  # retrieval needs at least two held-out products
     history: list[dict[str, Any]] = []
     best: tuple[float, int, dict[str, Any] | None] = (-1.0, 0, None)
@@ -385,7 +446,9 @@ def finetune(
                 if config.image_image_weight > 0:
                     loss = loss + config.image_image_weight * loss_fn(img_f, shop_f, scale)
                 if heads is not None:
-                    loss = loss + config.attr_weight * heads.loss(feats, torch.cat([idx, idx]).to(device))
+                    loss = loss + config.attr_weight * heads.loss(
+                        feats, torch.cat([idx, idx]).to(device)
+                    )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -399,18 +462,26 @@ def finetune(
                     bar.update(1)
                 if step >= total:
                     break
-            entry: dict[str, Any] = {"epoch": epoch + 1, "step": step, "loss": float(np.mean(losses)),
-                                     "seconds": round(time.perf_counter() - started, 1)}
+            entry: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "step": step,
+                "loss": float(np.mean(losses)),
+                "seconds": round(time.perf_counter() - started, 1),
+            }
             if do_val:
-                current = ClipEmbedder(model, embedder._transform, embedder.tokenizer,
-                                       spec="training", device=device)
-                report = evaluate(catalog, current, [Strategy("never")], val_cfg,
-                                  exclude_rows=val_exclude)
+                current = ClipEmbedder(
+                    model, embedder._transform, embedder.tokenizer, spec="training", device=device
+                )
+                report = evaluate(
+                    catalog, current, [Strategy("never")], val_cfg, exclude_rows=val_exclude
+                )
                 entry["val_score"] = validation_score(report)
                 entry["val"] = _summary(report)
             history.append(entry)
-            log(f"epoch {epoch + 1}: loss {entry['loss']:.3f}"
-                + (f", validation score {entry['val_score']:.3f}" if "val_score" in entry else ""))
+            log(
+                f"epoch {epoch + 1}: loss {entry['loss']:.3f}"
+                + (f", validation score {entry['val_score']:.3f}" if "val_score" in entry else "")
+            )
             score = entry.get("val_score", -entry["loss"])
             if best[2] is None or score > best[0]:
                 best, stale = (score, epoch + 1, _copy_state(model)), 0
@@ -427,8 +498,9 @@ def finetune(
     if conv:
         model.visual.to(memory_format=torch.contiguous_format)
     folder = Path(out)
-    trained = ClipEmbedder(model, embedder._transform, embedder.tokenizer, spec=str(folder),
-                           device=device)
+    trained = ClipEmbedder(
+        model, embedder._transform, embedder.tokenizer, spec=str(folder), device=device
+    )
     save_model(trained, folder, model_cfg, half=config.half)
     seconds = time.perf_counter() - started
     # The card's figures come from the weights as saved (fp16 when ``half``), reloaded from disk.
@@ -440,15 +512,29 @@ def finetune(
         "format_version": 1,
         "command": command,
         "config": asdict(config),
-        "catalog": {"path": str(catalog.source), "sha256": catalog.sha256, "rows": len(catalog),
-                    "column_map": [list(p) for p in catalog.column_map]},
-        "split": {"seed": config.seed, "val_fraction": config.val_fraction,
-                  "test_fraction": config.test_fraction, "train": len(rows),
-                  "val": int(held.sum()), "test": int(test.sum()), "skipped": len(skipped)},
+        "catalog": {
+            "path": str(catalog.source),
+            "sha256": catalog.sha256,
+            "rows": len(catalog),
+            "column_map": [list(p) for p in catalog.column_map],
+        },
+        "split": {
+            "seed": config.seed,
+            "val_fraction": config.val_fraction,
+            "test_fraction": config.test_fraction,
+            "train": len(rows),
+            "val": int(held.sum()),
+            "test": int(test.sum()),
+            "skipped": len(skipped),
+        },
         "text_attributes": attrs,
-        "steps": step, "best_epoch": best[1], "seconds": round(seconds, 1),
-        "hardware": hardware(device), "parameters": count_params(model),
-        "history": history, "val": _summary(val) if val else {},
+        "steps": step,
+        "best_epoch": best[1],
+        "seconds": round(seconds, 1),
+        "hardware": hardware(device),
+        "parameters": count_params(model),
+        "history": history,
+        "val": _summary(val) if val else {},
     }
     from searchcore.fsutil import write_json_atomic
 
@@ -502,11 +588,17 @@ def trained_rows(model_spec: str, catalog: Catalog) -> tuple[list[int], str]:
     if meta.get("catalog", {}).get("sha256") != catalog.sha256:
         return [], "trained on another catalog: no products excluded"
     split = meta["split"]
-    held, test = split_masks(catalog.df["id"].astype(str).tolist(), split["seed"],
-                             split["val_fraction"], split.get("test_fraction", 0.0))
+    held, test = split_masks(
+        catalog.df["id"].astype(str).tolist(),
+        split["seed"],
+        split["val_fraction"],
+        split.get("test_fraction", 0.0),
+    )
     if test.any():  # training and validation products are both excluded: only the test is left
         rows = [i for i, t in enumerate(test) if not t]
-        return rows, (f"trained on this catalog: its {len(rows)} training and validation products "
-                      "are excluded")
+        return rows, (
+            f"trained on this catalog: its {len(rows)} training and validation products "
+            "are excluded"
+        )
     rows = [i for i, h in enumerate(held) if not h]
     return rows, f"trained on this catalog: its {len(rows)} training products are excluded"

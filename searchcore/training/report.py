@@ -28,7 +28,9 @@ def _clean(obj: Any) -> Any:
 
 
 def _f(v: Any, digits: int = 3) -> str:
-    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
+    return (
+        "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
+    )
 
 
 def _strategies(exact: dict[str, Any]) -> list[str]:
@@ -45,68 +47,106 @@ def markdown(report: dict[str, Any], title: str = "Evaluation") -> str:
     split = r.get("split", {})
     lines = [f"# {title}", ""]
     if "model" in r:
-        lines.append(f"Model `{r['model'].get('spec')}`; catalog `{r['catalog']['path']}` "
-                     f"({r['catalog']['rows']} products).")
+        lines.append(
+            f"Model `{r['model'].get('spec')}`; catalog `{r['catalog']['path']}` "
+            f"({r['catalog']['rows']} products)."
+        )
     lines += [
-        (f"Gallery: {split.get('gallery')} held-out products (seed {split.get('seed')}, "
-         f"test fraction {split.get('test_fraction')}, {split.get('excluded_training_rows')} "
-         "training products excluded); brute-force cosine search."), "",
-        "## Text -> product", "",
-        "| queries | n | R@1 | R@5 | R@10 | MRR |", "|---|---|---|---|---|---|",
+        (
+            f"Gallery: {split.get('gallery')} held-out products (seed {split.get('seed')}, "
+            f"test fraction {split.get('test_fraction')}, {split.get('excluded_training_rows')} "
+            "training products excluded); brute-force cosine search."
+        ),
+        "",
+        "## Text -> product",
+        "",
+        "| queries | n | R@1 | R@5 | R@10 | MRR |",
+        "|---|---|---|---|---|---|",
     ]
     for kind, t in r.get("text", {}).items():
         label = f"{kind} ({' '.join(t['columns'])})" if "columns" in t else kind
-        lines.append(f"| {label} | {t['queries']} | {_f(t.get('R@1'))} | {_f(t.get('R@5'))} | "
-                     f"{_f(t.get('R@10'))} | {_f(t.get('MRR'))} |")
+        lines.append(
+            f"| {label} | {t['queries']} | {_f(t.get('R@1'))} | {_f(t.get('R@5'))} | "
+            f"{_f(t.get('R@10'))} | {_f(t.get('MRR'))} |"
+        )
     sim = r.get("similar", {})
-    lines += ["", f"## Image -> similar product ({sim.get('queries', 0)} queries)", "",
-              "| same | P@1 | P@10 |", "|---|---|---|"]
+    lines += [
+        "",
+        f"## Image -> similar product ({sim.get('queries', 0)} queries)",
+        "",
+        "| same | P@1 | P@10 |",
+        "|---|---|---|",
+    ]
     for col, v in sim.items():
         if isinstance(v, dict):
             lines.append(f"| {col} | {_f(v['P@1'])} | {_f(v['P@10'])} |")
     exact = r.get("exact", {})
     names = _strategies(exact)
     if exact:
-        lines += ["", "## Image -> exact product (R@1 / R@10 / MRR)", "",
-                  "| condition | query | " + " | ".join(names) + " |",
-                  "|---|---|" + "---|" * len(names)]
+        lines += [
+            "",
+            "## Image -> exact product (R@1 / R@10 / MRR)",
+            "",
+            "| condition | query | " + " | ".join(names) + " |",
+            "|---|---|" + "---|" * len(names),
+        ]
         for cname, cond in exact.items():
             cells = []
             for n in names:
                 v = cond.get(n)
-                cells.append("-" if v is None else
-                             f"{_f(v['R@1'])} / {_f(v['R@10'])} / {_f(v['MRR'])}"
-                             + (f" (up {v['upscaled']:.0%})" if n == "auto" else ""))
-            lines.append(f"| {cname} `{cond['spec']}` | {cond['query_size']} | "
-                         + " | ".join(cells) + " |")
+                cells.append(
+                    "-"
+                    if v is None
+                    else f"{_f(v['R@1'])} / {_f(v['R@10'])} / {_f(v['MRR'])}"
+                    + (f" (up {v['upscaled']:.0%})" if n == "auto" else "")
+                )
+            lines.append(
+                f"| {cname} `{cond['spec']}` | {cond['query_size']} | " + " | ".join(cells) + " |"
+            )
     quality = r.get("upscaler_quality", {})
     if quality:
-        lines += ["", "## Upscaler quality (against the original photo)", "",
-                  "| condition | upscaler | PSNR dB | vs bicubic | SSIM | vs bicubic | ms/photo |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Upscaler quality (against the original photo)",
+            "",
+            "| condition | upscaler | PSNR dB | vs bicubic | SSIM | vs bicubic | ms/photo |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for cname, cond in quality.items():
             for uname, v in cond.items():
-                lines.append(f"| {cname} | {uname} | {_f(v['PSNR'], 2)} | "
-                             f"{v['PSNR_vs_bicubic']:+.2f} | {_f(v['SSIM'])} | "
-                             f"{v['SSIM_vs_bicubic']:+.3f} | {_f(v['ms'], 1)} |")
+                lines.append(
+                    f"| {cname} | {uname} | {_f(v['PSNR'], 2)} | "
+                    f"{v['PSNR_vs_bicubic']:+.2f} | {_f(v['SSIM'])} | "
+                    f"{v['SSIM_vs_bicubic']:+.3f} | {_f(v['ms'], 1)} |"
+                )
     verdict = r.get("verdict") or {}
     if verdict.get("reason"):
         lines += ["", "## Does upscaling help retrieval?", "", verdict["reason"] + "."]
         if verdict.get("paired"):
-            lines += ["", "| condition | R@1 change | queries gained | lost | sign test p |",
-                      "|---|---|---|---|---|"]
-            lines += [f"| {n} | {p['delta_R@1']:+.3f} | {p['gained']} | {p['lost']} | "
-                      f"{p['p']:.3f} |" for n, p in verdict["paired"].items()]
+            lines += [
+                "",
+                "| condition | R@1 change | queries gained | lost | sign test p |",
+                "|---|---|---|---|---|",
+            ]
+            lines += [
+                f"| {n} | {p['delta_R@1']:+.3f} | {p['gained']} | {p['lost']} | {p['p']:.3f} |"
+                for n, p in verdict["paired"].items()
+            ]
         lines += ["", f"Rule: {verdict.get('rule', '')}."]
-    notes = {v["note"] for c in exact.values() for v in c.values()
-             if isinstance(v, dict) and v.get("note")}
+    notes = {
+        v["note"]
+        for c in exact.values()
+        for v in c.values()
+        if isinstance(v, dict) and v.get("note")
+    }
     lines += [f"- auto: {n}" for n in sorted(notes)]
     lines += ["", f"Evaluated in {r.get('seconds', 0)} s."]
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: dict[str, Any], out_dir: str | Path, title: str = "Evaluation",
-                 plots: bool = True) -> list[Path]:
+def write_report(
+    report: dict[str, Any], out_dir: str | Path, title: str = "Evaluation", plots: bool = True
+) -> list[Path]:
     """Write report.json, report.md and (with ``plots``) PNGs; returns the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -141,8 +181,12 @@ def _plots(report: dict[str, Any], out: Path) -> list[Path]:
         fig = Figure(figsize=(8, 4), layout="constrained")
         ax = fig.add_subplot()
         names = _strategies(exact)
-        _bars(ax, list(exact), {n: [c.get(n, {}).get("R@1") for c in exact.values()]
-                                for n in names}, "exact-product Recall@1")
+        _bars(
+            ax,
+            list(exact),
+            {n: [c.get(n, {}).get("R@1") for c in exact.values()] for n in names},
+            "exact-product Recall@1",
+        )
         ax.set_ylim(0, 1)
         ax.set_title("Image -> exact product, by query condition and upscaling")
         fig.savefig(out / "exact_recall.png", dpi=110)

@@ -68,8 +68,17 @@ def _kernel(sigma: tuple[float, float], sinc_prob: float) -> Any:
         omega = np.random.uniform(math.pi / 3 if size < 13 else math.pi / 5, math.pi)
         k = circular_lowpass_kernel(omega, size, pad_to=False)
     else:
-        k = random_mixed_kernels(KERNELS, KERNEL_PROB, size, sigma, sigma, [-math.pi, math.pi],
-                                 [0.5, 4], [1, 2], noise_range=None)
+        k = random_mixed_kernels(
+            KERNELS,
+            KERNEL_PROB,
+            size,
+            sigma,
+            sigma,
+            [-math.pi, math.pi],
+            [0.5, 4],
+            [1, 2],
+            noise_range=None,
+        )
     pad = (21 - size) // 2
     return torch.FloatTensor(np.pad(k, ((pad, pad), (pad, pad))))
 
@@ -81,8 +90,9 @@ def _sinc_or_pulse(prob: float) -> Any:
 
     if np.random.uniform() < prob:
         size = random.choice(KERNEL_SIZES)
-        return torch.FloatTensor(circular_lowpass_kernel(np.random.uniform(math.pi / 3, math.pi),
-                                                         size, pad_to=21))
+        return torch.FloatTensor(
+            circular_lowpass_kernel(np.random.uniform(math.pi / 3, math.pi), size, pad_to=21)
+        )
     pulse = torch.zeros(21, 21)
     pulse[10, 10] = 1
     return pulse
@@ -126,10 +136,16 @@ class RealESRGANDegrader:
 
         c = self.c
         if np.random.uniform() < c.gaussian_noise_prob:
-            return random_add_gaussian_noise_pt(out, sigma_range=c.noise_range, clip=True,
-                                                rounds=False, gray_prob=c.gray_noise_prob)
-        return random_add_poisson_noise_pt(out, scale_range=c.poisson_scale_range,
-                                           gray_prob=c.gray_noise_prob, clip=True, rounds=False)
+            return random_add_gaussian_noise_pt(
+                out, sigma_range=c.noise_range, clip=True, rounds=False, gray_prob=c.gray_noise_prob
+            )
+        return random_add_poisson_noise_pt(
+            out,
+            scale_range=c.poisson_scale_range,
+            gray_prob=c.gray_noise_prob,
+            clip=True,
+            rounds=False,
+        )
 
     def _jpeg(self, out: Any, quality: tuple[int, int] | None = None) -> Any:
         import torch
@@ -138,8 +154,10 @@ class RealESRGANDegrader:
         qualities = np.random.uniform(*(quality or self.c.jpeg_range), size=out.size(0))
         hwc = torch.clamp(out, 0, 1).permute(0, 2, 3, 1).cpu().numpy()
         # OpenCV encodes BGR: flip the channels so chroma subsampling treats colours rightly.
-        done = [add_jpg_compression(np.ascontiguousarray(im[..., ::-1]), int(q))[..., ::-1]
-                for im, q in zip(hwc, qualities, strict=True)]
+        done = [
+            add_jpg_compression(np.ascontiguousarray(im[..., ::-1]), int(q))[..., ::-1]
+            for im, q in zip(hwc, qualities, strict=True)
+        ]
         return torch.from_numpy(np.stack(done).copy()).permute(0, 3, 1, 2).to(out)
 
     def degrade(self, gt: Any) -> Any:

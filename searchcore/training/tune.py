@@ -39,10 +39,13 @@ from searchcore.training.finetune import TRAINING_FILE, FinetuneConfig, finetune
 # Shopper photos of held-out products (see the issue of record): a slightly tilted, cropped,
 # colour-cast photo shrunk to 20-60 px wide, blurred and saved as a low-quality JPEG; and the
 # same size without the geometric changes, where upscalers can also be scored by PSNR.
-SHOPPER_CONDITIONS: tuple[tuple[str, Degradation], ...] = tuple(parse_condition(c) for c in (
-    "shopper:rotate=8,crop=0.85,cast=0.08,min_width=20,max_width=60,blur=0.6,jpeg=50",
-    "small-blurry:min_width=20,max_width=60,blur=0.8,jpeg=70",
-))
+SHOPPER_CONDITIONS: tuple[tuple[str, Degradation], ...] = tuple(
+    parse_condition(c)
+    for c in (
+        "shopper:rotate=8,crop=0.85,cast=0.08,min_width=20,max_width=60,blur=0.6,jpeg=50",
+        "small-blurry:min_width=20,max_width=60,blur=0.8,jpeg=70",
+    )
+)
 VARIANT_FINETUNED = "fine-tuned"
 
 
@@ -67,9 +70,16 @@ class TuneConfig:
             raise ConfigError("WiSE-FT mixing weights must be in [0, 1]")
 
 
-def tune(catalog: Catalog, out: str | Path, config: TuneConfig, settings: Any, *,
-         say: Callable[[str], None] | None = None, command: str = "",
-         progress: bool = False) -> dict[str, Any]:
+def tune(
+    catalog: Catalog,
+    out: str | Path,
+    config: TuneConfig,
+    settings: Any,
+    *,
+    say: Callable[[str], None] | None = None,
+    command: str = "",
+    progress: bool = False,
+) -> dict[str, Any]:
     """Run the loop (module docstring); returns the comparison report (also written)."""
     from searchcore.training.commands import build_strategies
 
@@ -82,18 +92,29 @@ def tune(catalog: Catalog, out: str | Path, config: TuneConfig, settings: Any, *
     ids = catalog.df["id"].astype(str).tolist()
     _, test = split_masks(ids, ft.seed, ft.val_fraction, ft.test_fraction)
     not_test = [i for i, t in enumerate(test) if not t]
-    log(f"split (seed {ft.seed}): {int(test.sum())} test products, {len(not_test)} for "
-        "training and validation")
+    log(
+        f"split (seed {ft.seed}): {int(test.sum())} test products, {len(not_test)} for "
+        "training and validation"
+    )
 
     model_dir = out / "model"
     t0 = time.perf_counter()
     if _finished(model_dir, catalog, ft):
         log(f"{model_dir} is already trained with this catalog and configuration: reusing it")
-        timings["finetune_s"] = json.loads((model_dir / TRAINING_FILE).read_text("utf-8"))["seconds"]
+        timings["finetune_s"] = json.loads((model_dir / TRAINING_FILE).read_text("utf-8"))[
+            "seconds"
+        ]
         timings["finetune_reused"] = True
     else:
-        result = finetune(catalog, model_dir, ft, say=log, command=command, progress=progress,
-                          cache_dir=settings.cache_dir)
+        result = finetune(
+            catalog,
+            model_dir,
+            ft,
+            say=log,
+            command=command,
+            progress=progress,
+            cache_dir=settings.cache_dir,
+        )
         timings["finetune_s"] = round(result.seconds, 1)
     log(f"fine-tuning: {timings['finetune_s'] / 60:.1f} min")
 
@@ -104,15 +125,22 @@ def tune(catalog: Catalog, out: str | Path, config: TuneConfig, settings: Any, *
         from searchcore.build import build_index
 
         t0 = time.perf_counter()
-        built = build_index(catalog, tuned, out / "index", settings=settings.index,
-                            progress=progress)
+        built = build_index(
+            catalog, tuned, out / "index", settings=settings.index, progress=progress
+        )
         timings["index_s"] = round(time.perf_counter() - t0, 1)
         log(built.summary())
 
     variants = _variants(config, model_dir, tuned, out, settings, log)
-    eval_cfg = EvalConfig(seed=ft.seed, test_fraction=1.0, conditions=config.conditions,
-                          query_attrs=config.query_attrs, similar_attrs=config.similar_attrs,
-                          max_queries=config.max_queries, quality_images=config.quality_images)
+    eval_cfg = EvalConfig(
+        seed=ft.seed,
+        test_fraction=1.0,
+        conditions=config.conditions,
+        query_attrs=config.query_attrs,
+        similar_attrs=config.similar_attrs,
+        max_queries=config.max_queries,
+        quality_images=config.quality_images,
+    )
     from searchcore.training.report import write_report
     from searchcore.verdict import auto_skip_reason
 
@@ -124,11 +152,24 @@ def tune(catalog: Catalog, out: str | Path, config: TuneConfig, settings: Any, *
     t0 = time.perf_counter()
     for name, (spec, embedder) in variants.items():
         log(f"evaluating {name} ({spec}) on {int(test.sum())} test products")
-        strategies = [replace(s, skip_reason=auto_skip_reason(spec, s.upscaler.name))
-                      if s.policy is not None else s for s in shared]
-        quality = config.quality_images if not reports else 0  # upscalers do not depend on the model
-        rep = evaluate(catalog, embedder, strategies, replace(eval_cfg, quality_images=quality),
-                       exclude_rows=not_test, progress=log, cache=cache)
+        strategies = [
+            replace(s, skip_reason=auto_skip_reason(spec, s.upscaler.name))
+            if s.policy is not None
+            else s
+            for s in shared
+        ]
+        quality = (
+            config.quality_images if not reports else 0
+        )  # upscalers do not depend on the model
+        rep = evaluate(
+            catalog,
+            embedder,
+            strategies,
+            replace(eval_cfg, quality_images=quality),
+            exclude_rows=not_test,
+            progress=log,
+            cache=cache,
+        )
         rep["model"] = {"spec": spec, "dim": embedder.dim, "variant": name}
         write_report(rep, out / "eval" / _slug(name), title=f"Evaluation of {name}")
         reports[name] = rep
@@ -145,9 +186,13 @@ def tune(catalog: Catalog, out: str | Path, config: TuneConfig, settings: Any, *
         "format_version": 1,
         "command": command,
         "catalog": {"path": str(catalog.source), "sha256": catalog.sha256, "rows": len(catalog)},
-        "split": {"seed": ft.seed, "test_fraction": ft.test_fraction,
-                  "val_fraction": ft.val_fraction, "test": int(test.sum()),
-                  "train_and_val": len(not_test)},
+        "split": {
+            "seed": ft.seed,
+            "test_fraction": ft.test_fraction,
+            "val_fraction": ft.val_fraction,
+            "test": int(test.sum()),
+            "train_and_val": len(not_test),
+        },
         "finetune": asdict(ft),
         "model": str(model_dir),
         "index": str(out / "index") if config.build_index else None,
@@ -167,12 +212,19 @@ def _finished(model_dir: Path, catalog: Catalog, ft: FinetuneConfig) -> bool:
         return False
     meta = json.loads(path.read_text(encoding="utf-8"))
     same_config = {k: v for k, v in meta.get("config", {}).items() if k != "device"} == {
-        k: v for k, v in json.loads(json.dumps(asdict(ft))).items() if k != "device"}
+        k: v for k, v in json.loads(json.dumps(asdict(ft))).items() if k != "device"
+    }
     return meta.get("catalog", {}).get("sha256") == catalog.sha256 and same_config
 
 
-def _variants(config: TuneConfig, model_dir: Path, tuned: Any, out: Path, settings: Any,
-              log: Callable[[str], None]) -> dict[str, tuple[str, Any]]:
+def _variants(
+    config: TuneConfig,
+    model_dir: Path,
+    tuned: Any,
+    out: Path,
+    settings: Any,
+    log: Callable[[str], None],
+) -> dict[str, tuple[str, Any]]:
     """name -> (spec, embedder), the fine-tuned model (already loaded) first."""
     from searchcore.embed import load_embedder
 
@@ -183,26 +235,46 @@ def _variants(config: TuneConfig, model_dir: Path, tuned: Any, out: Path, settin
         spec = base_spec if b == "base" else b
         name = {"pixels": "raw pixels", "base": f"{base_spec} (not fine-tuned)"}.get(b, b)
         # the seed makes an architecture name the very initialisation training started from
-        emb = load_embedder(spec, device=settings.device, allow_download=settings.allow_download,
-                            cache_dir=settings.cache_dir, seed=config.finetune.seed)
+        emb = load_embedder(
+            spec,
+            device=settings.device,
+            allow_download=settings.allow_download,
+            cache_dir=settings.cache_dir,
+            seed=config.finetune.seed,
+        )
         found[name] = (spec, emb)
         if b == "base":
             base = emb
     for a in config.wise:
         if base is None:
-            base = load_embedder(base_spec, device=settings.device, cache_dir=settings.cache_dir,
-                                 allow_download=settings.allow_download, seed=config.finetune.seed)
+            base = load_embedder(
+                base_spec,
+                device=settings.device,
+                cache_dir=settings.cache_dir,
+                allow_download=settings.allow_download,
+                seed=config.finetune.seed,
+            )
         folder = out / f"wise-{a:g}"
         try:
             wise_ft(base, tuned, a, folder, half=config.finetune.half)
         except ConfigError as exc:
             log(f"WiSE-FT {a:g} skipped: {exc}")
             continue
-        found[f"WiSE-FT a={a:g}"] = (str(folder), load_embedder(str(folder), device=settings.device))
+        found[f"WiSE-FT a={a:g}"] = (
+            str(folder),
+            load_embedder(str(folder), device=settings.device),
+        )
     for item in config.compare:
         name, spec = _named(item)
-        found[name] = (spec, load_embedder(spec, device=settings.device, cache_dir=settings.cache_dir,
-                                           allow_download=settings.allow_download))
+        found[name] = (
+            spec,
+            load_embedder(
+                spec,
+                device=settings.device,
+                cache_dir=settings.cache_dir,
+                allow_download=settings.allow_download,
+            ),
+        )
     return found
 
 
@@ -226,12 +298,20 @@ def wise_ft(base: Any, tuned: Any, alpha: float, folder: Path, *, half: bool = T
     a, b = base.model.state_dict(), tuned.model.state_dict()
     if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
         raise ConfigError("the starting model and the fine-tuned one differ in architecture")
-    mixed = {k: ((1 - alpha) * a[k].float() + alpha * b[k].float()).to(b[k].dtype)
-             if torch.is_floating_point(b[k]) else b[k] for k in b}
-    model_cfg = json.loads((Path(tuned.spec) / "open_clip_config.json").read_text("utf-8"))["model_cfg"]
+    mixed = {
+        k: ((1 - alpha) * a[k].float() + alpha * b[k].float()).to(b[k].dtype)
+        if torch.is_floating_point(b[k])
+        else b[k]
+        for k in b
+    }
+    model_cfg = json.loads((Path(tuned.spec) / "open_clip_config.json").read_text("utf-8"))[
+        "model_cfg"
+    ]
     model = copy.deepcopy(tuned.model)
     model.load_state_dict(mixed)
-    emb = ClipEmbedder(model, tuned._transform, tuned.tokenizer, spec=str(folder), device=tuned.device)
+    emb = ClipEmbedder(
+        model, tuned._transform, tuned.tokenizer, spec=str(folder), device=tuned.device
+    )
     save_model(emb, folder, model_cfg, half=half)
     return folder
 
@@ -254,7 +334,9 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
                 out[f"{cname} R@10 [{sname}]"] = v["R@10"]
                 out[f"{cname} R@1 [{sname}]"] = v["R@1"]
                 if "by_width" in v:
-                    out[f"{cname} by width [{sname}]"] = {b: w["R@10"] for b, w in v["by_width"].items()}
+                    out[f"{cname} by width [{sname}]"] = {
+                        b: w["R@10"] for b, w in v["by_width"].items()
+                    }
     return out
 
 
@@ -284,24 +366,46 @@ def comparison_markdown(summary: dict[str, Any]) -> str:
     sp = summary["split"]
     t = summary["timings"]
     lines = [
-        "# Fine-tuning report", "",
-        (f"Catalog `{summary['catalog']['path']}` ({summary['catalog']['rows']} products). "
-         f"Test: {sp['test']} products never trained or validated on (hash split, seed "
-         f"{sp['seed']}, fraction {sp['test_fraction']}); {sp['train_and_val']} for training and "
-         "validation. Every variant is scored on the same test products and the same queries."),
+        "# Fine-tuning report",
+        "",
+        (
+            f"Catalog `{summary['catalog']['path']}` ({summary['catalog']['rows']} products). "
+            f"Test: {sp['test']} products never trained or validated on (hash split, seed "
+            f"{sp['seed']}, fraction {sp['test_fraction']}); "
+            f"{sp['train_and_val']} for training and "
+            "validation. Every variant is scored on the same test products and the same queries."
+        ),
         "",
         f"Fine-tuning {t.get('finetune_s', 0) / 60:.1f} min"
         + (" (reused)" if t.get("finetune_reused") else "")
         + (f", index {t['index_s']} s" if "index_s" in t else "")
-        + f", evaluation {t.get('eval_s', 0) / 60:.1f} min; {summary.get('hardware', '')}.", "",
+        + f", evaluation {t.get('eval_s', 0) / 60:.1f} min; {summary.get('hardware', '')}.",
+        "",
     ]
-    cols = [c for c in ("category P@1", "category P@10", "colour P@1", "colour P@10",
-                        "gender P@1", "gender P@10", "title R@1", "title R@10",
-                        "attribute query P@10")
-            if any(c in v for v in variants.values())]
-    lines += ["## Similar products and text search", "",
-              "| model | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-    lines += [f"| {n} | " + " | ".join(_f(v.get(c)) for c in cols) + " |" for n, v in variants.items()]
+    cols = [
+        c
+        for c in (
+            "category P@1",
+            "category P@10",
+            "colour P@1",
+            "colour P@10",
+            "gender P@1",
+            "gender P@10",
+            "title R@1",
+            "title R@10",
+            "attribute query P@10",
+        )
+        if any(c in v for v in variants.values())
+    ]
+    lines += [
+        "## Similar products and text search",
+        "",
+        "| model | " + " | ".join(cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
+    lines += [
+        f"| {n} | " + " | ".join(_f(v.get(c)) for c in cols) + " |" for n, v in variants.items()
+    ]
     conds = sorted({k.split(" R@10 [")[0] for v in variants.values() for k in v if " R@10 [" in k})
     for cname in conds:
         strat = []
@@ -311,24 +415,49 @@ def comparison_markdown(summary: dict[str, Any]) -> str:
                     s = k[len(cname) + 7 : -1]
                     if s not in strat:
                         strat.append(s)
-        lines += ["", f"## Exact product from `{cname}` photos: Recall@10 (Recall@1)", "",
-                  "| model | " + " | ".join(strat) + " |", "|---|" + "---|" * len(strat)]
+        lines += [
+            "",
+            f"## Exact product from `{cname}` photos: Recall@10 (Recall@1)",
+            "",
+            "| model | " + " | ".join(strat) + " |",
+            "|---|" + "---|" * len(strat),
+        ]
         for n, v in variants.items():
-            lines.append(f"| {n} | " + " | ".join(
-                f"{_f(v.get(f'{cname} R@10 [{s}]'))} ({_f(v.get(f'{cname} R@1 [{s}]'))})"
-                for s in strat) + " |")
+            lines.append(
+                f"| {n} | "
+                + " | ".join(
+                    f"{_f(v.get(f'{cname} R@10 [{s}]'))} ({_f(v.get(f'{cname} R@1 [{s}]'))})"
+                    for s in strat
+                )
+                + " |"
+            )
         tuned = variants.get(VARIANT_FINETUNED, {})
         bands = {s: tuned.get(f"{cname} by width [{s}]") for s in strat}
         if any(bands.values()):
             names = list(next(b for b in bands.values() if b))
-            lines += ["", f"Fine-tuned model, `{cname}` Recall@10 by query width:", "",
-                      "| upscaling | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-            lines += [f"| {s} | " + " | ".join(_f((b or {}).get(x)) for x in names) + " |"
-                      for s, b in bands.items() if b]
+            lines += [
+                "",
+                f"Fine-tuned model, `{cname}` Recall@10 by query width:",
+                "",
+                "| upscaling | " + " | ".join(names) + " |",
+                "|---|" + "---|" * len(names),
+            ]
+            lines += [
+                f"| {s} | " + " | ".join(_f((b or {}).get(x)) for x in names) + " |"
+                for s, b in bands.items()
+                if b
+            ]
     verdict = summary.get("auto_upscaling") or {}
     if verdict.get("reason"):
-        lines += ["", "## Auto upscaling", "", (f"{verdict['reason']}. Stored as the model's "
-                                                 "`upscale_verdict.json`: `auto` follows it.")]
+        lines += [
+            "",
+            "## Auto upscaling",
+            "",
+            (
+                f"{verdict['reason']}. Stored as the model's "
+                "`upscale_verdict.json`: `auto` follows it."
+            ),
+        ]
     if summary.get("command"):
         lines += ["", "Reproduce:", "", "```", summary["command"], "```"]
     return "\n".join(lines) + "\n"
@@ -340,21 +469,37 @@ def _comparison_plots(summary: dict[str, Any], out: Path) -> list[Path]:
     from searchcore.training.report import _bars
 
     variants = _ordered(summary)
-    metrics = [m for m in ("category P@10", "colour P@10", "gender P@10", "title R@10",
-                           "attribute query P@10", "shopper R@10 [never]")
-               if any(m in v for v in variants.values())]
+    metrics = [
+        m
+        for m in (
+            "category P@10",
+            "colour P@10",
+            "gender P@10",
+            "title R@10",
+            "attribute query P@10",
+            "shopper R@10 [never]",
+        )
+        if any(m in v for v in variants.values())
+    ]
     fig = Figure(figsize=(10, 5), layout="constrained")
     ax = fig.add_subplot()
-    _bars(ax, [m.replace(" [never]", "") for m in metrics],
-          {n: [v.get(m) for m in metrics] for n, v in variants.items()}, "")
+    _bars(
+        ax,
+        [m.replace(" [never]", "") for m in metrics],
+        {n: [v.get(m) for m in metrics] for n, v in variants.items()},
+        "",
+    )
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)  # off the bars
     ax.set_ylim(0, 1)
     ax.set_title("Held-out products: fine-tuned vs baselines")
     fig.savefig(out / "comparison.png", dpi=110)
     paths = [out / "comparison.png"]
     tuned = variants.get(VARIANT_FINETUNED, {})
-    bands = {k[len("shopper by width [") : -1]: v for k, v in tuned.items()
-             if k.startswith("shopper by width [")}
+    bands = {
+        k[len("shopper by width [") : -1]: v
+        for k, v in tuned.items()
+        if k.startswith("shopper by width [")
+    }
     if bands:
         fig = Figure(figsize=(6, 3.5), layout="constrained")
         ax = fig.add_subplot()
@@ -388,5 +533,4 @@ def parse_floats(text: str) -> tuple[float, ...]:
         raise ConfigError(f"expected comma-separated numbers, not {text!r}") from None
 
 
-__all__ = ["SHOPPER_CONDITIONS", "TuneConfig", "comparison_markdown", "headline", "tune",
-           "wise_ft"]
+__all__ = ["SHOPPER_CONDITIONS", "TuneConfig", "comparison_markdown", "headline", "tune", "wise_ft"]

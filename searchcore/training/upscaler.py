@@ -75,8 +75,10 @@ class UpscalerTrainConfig:
             raise ConfigError(f"patch must be a multiple of the scale and >= {8 * self.scale} px")
         for c in self.val_conditions:
             if c not in DEFAULT_CONDITIONS or DEFAULT_CONDITIONS[c].geometric:
-                raise ConfigError(f"validation condition {c!r} must be a non-geometric one of "
-                                  f"{', '.join(DEFAULT_CONDITIONS)}")
+                raise ConfigError(
+                    f"validation condition {c!r} must be a non-geometric one of "
+                    f"{', '.join(DEFAULT_CONDITIONS)}"
+                )
 
 
 @dataclass
@@ -92,8 +94,11 @@ class UpscalerTrainResult:
 
 def infer_srvgg_kwargs(state: dict[str, Any]) -> dict[str, Any]:
     """SRVGGNetCompact's arguments (without the scale) and the scale, from a state dict."""
-    convs = sorted((int(k.split(".")[1]), v) for k, v in state.items()
-                   if k.startswith("body.") and k.endswith(".weight") and v.ndim == 4)
+    convs = sorted(
+        (int(k.split(".")[1]), v)
+        for k, v in state.items()
+        if k.startswith("body.") and k.endswith(".weight") and v.ndim == 4
+    )
     if len(convs) < 2:
         raise WeightsError("these weights are not an SRVGGNetCompact (too few body convolutions)")
     first, last = convs[0][1], convs[-1][1]
@@ -104,14 +109,24 @@ def infer_srvgg_kwargs(state: dict[str, Any]) -> dict[str, Any]:
     has_prelu = any(v.ndim == 1 and k.startswith("body.") for k, v in state.items())
     if not has_prelu:
         raise WeightsError("only PReLU SRVGGNetCompact weights are supported")
-    kwargs = {"num_in_ch": int(first.shape[1]), "num_out_ch": out_ch,
-              "num_feat": int(first.shape[0]), "num_conv": len(convs) - 2, "act_type": "prelu"}
+    kwargs = {
+        "num_in_ch": int(first.shape[1]),
+        "num_out_ch": out_ch,
+        "num_feat": int(first.shape[0]),
+        "num_conv": len(convs) - 2,
+        "act_type": "prelu",
+    }
     return {**kwargs, "scale": scale}
 
 
 def train_upscaler(
-    catalog: Catalog, out: str | Path, config: UpscalerTrainConfig = UpscalerTrainConfig(),
-    *, progress: bool = False, say: Callable[[str], None] | None = None, command: str = "",
+    catalog: Catalog,
+    out: str | Path,
+    config: UpscalerTrainConfig = UpscalerTrainConfig(),
+    *,
+    progress: bool = False,
+    say: Callable[[str], None] | None = None,
+    command: str = "",
 ) -> UpscalerTrainResult:
     import torch
 
@@ -129,8 +144,13 @@ def train_upscaler(
         kwargs = inferred
     else:
         scale = config.scale
-        kwargs = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": config.num_feat,
-                  "num_conv": config.num_conv, "act_type": "prelu"}
+        kwargs = {
+            "num_in_ch": 3,
+            "num_out_ch": 3,
+            "num_feat": config.num_feat,
+            "num_conv": config.num_conv,
+            "act_type": "prelu",
+        }
     if config.patch % scale:
         raise ConfigError(f"patch {config.patch} is not a multiple of the scale {scale}")
     spec = _spec(config.name, kwargs, scale, sha256=None)
@@ -142,20 +162,28 @@ def train_upscaler(
     ids = catalog.df["id"].astype(str).tolist()
     held = held_out_mask(ids, config.val_fraction, config.seed)
     train_rows, photos, skipped = load_photos(catalog, [i for i, h in enumerate(held) if not h])
-    val_rows, val_photos, _ = load_photos(catalog, [i for i, h in enumerate(held) if h][: config.val_images])
+    val_rows, val_photos, _ = load_photos(
+        catalog, [i for i, h in enumerate(held) if h][: config.val_images]
+    )
     patch = min(config.patch, min(min(p.size) for p in photos) // scale * scale)
-    log(f"{len(train_rows)} training photos ({len(skipped)} unreadable), {len(val_rows)} for "
-        f"validation; {count_params(net)} parameters; {patch} px patches on {device}")
+    log(
+        f"{len(train_rows)} training photos ({len(skipped)} unreadable), {len(val_rows)} for "
+        f"validation; {count_params(net)} parameters; {patch} px patches on {device}"
+    )
     arrays = [torch.from_numpy(np.asarray(p, np.uint8).copy()).permute(2, 0, 1) for p in photos]
     degrader = RealESRGANDegrader(SRDegradeConfig(scale=scale))
-    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                            betas=(0.9, 0.99))
+    opt = torch.optim.AdamW(
+        net.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.99)
+    )
     gen = torch.Generator().manual_seed(config.seed)
     history: list[dict[str, float]] = []
     best = (-float("inf"), 0, {k: v.detach().clone() for k, v in net.state_dict().items()})
+
     def fresh(n: int) -> tuple[Any, Any]:
-        gts = [_patches(arrays, min(config.batch_size, n - i), patch, gen)
-               for i in range(0, n, config.batch_size)]
+        gts = [
+            _patches(arrays, min(config.batch_size, n - i), patch, gen)
+            for i in range(0, n, config.batch_size)
+        ]
         return torch.cat(gts), torch.cat([degrader.degrade(g) for g in gts])
 
     log(f"making a pool of {config.pool_size} degraded training pairs")
@@ -182,15 +210,22 @@ def train_upscaler(
             bar.set_postfix(loss=f"{loss.item():.4f}")
             bar.update(1)
         if (step + 1) % config.val_every == 0 or step + 1 == config.steps:
-            val = validate(net.eval(), val_photos, val_rows, config.val_conditions, scale, config.seed)
+            val = validate(
+                net.eval(), val_photos, val_rows, config.val_conditions, scale, config.seed
+            )
             net.train()
             score = float(np.mean([v["PSNR"] for v in val.values()]))
-            history.append({"step": step + 1, "interval_loss": float(np.mean(interval)),
-                            "val_psnr": score})
+            history.append(
+                {"step": step + 1, "interval_loss": float(np.mean(interval)), "val_psnr": score}
+            )
             log(f"step {step + 1}: L1 {np.mean(interval):.4f}, validation PSNR {score:.2f} dB")
             interval = []
             if score > best[0]:
-                best = (score, step + 1, {k: v.detach().clone() for k, v in net.state_dict().items()})
+                best = (
+                    score,
+                    step + 1,
+                    {k: v.detach().clone() for k, v in net.state_dict().items()},
+                )
     if bar is not None:
         bar.close()
     net.load_state_dict(best[2])
@@ -198,13 +233,24 @@ def train_upscaler(
     final = validate(net, val_photos, val_rows, config.val_conditions, scale, config.seed)
     seconds = time.perf_counter() - started
     folder = Path(out)
-    meta = {"command": command,
-            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
-            "catalog": {"path": str(catalog.source), "sha256": catalog.sha256, "rows": len(catalog),
-                        "train": len(train_rows), "val": len(val_rows)},
-            "steps": config.steps, "best_step": best[1], "seconds": round(seconds, 1),
-            "hardware": hardware(device), "parameters": count_params(net),
-            "history": history, "val": final}
+    meta = {
+        "command": command,
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        "catalog": {
+            "path": str(catalog.source),
+            "sha256": catalog.sha256,
+            "rows": len(catalog),
+            "train": len(train_rows),
+            "val": len(val_rows),
+        },
+        "steps": config.steps,
+        "best_step": best[1],
+        "seconds": round(seconds, 1),
+        "hardware": hardware(device),
+        "parameters": count_params(net),
+        "history": history,
+        "val": final,
+    }
     save_upscaler(net, folder, config.name, kwargs, scale, meta)
     return UpscalerTrainResult(folder, kwargs, config.steps, seconds, best[1], history, final)
 
@@ -250,8 +296,14 @@ def run_network(net: Any, img: Image.Image) -> Image.Image:
     return Image.fromarray((y.permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8))
 
 
-def validate(net: Any, photos: list[Image.Image], rows: list[int], conditions: tuple[str, ...],
-             scale: int, seed: int) -> dict[str, dict[str, float]]:
+def validate(
+    net: Any,
+    photos: list[Image.Image],
+    rows: list[int],
+    conditions: tuple[str, ...],
+    scale: int,
+    seed: int,
+) -> dict[str, dict[str, float]]:
     """Mean PSNR/SSIM of the network and of bicubic against the originals, per condition."""
     out: dict[str, dict[str, float]] = {}
     for ci, name in enumerate(conditions):
@@ -259,16 +311,27 @@ def validate(net: Any, photos: list[Image.Image], rows: list[int], conditions: t
         p_net, p_bic, s_net, s_bic = [], [], [], []
         for img, row in zip(photos, rows, strict=True):
             low = degrade(img, d, np.random.default_rng([seed, ci, row]))
-            for fn, ps, ss in ((lambda x: run_network(net, x), p_net, s_net),
-                               (lambda x: x.resize((x.width * scale, x.height * scale),
-                                                   Image.Resampling.BICUBIC), p_bic, s_bic)):
+            for fn, ps, ss in (
+                (lambda x: run_network(net, x), p_net, s_net),
+                (
+                    lambda x: x.resize(
+                        (x.width * scale, x.height * scale), Image.Resampling.BICUBIC
+                    ),
+                    p_bic,
+                    s_bic,
+                ),
+            ):
                 hi = fn(low)
                 if hi.size != img.size:
                     hi = hi.resize(img.size, Image.Resampling.BICUBIC)
                 ps.append(metrics.psnr(np.asarray(hi), np.asarray(img)))
                 ss.append(metrics.ssim(np.asarray(hi), np.asarray(img)))
-        out[name] = {"PSNR": float(np.mean(p_net)), "PSNR_bicubic": float(np.mean(p_bic)),
-                     "SSIM": float(np.mean(s_net)), "SSIM_bicubic": float(np.mean(s_bic))}
+        out[name] = {
+            "PSNR": float(np.mean(p_net)),
+            "PSNR_bicubic": float(np.mean(p_bic)),
+            "SSIM": float(np.mean(s_net)),
+            "SSIM_bicubic": float(np.mean(s_bic)),
+        }
     return out
 
 
@@ -283,16 +346,32 @@ def _bar(total: int, enabled: bool) -> Any:
 # ----------------------------------------------------------------------------- model folders
 
 
-def _spec(name: str, kwargs: dict[str, Any], scale: int, sha256: str | None,
-          description: str = "") -> Any:
+def _spec(
+    name: str, kwargs: dict[str, Any], scale: int, sha256: str | None, description: str = ""
+) -> Any:
     from searchcore.upscale import UpscalerSpec
 
-    return UpscalerSpec(name=name, arch="srvgg", arch_kwargs=dict(kwargs), scale=scale, url=None,
-                        sha256=sha256, filename=WEIGHTS_FILE, description=description)
+    return UpscalerSpec(
+        name=name,
+        arch="srvgg",
+        arch_kwargs=dict(kwargs),
+        scale=scale,
+        url=None,
+        sha256=sha256,
+        filename=WEIGHTS_FILE,
+        description=description,
+    )
 
 
-def save_upscaler(net: Any, folder: Path, name: str, kwargs: dict[str, Any], scale: int,
-                  meta: dict[str, Any], card: str | None = None) -> Path:
+def save_upscaler(
+    net: Any,
+    folder: Path,
+    name: str,
+    kwargs: dict[str, Any],
+    scale: int,
+    meta: dict[str, Any],
+    card: str | None = None,
+) -> Path:
     """Write weights (fp32 safetensors: the compact model is a few hundred KB), config, card."""
     from safetensors.torch import save_file
 
@@ -303,9 +382,15 @@ def save_upscaler(net: Any, folder: Path, name: str, kwargs: dict[str, Any], sca
     tmp = folder / f".{WEIGHTS_FILE}.tmp"
     save_file(state, str(tmp))
     tmp.replace(folder / WEIGHTS_FILE)
-    config = {"format_version": FORMAT_VERSION, "name": name, "arch": "srvgg",
-              "arch_kwargs": kwargs, "scale": scale, "weights": WEIGHTS_FILE,
-              "sha256": file_sha256(folder / WEIGHTS_FILE)}
+    config = {
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "arch": "srvgg",
+        "arch_kwargs": kwargs,
+        "scale": scale,
+        "weights": WEIGHTS_FILE,
+        "sha256": file_sha256(folder / WEIGHTS_FILE),
+    }
     write_json_atomic(folder / CONFIG_FILE, config)
     write_json_atomic(folder / "training.json", meta)
     (folder / "README.md").write_text(card or upscaler_card(config, meta), encoding="utf-8")
@@ -334,5 +419,11 @@ def build_upscaler_from_dir(folder: str | Path, settings: Settings | None = None
 
     s = settings or Settings()
     spec, weights = load_upscaler_dir(folder)
-    return RealESRGANUpscaler(spec, weights, tile=s.upscale.tile, device=s.device,
-                              max_input_side=s.upscale.max_input_side, threads=s.threads)
+    return RealESRGANUpscaler(
+        spec,
+        weights,
+        tile=s.upscale.tile,
+        device=s.device,
+        max_input_side=s.upscale.max_input_side,
+        threads=s.threads,
+    )
