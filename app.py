@@ -38,7 +38,7 @@ from searchcore.config import UPSCALE_MODES, ImageLimits, Settings
 from searchcore.engine import SearchEngine, SearchResult
 from searchcore.errors import SearchError
 from searchcore.query import ALL_CATEGORIES as ALL
-from searchcore.query import MAX_RESULTS, MAX_TEXT, Query
+from searchcore.query import MAX_RESULTS, MAX_TEXT, Query, answer
 from searchcore.webguard import ServedImages, UploadGuard, upload_path
 
 ROOT = Path(__file__).resolve().parent
@@ -152,13 +152,7 @@ class Page:
         return result, self.gate.threshold(path is not None, bool(text), query.text_weight)
 
     def api(self, result: SearchResult, threshold: float) -> dict[str, Any]:
-        out = result.to_dict()
-        for hit, row in zip(result.hits, out["results"], strict=True):
-            row["image"] = hit.fields.get("image", "")  # catalog-relative, not a server path
-        best = result.best_score
-        out["good_match"] = best is not None and best >= threshold
-        out["min_score"] = round(threshold, 6)
-        return out
+        return answer(result, threshold)
 
     # -- API endpoints (JSON) -----------------------------------------------------------------
     def search_image(

@@ -43,6 +43,15 @@ if str(ROOT) not in sys.path:  # `python benchmarks/x.py` from anywhere finds se
     sys.path.insert(0, str(ROOT))
 
 
+def launched_app(*args: Any, **kwargs: Any) -> Any:
+    """The tests' launcher of ``app.py`` (tests/harness.py): one for tests and benchmarks."""
+    if str(ROOT / "tests") not in sys.path:
+        sys.path.insert(0, str(ROOT / "tests"))
+    from harness import launched_app as launch
+
+    return launch(*args, **kwargs)
+
+
 # --------------------------------------------------------------------------- arguments
 
 

@@ -209,8 +209,6 @@ def running_app(
     """``python app.py --port N`` on the benchmark's index; yields a gradio_client Client."""
     from gradio_client import Client
 
-    from searchcore.testing import launched_app
-
     env = {
         **os.environ,
         "SEARCHCORE_CATALOG": str(C.demo_catalog(args.work)),
@@ -222,7 +220,7 @@ def running_app(
     }
     if weights is not None:
         env["SEARCHCORE_UPSCALER_WEIGHTS"] = str(weights)
-    with launched_app(env=env, log=log_path, cwd=C.ROOT, timeout=args.app_timeout) as app:
+    with C.launched_app(env=env, log=log_path, cwd=C.ROOT, timeout=args.app_timeout) as app:
         yield Client(app.url, verbose=False)
 
 

@@ -20,8 +20,6 @@ import _common as C
 import numpy as np
 import psutil
 
-from searchcore.testing import launched_app
-
 
 def _folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
@@ -55,7 +53,7 @@ def main() -> None:
         "GRADIO_TEMP_DIR": str(uploads),
         "GRADIO_ANALYTICS_ENABLED": "False",
     }
-    with launched_app(env=env, log=tmp / "app.log", cwd=C.ROOT, timeout=600) as app:
+    with C.launched_app(env=env, log=tmp / "app.log", cwd=C.ROOT, timeout=600) as app:
         url = app.url
         time.sleep(2)
         server = psutil.Process(app.process.pid)

@@ -28,9 +28,10 @@ import numpy as np
 from searchcore import __version__
 from searchcore.catalog import Catalog
 from searchcore.config import IndexSettings
+from searchcore.console import progress_bar
 from searchcore.embed import Embedder
 from searchcore.errors import ConfigError, ImageError, SearchError
-from searchcore.fsutil import folder_lock
+from searchcore.fsutil import folder_lock, relative
 from searchcore.images import DRAFT, decode_image
 from searchcore.index import HnswIndex, commit_folder, current_manifest
 from searchcore.store import is_milvus
@@ -72,7 +73,7 @@ def catalog_meta(catalog: Catalog, folder: Path | None) -> dict[str, Any]:
     rel = None
     if src is not None and folder is not None:
         try:
-            rel = str(Path(_relpath(src, folder.resolve())))
+            rel = str(Path(relative(src, folder)))
         except ValueError:
             rel = None
     return {
@@ -82,12 +83,6 @@ def catalog_meta(catalog: Catalog, folder: Path | None) -> dict[str, Any]:
         "rows": len(catalog),
         "column_map": [list(p) for p in catalog.column_map],
     }
-
-
-def _relpath(target: Path, start: Path) -> str:
-    import os
-
-    return os.path.relpath(target, start)
 
 
 def build_index(
@@ -252,7 +247,7 @@ def _embed_rows(
 ) -> list[dict[str, Any]]:
     skipped: list[dict[str, Any]] = []
     ids = catalog.df["id"].tolist()
-    bar = _progress(len(rows), progress)
+    bar = progress_bar(len(rows), "indexing", "img", progress)
     lanes = _lanes(embedder) if lanes is None else max(1, lanes)
     if lanes > 1:
         embedded = _in_lanes(catalog, embedder, rows, batch_size, lanes)
@@ -263,10 +258,8 @@ def _embed_rows(
             skipped.append({"row": row, "id": ids[row], "reason": reason})
         if labels:
             add(vectors, np.asarray(labels))
-        if bar is not None:
-            bar.update(len(labels) + len(failures))
-    if bar is not None:
-        bar.close()
+        bar.update(len(labels) + len(failures))
+    bar.close()
     return skipped
 
 
@@ -402,11 +395,3 @@ def _stack(tensors: list[Any]) -> Any:
     import torch
 
     return torch.stack(tensors)
-
-
-def _progress(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="img", desc="indexing", dynamic_ncols=True)

@@ -340,7 +340,9 @@ def _parse_shard(text: str) -> tuple[int, int]:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from searchcore.calibrate import calibrate
     from searchcore.engine import Filters
+    from searchcore.query import answer
     from searchcore.service import open_engine
 
     images = list(args.image)
@@ -357,6 +359,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         args, milvus_collection=args.collection, **({"upscale": upscale} if upscale else {})
     )
     engine = open_engine(settings, args.index)
+    gate = calibrate(engine, args.index)  # "no good match": cached in the index folder
     filters = Filters(category=args.category, min_price=args.min_price, max_price=args.max_price)
     queries: list[dict] = [{"image": p, "label": str(p)} for p in images] or [
         {"image": None, "label": args.text}
@@ -379,11 +382,15 @@ def cmd_search(args: argparse.Namespace) -> int:
             out = {"query": q["label"], "error": str(exc)}
             print(json.dumps(out) if args.json else f"{q['label']}: error: {exc}", flush=True)
             continue
-        print(json.dumps(result.to_dict()) if args.json else _format(result), flush=True)
+        threshold = gate.threshold(q["image"] is not None, bool(args.text), args.text_weight)
+        print(
+            json.dumps(answer(result, threshold)) if args.json else _format(result, threshold),
+            flush=True,
+        )
     return 1 if failed else 0
 
 
-def _format(result) -> str:
+def _format(result, threshold: float | None = None) -> str:
     lines = [f"query: {result.query}"]
     if result.decision is not None:
         lines.append(f"upscaled: {'yes' if result.upscaled else 'no'} ({result.decision.reason})")
@@ -393,6 +400,8 @@ def _format(result) -> str:
         lines.append(f"{h.rank:>3}  {h.score:6.3f}  {h.id:<12} {h.title}{price}")
     if not result.hits:
         lines.append("  no products match")
+    elif threshold is not None and result.hits[0].score < threshold:
+        lines.append(f"  no good match: a good match scores at least {threshold:.3f}")
     lines.append("timings (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings_ms.items()))
     return "\n".join(lines)
 

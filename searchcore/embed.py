@@ -33,8 +33,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
-from searchcore.errors import ConfigError, WeightsError
-from searchcore.fsutil import is_regular_file, read_json
+from searchcore.errors import ConfigError, WeightsError, first_line
+from searchcore.fsutil import atomic_write, is_regular_file, read_json
 
 PACKAGE_CONFIGS = Path(__file__).with_name("model_configs")
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -369,7 +369,7 @@ def load_embedder(
     from searchcore._compat import hf_hub_offline
 
     parsed = ModelSpec.parse(spec)
-    device = _pick_device(device)
+    device = pick_device(device)
     import open_clip
 
     _ensure_package_configs()
@@ -422,7 +422,7 @@ def load_embedder(
                 "folder)"
             )
         )
-        raise WeightsError(f"cannot load model {spec!r}: {_first_line(exc)}{offline}") from None
+        raise WeightsError(f"cannot load model {spec!r}: {first_line(exc)}{offline}") from None
     return ClipEmbedder(
         model, preprocess, tokenizer, spec=spec, device=device, batch_size=batch_size
     )
@@ -448,7 +448,8 @@ def _check_local_dir(folder: Path) -> None:
         )
 
 
-def _pick_device(device: str) -> str:
+def pick_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is present, else ``cpu``; refuse a missing GPU."""
     import torch
 
     if device == "auto":
@@ -456,11 +457,6 @@ def _pick_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("device cuda requested but no GPU is available")
     return device
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
 def save_model(
@@ -493,9 +489,7 @@ def save_model(
         k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
         for k, v in embedder.model.state_dict().items()
     }
-    tmp = folder / ".open_clip_model.safetensors.tmp"
-    save_file(state, str(tmp))
-    tmp.replace(folder / "open_clip_model.safetensors")
+    atomic_write(folder / "open_clip_model.safetensors", lambda tmp: save_file(state, str(tmp)))
     write_json_atomic(
         folder / "open_clip_config.json", {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
     )

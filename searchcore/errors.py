@@ -7,6 +7,13 @@ Every message says what went wrong and, where there is one, the command that fix
 from __future__ import annotations
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception as one short line (third-party messages run to pages)."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class SearchError(Exception):
     """Base class of every error the core raises on purpose."""
 

@@ -16,7 +16,7 @@ import json
 import os
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -74,6 +74,11 @@ def read_regular(path: str | Path, max_bytes: int) -> bytes:
     return data
 
 
+def relative(path: str | Path, start: str | Path) -> str:
+    """``path`` relative to ``start``, both resolved first (links followed)."""
+    return os.path.relpath(Path(path).resolve(), Path(start).resolve())
+
+
 def is_regular_file(path: str | Path) -> bool:
     """True for a regular file (links followed); False for anything else or nothing."""
     try:
@@ -92,18 +97,27 @@ def file_sha256(path: Path, extra: bytes = b"") -> str:
     return h.hexdigest()
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Temp file in the same folder, fsync, rename, fsync the folder: all or nothing."""
+def atomic_write(path: Path, data: bytes | Callable[[Path], object]) -> None:
+    """Write ``path`` all or nothing: a temp file beside it (``.NAME.<uuid>.tmp``), fsync,
+    rename, fsync the folder. ``data`` is the bytes, or a function that writes the temp path
+    (a library's own saver: safetensors, pandas)."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
+        if callable(data):
+            data(tmp)
+        else:
+            tmp.write_bytes(data)
+        fsync_file(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """JSON (indented, sorted keys) through :func:`atomic_write`."""
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True).encode("utf-8"))
 
 
 def fsync_file(path: Path) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from searchcore.config import ImageLimits
-from searchcore.errors import ImageError
+from searchcore.errors import ImageError, first_line
 from searchcore.fsutil import FileTooLargeError, read_regular
 
 # Only well-known raster formats: Pillow can also open EPS (which runs Ghostscript), PSD, ICNS
@@ -84,7 +84,7 @@ def decode_image(
         except UnidentifiedImageError:
             raise ImageError(f"not an image, or not a supported format ({SUPPORTED})") from None
         except (OSError, ValueError, SyntaxError, EOFError) as exc:
-            raise ImageError(f"image is damaged or truncated ({_short(exc)})") from None
+            raise ImageError(f"image is damaged or truncated ({first_line(exc, 120)})") from None
         except Exception as exc:
             raise ImageError(f"image could not be decoded ({type(exc).__name__})") from None
         return _normalise(img, limits, owned=True)
@@ -102,14 +102,16 @@ def _normalise(img: Image.Image, limits: ImageLimits, *, owned: bool) -> Image.I
             ImageOps.exif_transpose(img, in_place=True)
         else:
             img = ImageOps.exif_transpose(img)
-        return _to_rgb(img)
+        return to_rgb(img)
     except ImageError:
         raise
     except Exception as exc:
-        raise ImageError(f"image could not be decoded ({_short(exc)})") from None
+        raise ImageError(f"image could not be decoded ({first_line(exc, 120)})") from None
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB: 16-bit and float scaled, transparency composited on white (product photos
+    are shot on white, and cut-outs belong on a shop page's white, not on hidden colours)."""
     mode = img.mode
     if mode == "RGB":
         return img.copy() if img.readonly else img
@@ -144,8 +146,3 @@ def _check_size(size: tuple[int, int], limits: ImageLimits) -> None:
 
 def _too_big(n: int, limits: ImageLimits) -> str:
     return f"file is too large: {n / 1e6:.1f} MB (at most {limits.max_bytes / 1e6:.0f} MB)"
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:120]

@@ -51,7 +51,7 @@ from searchcore.catalog import MAX_FIELD, REQUIRED, Catalog, image_path_problem,
 from searchcore.config import Settings
 from searchcore.engine import SearchEngine
 from searchcore.errors import CatalogError, IndexMismatchError, SearchError
-from searchcore.fsutil import file_sha256, folder_lock, fsync_dir, fsync_file, is_regular_file
+from searchcore.fsutil import atomic_write, file_sha256, folder_lock, is_regular_file, relative
 from searchcore.images import decode_image
 from searchcore.index import (
     MANIFEST,
@@ -261,11 +261,7 @@ class LiveShop:
         target = self.catalog.root / rel
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.tmp")
-            tmp.write_bytes(data)
-            fsync_file(tmp)
-            tmp.replace(target)
-            fsync_dir(target.parent)
+            atomic_write(target, data)
         except OSError as exc:
             raise SearchError(
                 f"cannot store the photo in {target.parent}: {exc.strerror or exc}"
@@ -281,10 +277,7 @@ class LiveShop:
         data = new_df.to_csv(index=False).encode("utf-8")
         sha = _sha(data + b"[]")  # the same hash load_catalog computes (file bytes + mapping)
         snapshot = self.folder / f"catalog-{sha[:16]}.csv"
-        tmp = snapshot.with_name(f".{snapshot.name}.{uuid.uuid4().hex}.tmp")
-        tmp.write_bytes(data)
-        fsync_file(tmp)
-        tmp.replace(snapshot)
+        atomic_write(snapshot, data)
         self.catalog.df = new_df  # rows first: a reader never sees a label without its row
         try:
             if change is not None:
@@ -293,7 +286,7 @@ class LiveShop:
             meta["catalog"] = {
                 **catalog_meta(self.catalog, None),
                 "snapshot": snapshot.name,
-                "root": _relative(self.catalog.root, self.folder),
+                "root": relative(self.catalog.root, self.folder),
                 "sha256": sha,
                 "rows": len(new_df),
                 "column_map": [],
@@ -468,12 +461,6 @@ def _extend_columns(df: pd.DataFrame, rows: list[Mapping[str, str]]) -> pd.DataF
     for col in dict.fromkeys(extra):
         df[col] = ""
     return df
-
-
-def _relative(path: Path, start: Path) -> str:
-    import os
-
-    return os.path.relpath(path.resolve(), start.resolve())
 
 
 def _sha(data: bytes) -> str:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from searchcore.errors import ConfigError, IndexMismatchError, SearchError
+from searchcore.errors import ConfigError, IndexMismatchError, SearchError, first_line
 from searchcore.store import Filters, Neighbours
 
 PROPERTY = "searchcore.manifest"
@@ -46,7 +46,7 @@ def connect(uri: str, token: str | None = None) -> Any:
     try:
         return MilvusClient(uri=uri, token=token or "")
     except Exception as exc:
-        raise SearchError(f"cannot connect to Milvus at {uri}: {_first_line(exc)}") from None
+        raise SearchError(f"cannot connect to Milvus at {uri}: {first_line(exc)}") from None
 
 
 def _key(text: object) -> str:
@@ -142,7 +142,7 @@ class MilvusStore:
             )
         except Exception as exc:
             raise SearchError(
-                f"cannot create Milvus collection {collection!r}: {_first_line(exc)}"
+                f"cannot create Milvus collection {collection!r}: {first_line(exc)}"
             ) from None
         return cls(client, collection, dim, ef_search=ef_search, index_type=index_type, uri=uri)
 
@@ -360,8 +360,3 @@ def _price(text: object) -> float | None:
     except ValueError:
         return None
     return value if np.isfinite(value) and value >= 0 else None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]

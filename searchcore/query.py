@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from searchcore.config import UPSCALE_MODES
 from searchcore.errors import ConfigError
 from searchcore.store import Filters
+
+if TYPE_CHECKING:
+    from searchcore.engine import SearchResult
 
 ALL_CATEGORIES = "All categories"
 MAX_RESULTS = 48
@@ -69,6 +72,19 @@ class Query:
             max_price=high,
         )
         return cls(text=text, text_weight=weight, k=_count(k), filters=filters, upscale=mode)
+
+
+def answer(result: SearchResult, threshold: float) -> dict[str, Any]:
+    """The answer's JSON, one definition for the page's API and the CLI's ``--json``:
+    ``{"query", "results": [{"id", "title", "price", ..., "image", "score", "rank"}],
+    "upscaled", "upscale", "timings_ms", "notes", "good_match", "min_score"}``. ``image`` is
+    relative to the catalog; ``good_match`` says whether the best hit reaches ``threshold``
+    (see :mod:`searchcore.calibrate`)."""
+    out = result.to_dict()
+    best = result.best_score
+    out["good_match"] = best is not None and best >= threshold
+    out["min_score"] = round(threshold, 6)
+    return out
 
 
 def _text(value: Any, name: str, limit: int) -> str:

@@ -17,7 +17,6 @@ and its picture from ``default_rng([seed, i, 1])``, so rendering order cannot ma
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -29,9 +28,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
-from tqdm.auto import tqdm
 
 from searchcore.config import usable_cpus
+from searchcore.console import progress_bar
+from searchcore.fsutil import atomic_write
 
 RGB = tuple[int, int, int]
 
@@ -894,7 +894,7 @@ def _workers(n: int) -> int:
 
 
 def _draw_all(jobs: list[tuple[dict[str, str], int, int, int, str]], progress: bool) -> None:
-    bar = tqdm(total=len(jobs), desc="drawing products", unit="img", disable=not progress)
+    bar = progress_bar(len(jobs), "drawing products", "img", progress)
     workers = _workers(len(jobs))
     if workers > 1:
         # Each product has its own rng, so the pool's output is byte-identical to serial.
@@ -933,7 +933,5 @@ def generate_catalog(
     # The CSV is written last and atomically: its presence means the shop is complete.
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     csv_path = out / "products.csv"
-    tmp = csv_path.with_name(f".{csv_path.name}.{os.getpid()}.tmp")
-    frame.to_csv(tmp, index=False, lineterminator="\n")
-    tmp.replace(csv_path)
+    atomic_write(csv_path, lambda tmp: frame.to_csv(tmp, index=False, lineterminator="\n"))
     return csv_path

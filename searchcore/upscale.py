@@ -33,8 +33,9 @@ from PIL import Image
 
 from searchcore._compat import patch_torchvision_for_basicsr
 from searchcore.config import UPSCALE_MODES, Settings, UpscaleSettings
-from searchcore.errors import ConfigError, UpscaleError, WeightsError
+from searchcore.errors import ConfigError, UpscaleError, WeightsError, first_line
 from searchcore.fsutil import file_sha256, is_regular_file, read_json
+from searchcore.images import to_rgb
 
 if TYPE_CHECKING:
     import torch
@@ -344,7 +345,7 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         if "Unsupported global" in str(exc):
             why = "it holds Python objects besides tensors (refused: loading them could run code)"
         elif isinstance(exc, OSError):
-            why = _first_line(exc)
+            why = first_line(exc)
         else:
             why = "corrupt, truncated or not a weights file"
         raise WeightsError(f"cannot load upscaler weights {path}: {why}") from exc
@@ -370,11 +371,6 @@ def _clip(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return _clip(lines[0] if lines else type(exc).__name__)
-
-
 def _build_network(spec: UpscalerSpec) -> torch.nn.Module:
     patch_torchvision_for_basicsr()  # must run before the first basicsr/realesrgan import
     if spec.arch == "srvgg":
@@ -395,7 +391,7 @@ def _load_network(spec: UpscalerSpec, weights: Path) -> torch.nn.Module:
     except RuntimeError as exc:
         # torch lists every missing key and mismatched shape; keep the first problem only.
         lines = [s.strip() for s in str(exc).splitlines()[1:] if s.strip()]
-        detail = _clip(lines[0]) if lines else _first_line(exc)
+        detail = _clip(lines[0]) if lines else first_line(exc)
         raise WeightsError(
             f"upscaler weights {weights} do not fit {spec.name} ({spec.arch}, x{spec.scale}): "
             f"{detail}"
@@ -416,18 +412,6 @@ class Upscaler(Protocol):
     def scale(self) -> int: ...
 
     def upscale(self, img: Image.Image) -> Image.Image: ...
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        # Product cut-outs are usually transparent PNGs: put them on white, as a shop page
-        # would, rather than on whatever colour hides under the transparent pixels.
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")
 
 
 def _shrink_to(img: Image.Image, max_side: int) -> Image.Image:
@@ -494,10 +478,10 @@ class RealESRGANUpscaler:
 
         if self.threads is not None:
             torch.set_num_threads(self.threads)
-        from searchcore.embed import _pick_device
+        from searchcore.embed import pick_device
 
         net = _load_network(self.spec, self.weights)
-        device = torch.device(_pick_device(self.device))  # "auto": the GPU when there is one
+        device = torch.device(pick_device(self.device))  # "auto": the GPU when there is one
         net = net.to(device)
         half = device.type == "cuda"  # fp16 is slow or unsupported on CPU
         if half:
@@ -533,7 +517,7 @@ class RealESRGANUpscaler:
         self.load()
         import torch
 
-        rgb = _shrink_to(_to_rgb(img), self.max_input_side)
+        rgb = _shrink_to(to_rgb(img), self.max_input_side)
         bgr = np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8)[:, :, ::-1])
         engine = self._engine
         with self._run_lock:
@@ -547,7 +531,7 @@ class RealESRGANUpscaler:
             except Exception as exc:  # anything from the network is an upscale failure
                 raise UpscaleError(
                     f"{self.name} could not upscale a {rgb.width}x{rgb.height} image: "
-                    f"{_first_line(exc)}"
+                    f"{first_line(exc)}"
                 ) from exc
         return Image.fromarray(np.ascontiguousarray(out[:, :, ::-1]), "RGB")
 
@@ -569,7 +553,7 @@ class _RaisingForward:
         try:
             return self.net(x)
         except RuntimeError as exc:
-            raise UpscaleError(f"upscaling network failed: {_first_line(exc)}") from exc
+            raise UpscaleError(f"upscaling network failed: {first_line(exc)}") from exc
 
 
 class BicubicUpscaler:
@@ -589,7 +573,7 @@ class BicubicUpscaler:
         return self._scale
 
     def upscale(self, img: Image.Image) -> Image.Image:
-        rgb = _to_rgb(img)
+        rgb = to_rgb(img)
         return rgb.resize(
             (rgb.width * self._scale, rgb.height * self._scale), Image.Resampling.BICUBIC
         )
@@ -696,7 +680,7 @@ def load_upscaler_folder(folder: str | Path) -> tuple[UpscalerSpec, Path]:
     except FileNotFoundError:
         raise WeightsError(f"upscaler folder {folder} has no {FOLDER_CONFIG}") from None
     except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
-        raise WeightsError(f"{path} is not a valid upscaler config ({_first_line(exc)})") from None
+        raise WeightsError(f"{path} is not a valid upscaler config ({first_line(exc)})") from None
     if not is_regular_file(weights):
         raise WeightsError(f"upscaler weights {weights} are missing")
     if _sha256(weights) != spec.sha256:

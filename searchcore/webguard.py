@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from searchcore.errors import ConfigError
-from searchcore.fsutil import FileTooLargeError, is_regular_file, read_regular
+from searchcore.fsutil import FileTooLargeError, atomic_write, is_regular_file, read_regular
 
 PHOTO_DID_NOT_ARRIVE = "The photo did not arrive; please upload it again."
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
@@ -114,9 +114,7 @@ class ServedImages:
                     return str(target)
             data = read_regular(source, self.max_bytes)  # regular files only, bounded
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, target)
+            atomic_write(target, data)
         except (OSError, FileTooLargeError):
             return None
         with self._lock:

@@ -25,7 +25,7 @@ def running_app(
     shop: dict[str, Path], *args: str, log_name: str = "app.log"
 ) -> Iterator[tuple[str, Path]]:
     """``python app.py`` on a free port; yields its URL and log file, and stops it afterwards."""
-    from searchcore.testing import launched_app
+    from harness import launched_app
 
     base = shop["base"]
     env = {

@@ -84,6 +84,9 @@ def test_text_search_json(shop, capsys) -> None:
     assert code == 0
     (line,) = _json_lines(capsys.readouterr().out)
     assert line["query"] == "red sneakers with white soles"
+    # the same answer as the page's API, "no good match" included (calibrated, then cached)
+    assert isinstance(line["good_match"], bool) and isinstance(line["min_score"], float)
+    assert (shop["index"] / "calibration.json").is_file()
     assert len(line["results"]) == 10
     assert [r["rank"] for r in line["results"]] == list(range(1, 11))
     assert {"id", "title", "score", "rank"} <= set(line["results"][0])

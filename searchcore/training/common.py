@@ -22,17 +22,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def pick_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is present, else ``cpu``; refuse a missing GPU."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device cuda requested but no GPU is available")
-    return device
-
-
 def autocast_dtype(precision: str, device: str) -> Any:
     """The dtype to autocast to (None: plain fp32) for ``precision`` = fp32, bf16 or auto.
 

@@ -34,14 +34,14 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from searchcore.catalog import Catalog
-from searchcore.embed import ModelSpec
+from searchcore.console import progress_bar
+from searchcore.embed import ModelSpec, pick_device
 from searchcore.errors import ConfigError, SearchError
 from searchcore.training.common import (
     autocast_dtype,
     count_params,
     hardware,
     lr_at,
-    pick_device,
     seed_everything,
 )
 from searchcore.training.data import attribute_columns, held_out_mask, load_photos, training_text
@@ -420,7 +420,7 @@ def finetune(
     do_val = int(held.sum()) >= 2  # retrieval needs at least two held-out products
     history: list[dict[str, Any]] = []
     best: tuple[float, int, dict[str, Any] | None] = (-1.0, 0, None)
-    bar = _bar(total, progress)
+    bar = progress_bar(total, "fine-tuning", "step", progress)
     step, stale = 0, 0
     try:
         for epoch in range(config.epochs):
@@ -457,9 +457,8 @@ def finetune(
                     model.logit_scale.clamp_(0, math.log(100))
                 losses.append(float(loss.item()))
                 step += 1
-                if bar is not None:
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}")
-                    bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}")
+                bar.update(1)
                 if step >= total:
                     break
             entry: dict[str, Any] = {
@@ -491,8 +490,7 @@ def finetune(
                 break
     finally:
         data.close()
-        if bar is not None:
-            bar.close()
+        bar.close()
     assert best[2] is not None
     model.load_state_dict(best[2])
     if conv:
@@ -562,14 +560,6 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
         if isinstance(v, dict):
             out[f"similar_{col}_P@10"] = v["P@10"]
     return out
-
-
-def _bar(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="step", desc="fine-tuning", dynamic_ncols=True)
 
 
 def trained_rows(model_spec: str, catalog: Catalog) -> tuple[list[int], str]:

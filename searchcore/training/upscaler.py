@@ -27,11 +27,12 @@ from PIL import Image
 
 from searchcore.catalog import Catalog
 from searchcore.config import Settings
-from searchcore.embed import ASSETS
+from searchcore.console import progress_bar
+from searchcore.embed import ASSETS, pick_device
 from searchcore.errors import ConfigError, WeightsError
-from searchcore.fsutil import file_sha256, write_json_atomic
+from searchcore.fsutil import atomic_write, file_sha256, write_json_atomic
 from searchcore.training import metrics
-from searchcore.training.common import count_params, hardware, lr_at, pick_device, seed_everything
+from searchcore.training.common import count_params, hardware, lr_at, seed_everything
 from searchcore.training.data import held_out_mask, load_photos
 from searchcore.training.degrade import DEFAULT_CONDITIONS, Degradation, degrade
 
@@ -188,7 +189,7 @@ def train_upscaler(
 
     log(f"making a pool of {config.pool_size} degraded training pairs")
     pool_gt, pool_lq = fresh(config.pool_size)
-    bar = _bar(config.steps, progress)
+    bar = progress_bar(config.steps, "training upscaler", "step", progress)
     interval: list[float] = []
     ring = 0
     for step in range(config.steps):
@@ -206,9 +207,8 @@ def train_upscaler(
         loss.backward()
         opt.step()
         interval.append(float(loss.item()))
-        if bar is not None:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        bar.update(1)
         if (step + 1) % config.val_every == 0 or step + 1 == config.steps:
             val = validate(
                 net.eval(), val_photos, val_rows, config.val_conditions, scale, config.seed
@@ -226,8 +226,7 @@ def train_upscaler(
                     step + 1,
                     {k: v.detach().clone() for k, v in net.state_dict().items()},
                 )
-    if bar is not None:
-        bar.close()
+    bar.close()
     net.load_state_dict(best[2])
     net = net.eval().cpu()
     final = validate(net, val_photos, val_rows, config.val_conditions, scale, config.seed)
@@ -335,14 +334,6 @@ def validate(
     return out
 
 
-def _bar(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="step", desc="training upscaler", dynamic_ncols=True)
-
-
 # ----------------------------------------------------------------------------- model folders
 
 
@@ -379,9 +370,7 @@ def save_upscaler(
 
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}
-    tmp = folder / f".{WEIGHTS_FILE}.tmp"
-    save_file(state, str(tmp))
-    tmp.replace(folder / WEIGHTS_FILE)
+    atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
     config = {
         "format_version": FORMAT_VERSION,
         "name": name,

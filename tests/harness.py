@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-# app.py sits beside the package in a source checkout (the only place it is launched from)
+# app.py sits at the root of a source checkout, beside tests/
 APP = Path(__file__).resolve().parents[1] / "app.py"
 
 
