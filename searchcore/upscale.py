@@ -371,7 +371,7 @@ def _clip(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _build_network(spec: UpscalerSpec) -> torch.nn.Module:
+def build_network(spec: UpscalerSpec) -> torch.nn.Module:
     patch_torchvision_for_basicsr()  # must run before the first basicsr/realesrgan import
     if spec.arch == "srvgg":
         from realesrgan.archs.srvgg_arch import SRVGGNetCompact
@@ -385,7 +385,7 @@ def _build_network(spec: UpscalerSpec) -> torch.nn.Module:
 def _load_network(spec: UpscalerSpec, weights: Path) -> torch.nn.Module:
     """The network of ``spec`` with ``weights`` loaded strictly (every key, every shape)."""
     state = load_state_dict(weights)
-    net = _build_network(spec)
+    net = build_network(spec)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -52,3 +52,55 @@ def test_ruff_format_is_clean() -> None:
         check=False,
     )
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+
+
+def _imports() -> dict[str, list[tuple[str, str]]]:
+    """Each searchcore module -> the (module, name) pairs it imports from searchcore, lazy
+    imports inside functions included."""
+    import ast
+
+    modules = {}
+    for path in (ROOT / "searchcore").rglob("*.py"):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        modules[name] = path
+    found: dict[str, list[tuple[str, str]]] = {}
+    for name, path in modules.items():
+        pairs = []
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("searchcore"):
+                for alias in node.names:
+                    sub = f"{node.module}.{alias.name}"
+                    pairs.append((sub if sub in modules else node.module, alias.name))
+            elif isinstance(node, ast.Import):
+                pairs += [(a.name, "") for a in node.names if a.name in modules]
+        found[name] = [(m, n) for m, n in pairs if m in modules]
+    return found
+
+
+def test_no_import_cycles() -> None:
+    graph = {m: {t for t, _ in pairs if t != m} for m, pairs in _imports().items()}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(graph[module]):
+            if state.get(target) == 1:
+                cycle = [*path[path.index(target) :], target] if target in path else [target]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if target not in state:
+                visit(target, [*path, target])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+
+
+def test_no_private_names_imported_across_modules() -> None:
+    crossing = [
+        f"{m} imports {t}.{n}"
+        for m, pairs in _imports().items()
+        for t, n in pairs
+        if n.startswith("_") and not n.startswith("__") and t != m
+    ]
+    assert crossing == []

@@ -13,8 +13,9 @@ import json
 import numpy as np
 import pytest
 
+from searchcore.config import Settings
 from searchcore.embed import DEFAULT_MODEL_DIR, ModelSpec, load_embedder
-from searchcore.training.upscaler import SHIPPED_UPSCALER_DIR, load_shipped_spec
+from searchcore.upscale import SHIPPED_UPSCALER_DIR, build_upscaler, load_upscaler_folder
 
 ASSETS = DEFAULT_MODEL_DIR.parents[1]
 pytestmark = [
@@ -78,11 +79,11 @@ def test_shipped_clip_finds_products_in_a_fresh_shop(fresh_shop) -> None:
 def test_shipped_upscaler_beats_bicubic(fresh_shop) -> None:
     from searchcore.training.degrade import DEFAULT_CONDITIONS
     from searchcore.training.evaluate import EvalConfig, Strategy, evaluate
-    from searchcore.training.upscaler import build_upscaler_from_dir
 
-    spec, weights = load_shipped_spec()
+    spec, weights = load_upscaler_folder(SHIPPED_UPSCALER_DIR)
     assert spec.arch == "srvgg" and spec.scale == 4 and weights.stat().st_size < 2 * 2**20
-    up = build_upscaler_from_dir(SHIPPED_UPSCALER_DIR)
+    up = build_upscaler(Settings())  # "default" is the shipped folder
+    assert up.name == spec.name
     config = EvalConfig(
         conditions=(("x4", DEFAULT_CONDITIONS["x4"]), ("x4-blur", DEFAULT_CONDITIONS["x4-blur"])),
         max_queries=1,

@@ -336,14 +336,9 @@ def test_finetune_is_deterministic_and_locks_towers(
 
 
 def test_train_upscaler_learns_and_round_trips(demo_shop: Path, tmp_path: Path) -> None:
-    from searchcore.training.upscaler import (
-        UpscalerTrainConfig,
-        build_upscaler_from_dir,
-        infer_srvgg_kwargs,
-        load_upscaler_dir,
-        train_upscaler,
-    )
-    from searchcore.upscale import load_state_dict
+    from searchcore.config import Settings
+    from searchcore.training.upscaler import UpscalerTrainConfig, infer_srvgg_kwargs, train_upscaler
+    from searchcore.upscale import build_upscaler, load_state_dict, load_upscaler_folder
 
     catalog = load_catalog(demo_shop)
     config = UpscalerTrainConfig(
@@ -362,10 +357,12 @@ def test_train_upscaler_learns_and_round_trips(demo_shop: Path, tmp_path: Path) 
     )
     result = train_upscaler(catalog, tmp_path / "up", config)
     assert [h["step"] for h in result.history] == [20, 40]
-    spec, weights = load_upscaler_dir(tmp_path / "up")
+    spec, weights = load_upscaler_folder(tmp_path / "up")
     assert spec.arch == "srvgg" and spec.scale == 4 and dict(spec.arch_kwargs)["num_feat"] == 8
     assert infer_srvgg_kwargs(load_state_dict(weights)) == {**dict(spec.arch_kwargs), "scale": 4}
-    out = build_upscaler_from_dir(tmp_path / "up").upscale(Image.new("RGB", (20, 16), "red"))
+    # the core serves the trained folder like any upscaler (--upscaler FOLDER)
+    up = build_upscaler(Settings(upscaler=str(tmp_path / "up")))
+    out = up.upscale(Image.new("RGB", (20, 16), "red"))
     assert out.size == (80, 64)
     # fine-tune from the weights just written (the architecture comes from them)
     again = train_upscaler(
@@ -378,7 +375,7 @@ def test_train_upscaler_learns_and_round_trips(demo_shop: Path, tmp_path: Path) 
     assert again.arch_kwargs["num_feat"] == 8
     weights.write_bytes(weights.read_bytes()[:-8] + b"tampered")
     with pytest.raises(WeightsError):
-        load_upscaler_dir(tmp_path / "up")
+        load_upscaler_folder(tmp_path / "up")
 
 
 def test_upscaler_loss_goes_down(demo_shop: Path, tmp_path: Path) -> None:

@@ -56,7 +56,7 @@ def random_image(w: int, h: int, seed: int = 0, mode: str = "RGB") -> Image.Imag
 def save_tiny_weights(path: Path, spec: up.UpscalerSpec, seed: int = 0) -> dict[str, Any]:
     torch = pytest.importorskip("torch")
     torch.manual_seed(seed)
-    state = up._build_network(spec).state_dict()
+    state = up.build_network(spec).state_dict()
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 
@@ -401,7 +401,7 @@ def test_preloaded_engine_matches_realesrganer(spec: up.UpscalerSpec, tiny_pth: 
     upscaler = up.RealESRGANUpscaler(spec, tiny_pth)
     upscaler.load()
     reference = RealESRGANer(
-        scale=4, model_path=str(tiny_pth), model=up._build_network(spec), device=torch.device("cpu")
+        scale=4, model_path=str(tiny_pth), model=up.build_network(spec), device=torch.device("cpu")
     )
     assert set(vars(upscaler._engine)) == set(vars(reference))
 

@@ -13,7 +13,8 @@
   index build, evaluation next to the baselines, upscaling verdict, report);
 * :mod:`~searchcore.training.upscaler` - ``searchcore train-upscaler`` and the shipped compact
   Real-ESRGAN generator;
-* :mod:`~searchcore.training.commands` - the CLI wiring (imports nothing heavy).
+* :mod:`~searchcore.training.strategies` - the upscaling strategies eval and tune compare
+  (the commands themselves are :mod:`searchcore.cli.training`).
 
 Importing this package is cheap; torch and friends load inside the functions that use them.
 """

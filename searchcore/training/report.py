@@ -16,14 +16,14 @@ from searchcore.fsutil import write_json_atomic
 __all__ = ["markdown", "write_report"]
 
 
-def _clean(obj: Any) -> Any:
+def clean_json(obj: Any) -> Any:
     """JSON has no inf/nan: write them as null."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k): clean_json(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [clean_json(v) for v in obj]
     return obj
 
 
@@ -150,18 +150,18 @@ def write_report(
     """Write report.json, report.md and (with ``plots``) PNGs; returns the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "report.json", _clean(report))
+    write_json_atomic(out / "report.json", clean_json(report))
     (out / "report.md").write_text(markdown(report, title), encoding="utf-8")
     paths = [out / "report.json", out / "report.md"]
     if report.get("verdict"):
-        write_json_atomic(out / "upscale_verdict.json", _clean(report["verdict"]))
+        write_json_atomic(out / "upscale_verdict.json", clean_json(report["verdict"]))
         paths.append(out / "upscale_verdict.json")
     if plots:
         paths += _plots(report, out)
     return paths
 
 
-def _bars(ax: Any, groups: list[str], series: dict[str, list[float]], ylabel: str) -> None:
+def draw_bars(ax: Any, groups: list[str], series: dict[str, list[float]], ylabel: str) -> None:
     width = 0.8 / max(1, len(series))
     for i, (name, values) in enumerate(series.items()):
         xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
@@ -181,7 +181,7 @@ def _plots(report: dict[str, Any], out: Path) -> list[Path]:
         fig = Figure(figsize=(8, 4), layout="constrained")
         ax = fig.add_subplot()
         names = _strategies(exact)
-        _bars(
+        draw_bars(
             ax,
             list(exact),
             {n: [c.get(n, {}).get("R@1") for c in exact.values()] for n in names},
@@ -196,7 +196,7 @@ def _plots(report: dict[str, Any], out: Path) -> list[Path]:
         fig = Figure(figsize=(6, 3.5), layout="constrained")
         ax = fig.add_subplot()
         ks = [k for k in ("R@1", "R@5", "R@10", "MRR") if k in next(iter(text.values()))]
-        _bars(ax, ks, {kind: [t.get(k) for k in ks] for kind, t in text.items()}, "")
+        draw_bars(ax, ks, {kind: [t.get(k) for k in ks] for kind, t in text.items()}, "")
         ax.set_ylim(0, 1)
         ax.set_title("Text -> product")
         fig.savefig(out / "text_recall.png", dpi=110)

@@ -81,7 +81,7 @@ def tune(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Run the loop (module docstring); returns the comparison report (also written)."""
-    from searchcore.training.commands import build_strategies
+    from searchcore.training.strategies import build_strategies
 
     log = say or (lambda _m: None)
     out = Path(out)
@@ -342,9 +342,9 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
 
 def write_comparison(summary: dict[str, Any], out: Path, plots: bool = True) -> list[Path]:
     from searchcore.fsutil import write_json_atomic
-    from searchcore.training.report import _clean
+    from searchcore.training.report import clean_json
 
-    write_json_atomic(out / "report.json", _clean(summary))
+    write_json_atomic(out / "report.json", clean_json(summary))
     (out / "report.md").write_text(comparison_markdown(summary), encoding="utf-8")
     paths = [out / "report.json", out / "report.md"]
     if plots:
@@ -466,7 +466,7 @@ def comparison_markdown(summary: dict[str, Any]) -> str:
 def _comparison_plots(summary: dict[str, Any], out: Path) -> list[Path]:
     from matplotlib.figure import Figure
 
-    from searchcore.training.report import _bars
+    from searchcore.training.report import draw_bars
 
     variants = _ordered(summary)
     metrics = [
@@ -483,7 +483,7 @@ def _comparison_plots(summary: dict[str, Any], out: Path) -> list[Path]:
     ]
     fig = Figure(figsize=(10, 5), layout="constrained")
     ax = fig.add_subplot()
-    _bars(
+    draw_bars(
         ax,
         [m.replace(" [never]", "") for m in metrics],
         {n: [v.get(m) for m in metrics] for n, v in variants.items()},

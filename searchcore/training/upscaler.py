@@ -10,8 +10,8 @@ evaluation measures fidelity (PSNR/SSIM) and retrieval, not perceived sharpness.
 
 A model folder holds ``upscaler_config.json`` (architecture, its arguments, scale, the
 weights' sha256), ``model.safetensors`` and a ``README.md`` model card;
-:func:`load_upscaler_dir` turns it into an :class:`~searchcore.upscale.UpscalerSpec` and a
-weights path for :class:`~searchcore.upscale.RealESRGANUpscaler`.
+the core loads it like any upscaler (``build_upscaler`` with ``--upscaler FOLDER``; the
+shipped default is one), so a folder trained here is one the app can serve.
 """
 
 from __future__ import annotations
@@ -26,18 +26,16 @@ import numpy as np
 from PIL import Image
 
 from searchcore.catalog import Catalog
-from searchcore.config import Settings
 from searchcore.console import progress_bar
-from searchcore.embed import ASSETS, pick_device
+from searchcore.embed import pick_device
 from searchcore.errors import ConfigError, WeightsError
 from searchcore.fsutil import atomic_write, file_sha256, write_json_atomic
 from searchcore.training import metrics
 from searchcore.training.common import count_params, hardware, lr_at, seed_everything
 from searchcore.training.data import held_out_mask, load_photos
 from searchcore.training.degrade import DEFAULT_CONDITIONS, Degradation, degrade
+from searchcore.upscale import FOLDER_CONFIG
 
-SHIPPED_UPSCALER_DIR = ASSETS / "models" / "upscaler-default"
-CONFIG_FILE = "upscaler_config.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
 
@@ -132,7 +130,7 @@ def train_upscaler(
     import torch
 
     from searchcore.training.sr_degrade import RealESRGANDegrader, SRDegradeConfig
-    from searchcore.upscale import _build_network, load_state_dict
+    from searchcore.upscale import build_network, load_state_dict
 
     log = say or (lambda _m: None)
     started = time.perf_counter()
@@ -155,7 +153,7 @@ def train_upscaler(
     if config.patch % scale:
         raise ConfigError(f"patch {config.patch} is not a multiple of the scale {scale}")
     spec = _spec(config.name, kwargs, scale, sha256=None)
-    net = _build_network(spec)
+    net = build_network(spec)
     if init_state is not None:
         net.load_state_dict(init_state, strict=True)
     net = net.to(device).train()
@@ -380,39 +378,7 @@ def save_upscaler(
         "weights": WEIGHTS_FILE,
         "sha256": file_sha256(folder / WEIGHTS_FILE),
     }
-    write_json_atomic(folder / CONFIG_FILE, config)
+    write_json_atomic(folder / FOLDER_CONFIG, config)
     write_json_atomic(folder / "training.json", meta)
     (folder / "README.md").write_text(card or upscaler_card(config, meta), encoding="utf-8")
     return folder
-
-
-def load_upscaler_dir(folder: str | Path) -> tuple[Any, Path]:
-    """``(UpscalerSpec, weights path)`` of a model folder; the weights' sha256 is checked.
-
-    The core reads these folders itself (``--upscaler PATH``, the shipped default); this is
-    the same function, so a folder that trains here is one the app can load.
-    """
-    from searchcore.upscale import load_upscaler_folder
-
-    return load_upscaler_folder(folder)
-
-
-def load_shipped_spec(folder: str | Path = SHIPPED_UPSCALER_DIR) -> tuple[Any, Path]:
-    """The shipped upscaler (``assets/models/upscaler-default``) as ``(spec, weights path)``."""
-    return load_upscaler_dir(folder)
-
-
-def build_upscaler_from_dir(folder: str | Path, settings: Settings | None = None) -> Any:
-    """A :class:`~searchcore.upscale.RealESRGANUpscaler` running a trained model folder."""
-    from searchcore.upscale import RealESRGANUpscaler
-
-    s = settings or Settings()
-    spec, weights = load_upscaler_dir(folder)
-    return RealESRGANUpscaler(
-        spec,
-        weights,
-        tile=s.upscale.tile,
-        device=s.device,
-        max_input_side=s.upscale.max_input_side,
-        threads=s.threads,
-    )

@@ -1,7 +1,7 @@
-"""CLI wiring for ``searchcore finetune``, ``train-upscaler`` and ``eval``.
+"""``searchcore finetune``, ``tune``, ``train-upscaler`` and ``eval``: the training commands.
 
-:func:`add_commands` is called by :mod:`searchcore.cli`; this module imports only argparse
-at the top, so ``searchcore --help`` stays fast. Handlers import the heavy modules they need.
+This module imports only argparse at the top, so ``searchcore --help`` stays fast; handlers
+import the training package when they run.
 """
 
 from __future__ import annotations
@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-Handler = Callable[[argparse.Namespace], int]
+from searchcore.cli.common import Handler, settings_from_args
 
 
 def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None], Handler]:
@@ -337,10 +336,9 @@ def _finetune_config(args: argparse.Namespace, settings: Any) -> Any:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from searchcore.cli import _settings
     from searchcore.training.finetune import finetune
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     config = _finetune_config(args, settings)
     result = finetune(
         _load(args),
@@ -361,10 +359,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_train_upscaler(args: argparse.Namespace) -> int:
-    from searchcore.cli import _settings
     from searchcore.training.upscaler import UpscalerTrainConfig, train_upscaler
 
-    _settings(args)  # threads
+    settings_from_args(args)  # threads
     config = UpscalerTrainConfig(
         name=args.name,
         num_feat=args.num_feat,
@@ -403,67 +400,16 @@ def cmd_train_upscaler(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_strategies(tokens: tuple[str, ...], settings: Any, model_spec: str) -> list[Any]:
-    """``never,bicubic,default,auto`` -> evaluation strategies (see :class:`.evaluate.Strategy`)."""
-    from searchcore.errors import ConfigError
-    from searchcore.training.evaluate import Strategy
-    from searchcore.upscale import BicubicUpscaler, UpscalePolicy
-    from searchcore.verdict import auto_skip_reason
-
-    strategies: list[Strategy] = []
-    named: list[Any] = []
-    for tok in tokens:
-        if tok == "never":
-            strategies.append(Strategy("never"))
-        elif tok == "bicubic":
-            strategies.append(Strategy("bicubic", BicubicUpscaler(4)))
-        elif tok != "auto":
-            up = resolve_upscaler(tok, settings)
-            named.append(up)
-            strategies.append(Strategy(up.name, up))
-    if "auto" in tokens:
-        up = named[0] if named else resolve_upscaler("default", settings)
-        strategies.append(
-            Strategy(
-                "auto",
-                up,
-                UpscalePolicy(settings.upscale),
-                skip_reason=auto_skip_reason(model_spec, up.name),
-            )
-        )
-    if not strategies:
-        raise ConfigError("--upscalers names no strategy")
-    return strategies
-
-
-def resolve_upscaler(token: str, settings: Any) -> Any:
-    """'default' (the shipped upscaler, else the configured one), a folder, or a registry name."""
-    from searchcore.training.upscaler import (
-        CONFIG_FILE,
-        SHIPPED_UPSCALER_DIR,
-        build_upscaler_from_dir,
-    )
-    from searchcore.upscale import build_upscaler
-
-    if token == "default":
-        if (SHIPPED_UPSCALER_DIR / CONFIG_FILE).is_file():
-            return build_upscaler_from_dir(SHIPPED_UPSCALER_DIR, settings)
-        return build_upscaler(settings)
-    if (Path(token) / CONFIG_FILE).is_file():
-        return build_upscaler_from_dir(token, settings)
-    return build_upscaler(settings.with_(upscaler=token))
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
-    from searchcore.cli import _settings
     from searchcore.service import make_embedder
     from searchcore.training.degrade import DEFAULT_CONDITIONS, parse_condition
     from searchcore.training.evaluate import EvalConfig, evaluate
     from searchcore.training.finetune import trained_rows
     from searchcore.training.report import write_report
+    from searchcore.training.strategies import build_strategies
     from searchcore.verdict import write_verdict
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     catalog = _load(args)
     embedder = make_embedder(settings)
     conditions = tuple(parse_condition(c) for c in args.condition) or tuple(
@@ -501,11 +447,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from searchcore.cli import _settings
     from searchcore.training.degrade import parse_condition
     from searchcore.training.tune import SHOPPER_CONDITIONS, TuneConfig, parse_floats, tune
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     config = TuneConfig(
         finetune=_finetune_config(args, settings),
         baselines=_csv(args.baselines),

@@ -1,0 +1,49 @@
+"""What every command group shares: argument groups and the settings built from flags."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+from searchcore.config import Settings
+
+Handler = Callable[[argparse.Namespace], int]
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+
+
+def catalog_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--catalog", type=Path, required=True, help="CSV or Parquet file")
+    p.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="CANONICAL=COLUMN",
+        help="use the shop's own header, e.g. --map title=productDisplayName",
+    )
+
+
+def model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="model spec (default: the shipped model)")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--device", default=None)
+    p.add_argument("--allow-download", action="store_true", default=None)
+
+
+def upscaler_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--upscaler", default=None, help="upscaler name")
+    p.add_argument("--upscaler-weights", type=Path)
+    p.add_argument("--allow-download", action="store_true", default=None)
+
+
+def settings_from_args(args: argparse.Namespace, **extra: object) -> Settings:
+    """Flags (those the command has) over ``SEARCHCORE_*`` variables; sets torch's threads."""
+    from searchcore.service import set_threads
+
+    fields = {
+        name: getattr(args, name, None)
+        for name in ("model", "device", "threads", "allow_download", "upscaler", "upscaler_weights")
+    }
+    settings = Settings.from_env(**fields, **extra)
+    set_threads(settings.threads)
+    return settings
