@@ -87,6 +87,27 @@ class IndexSettings:
 
 
 @dataclass(frozen=True)
+class ServeSettings:
+    """The shopper's page (``app.py``): its server, queue, upload limits and match gate."""
+
+    max_upload_mb: float = 10.0
+    # "No good match" thresholds; None: calibrated on the index (searchcore.calibrate).
+    min_image_score: float | None = None
+    min_text_score: float | None = None
+    match_percentile: float = 5.0
+    queue_size: int = 16
+    uploads_per_minute: int = 60  # per client address
+    upload_folder_mb: float = 512.0  # all clients, per 20 minutes (the folder's clean-up)
+    follow_seconds: float = 2.0  # how often the page looks for changes other processes commit
+
+    def __post_init__(self) -> None:
+        if self.max_upload_mb <= 0 or self.queue_size < 1 or self.uploads_per_minute < 1:
+            raise ConfigError("upload size, queue size and uploads per minute must be positive")
+        if not 0 < self.match_percentile < 100 or self.upload_folder_mb <= 0:
+            raise ConfigError("match percentile must be in (0, 100), the upload folder positive")
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a command or the app needs to know, in one place."""
 
@@ -108,6 +129,7 @@ class Settings:
     upscale: UpscaleSettings = field(default_factory=UpscaleSettings)
     index: IndexSettings = field(default_factory=IndexSettings)
     images: ImageLimits = field(default_factory=ImageLimits)
+    serve: ServeSettings = field(default_factory=ServeSettings)
 
     @property
     def columns(self) -> dict[str, str]:
@@ -152,6 +174,12 @@ class Settings:
             values["threads"] = _int("SEARCHCORE_THREADS", v)
         if (v := get("UPSCALE")) is not None:
             values["upscale"] = UpscaleSettings(mode=v)
+        serve = {}
+        for f in fields(ServeSettings):
+            if (v := get(f.name.upper())) is not None:
+                serve[f.name] = _number(f"SEARCHCORE_{f.name.upper()}", v, f.type)
+        if serve:
+            values["serve"] = ServeSettings(**serve)
         names = {f.name for f in fields(cls)}
         for key, value in overrides.items():
             if key not in names:
@@ -159,6 +187,13 @@ class Settings:
             if value is not None:
                 values[key] = value
         return cls(**values)
+
+
+def _number(name: str, value: str, kind: object) -> float | int:
+    try:
+        return int(value) if str(kind).startswith("int") else float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {value!r}") from None
 
 
 def _int(name: str, value: str) -> int:

@@ -5,7 +5,7 @@ The page, its JSON API and programs all pass the same parameters (``text``, ``te
 strangers as JSON, so each may be any type: :meth:`Query.parse` accepts exactly the types a
 client can mean and turns everything else (a list for ``text``, ``true`` for ``k``, a string
 that cannot be encoded) into one :class:`~searchcore.errors.ConfigError` line. The photo itself
-is the web edge's to resolve (see :mod:`searchcore.webguard`).
+is the web edge's to resolve (see :mod:`searchcore.web.guard`).
 """
 
 from __future__ import annotations

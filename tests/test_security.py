@@ -23,7 +23,7 @@ import pytest
 from apphelpers import make_shop, running_app
 from PIL import Image
 
-from searchcore.webguard import PHOTO_DID_NOT_ARRIVE
+from searchcore.web.guard import PHOTO_DID_NOT_ARRIVE
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

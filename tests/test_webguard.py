@@ -15,7 +15,7 @@ from searchcore.catalog import Catalog
 from searchcore.errors import ConfigError
 from searchcore.fsutil import FileTooLargeError, NotRegularFileError, file_sha256, read_regular
 from searchcore.query import Query
-from searchcore.webguard import PHOTO_DID_NOT_ARRIVE, ServedImages, UploadGuard, upload_path
+from searchcore.web.guard import PHOTO_DID_NOT_ARRIVE, ServedImages, UploadGuard, upload_path
 
 # --------------------------------------------------------------------------- regular files only
 
@@ -287,3 +287,23 @@ def test_query_parse_defaults_and_checks() -> None:
         with pytest.raises(ConfigError) as err:
             Query.parse(**kw)
         assert "\n" not in str(err.value), kw
+
+
+# --------------------------------------------------------------------------- the page's settings
+
+
+def test_page_settings_come_from_one_place_flags_first(monkeypatch) -> None:
+    from searchcore.config import Settings
+    from searchcore.web import serve
+
+    monkeypatch.setenv("SEARCHCORE_QUEUE_SIZE", "5")
+    monkeypatch.setenv("SEARCHCORE_MIN_IMAGE_SCORE", "0.4")
+    monkeypatch.setenv("SEARCHCORE_MAX_UPLOAD_MB", "3")
+    assert Settings.from_env().serve.queue_size == 5
+    parser = serve.build_parser(Path("catalog/demo/products.csv"))
+    settings = serve.settings_from_args(parser.parse_args(["--queue-size", "7"]))
+    assert settings.serve.queue_size == 7 and settings.serve.min_image_score == 0.4
+    assert settings.images.max_bytes == 3 * 1024 * 1024  # the upload cap is the decoder's cap
+    monkeypatch.setenv("SEARCHCORE_UPLOADS_PER_MINUTE", "many")
+    with pytest.raises(ConfigError, match="SEARCHCORE_UPLOADS_PER_MINUTE"):
+        Settings.from_env()

@@ -1,0 +1,345 @@
+"""The page's handlers: check a stranger's input, call the engine, shape what Gradio shows.
+
+:class:`Page` is bound to one engine and its match gate. Photo events run with
+``preprocess=False``: Gradio hands over the client's file record and never opens the file, so
+only searchcore's checked decoder reads an upload, and only after :func:`.guard.upload_path`
+found it inside this server's upload folder. Every other parameter arrives as raw JSON too and
+is checked by :meth:`searchcore.query.Query.parse`. ``searchcore`` errors become one-line
+``gr.Error`` messages (HTML-escaped); anything else is logged once and shown as our fault.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from searchcore.calibrate import MatchGate
+from searchcore.catalog import parse_price
+from searchcore.engine import SearchEngine, SearchResult
+from searchcore.errors import SearchError
+from searchcore.query import Query, answer
+from searchcore.web.guard import ServedImages, upload_path
+
+log = logging.getLogger(__name__)
+
+
+def _error(exc: BaseException) -> gr.Error:
+    # Messages can name an uploaded file: never let them be rendered as HTML.
+    return gr.Error(html.escape(str(exc)), print_exception=False)
+
+
+@contextmanager
+def _edge() -> Iterator[None]:
+    """searchcore errors become a short message on the page; anything else is logged once."""
+    try:
+        yield
+    except gr.Error:
+        raise
+    except SearchError as exc:
+        raise _error(exc) from None
+    except Exception:
+        log.exception("unexpected error while searching")
+        raise gr.Error(
+            "Something went wrong on our side; please try again.", print_exception=False
+        ) from None
+
+
+class Page:
+    """The handlers, bound to one engine and its match gate.
+
+    Photo events run with ``preprocess=False``: Gradio hands over the client's file record and
+    never opens the file, so only searchcore's checked decoder reads an upload, and only after
+    :func:`upload_path` found it inside this server's upload folder. Every other parameter
+    arrives as raw JSON too and is checked by :meth:`Query.parse`.
+    """
+
+    def __init__(
+        self,
+        engine: SearchEngine,
+        gate: MatchGate,
+        currency: str = "€",
+        upload_dir: str | Path | None = None,
+        served: ServedImages | None = None,
+    ) -> None:
+        from gradio.utils import get_upload_folder
+
+        self.engine = engine
+        self.gate = gate
+        self.currency = currency
+        self.upload_dir = Path(upload_dir or get_upload_folder())
+        self.served = served or ServedImages(self.upload_dir, engine.image_limits.max_bytes)
+
+    # -- the engine, through the edge ---------------------------------------------------------
+    def run(
+        self,
+        photo: Any,
+        text: Any,
+        text_weight: Any,
+        k: Any,
+        category: Any,
+        min_price: Any,
+        max_price: Any,
+        upscale: Any,
+    ) -> tuple[SearchResult, float]:
+        with _edge():
+            path = upload_path(photo, self.upload_dir)
+            query = Query.parse(
+                text=text,
+                text_weight=text_weight,
+                k=k,
+                category=category,
+                min_price=min_price,
+                max_price=max_price,
+                upscale=upscale,
+            )
+            text = query.text
+            if path is None and not text:
+                raise gr.Error("Add a photo, a description, or both.", print_exception=False)
+            label = "photo" + (f" + {text!r}" if text else "") if path else text
+            result = self.engine.search(
+                image=path,
+                text=text or None,
+                text_weight=query.text_weight,
+                k=query.k,
+                filters=query.filters,
+                upscale=query.upscale,
+                query_label=label,
+            )
+        return result, self.gate.threshold(path is not None, bool(text), query.text_weight)
+
+    def api(self, result: SearchResult, threshold: float) -> dict[str, Any]:
+        return answer(result, threshold)
+
+    # -- API endpoints (JSON) -----------------------------------------------------------------
+    def search_image(
+        self, image: Any, k: Any, category: Any, min_price: Any, max_price: Any, upscale: Any
+    ) -> dict[str, Any]:
+        if image is None or image == "":
+            raise gr.Error("give a photo", print_exception=False)
+        return self.api(*self.run(image, None, 0.0, k, category, min_price, max_price, upscale))
+
+    def search_text(
+        self, text: Any, k: Any, category: Any, min_price: Any, max_price: Any
+    ) -> dict[str, Any]:
+        if text is None or (isinstance(text, str) and not text.strip()):
+            raise gr.Error("give a description", print_exception=False)
+        return self.api(*self.run(None, text, 1.0, k, category, min_price, max_price, None))
+
+    def search_combined(
+        self,
+        image: Any,
+        text: Any,
+        text_weight: Any,
+        k: Any,
+        category: Any,
+        min_price: Any,
+        max_price: Any,
+        upscale: Any,
+    ) -> dict[str, Any]:
+        return self.api(
+            *self.run(image, text, text_weight, k, category, min_price, max_price, upscale)
+        )
+
+    # -- the page -----------------------------------------------------------------------------
+    def price(self, raw: str) -> str:
+        value, problem = parse_price(raw)  # the hit's own field: right after a live change too
+        return f"{self.currency}{value:,.2f}" if problem is None and np.isfinite(value) else raw
+
+    def show(self, result: SearchResult, threshold: float, what: str) -> tuple:
+        # Only the catalog's own photo files are handed to Gradio, as copies in its cache.
+        served = [
+            (h, self.served.serve(self.engine.catalog, h.fields.get("image", "")))
+            for h in result.hits
+        ]
+        hits = [h for h, path in served if path is not None]
+        items = [
+            (path, f"{h.title} · {self.price(h.price)} · {h.score:.2f}")
+            for h, path in served
+            if path is not None
+        ]
+        state = [
+            {
+                "id": h.id,
+                "title": h.title,
+                "price": self.price(h.price),
+                "score": h.score,
+                **{k: h.fields.get(k, "") for k in ("category", "colour", "material")},
+            }
+            for h in hits
+        ]
+        if not hits:
+            status = (
+                "### Nothing passes these filters\nWiden the price range or pick another category."
+            )
+        elif hits[0].score < threshold:
+            status = (
+                f"### No good match\nNothing in the shop is close to {what}: the best score is "
+                f"{hits[0].score:.2f}, a good match scores at least {threshold:.2f}. The nearest "
+                "products are below, but they are probably not what you are looking for."
+            )
+        else:
+            status = f"**{len(hits)} products** for {what}. Click one to see more like it."
+        return gr.update(value=items, selected_index=None), status, state
+
+    def seen(self, result: SearchResult, lead: str = "") -> tuple:
+        """The query as the system saw it: photos side by side, upscaling and timings."""
+        lines = [lead] if lead else []
+        d = result.decision
+        if d is not None:
+            size = f"{d.width}×{d.height} px" + (
+                f", sharpness {d.sharpness:.0f}" if d.sharpness is not None else ""
+            )
+            if result.upscaled and result.embedded is not None:
+                lines.append(
+                    f"**Upscaled** with Real-ESRGAN to {result.embedded.width}×"
+                    f"{result.embedded.height} px ({d.reason})."
+                )
+            elif d.upscale:
+                lines.append(
+                    f"**Not upscaled**, though it would help ({d.reason}): the upscaler "
+                    "is not available on this server (see About this demo)."
+                )
+            else:
+                lines.append(f"**Not upscaled** ({d.reason}).")
+            lines.append(f"Your photo: {size}.")
+        lines += [
+            f"_Note: {html.escape(n)}_"
+            for n in result.notes
+            if not n.startswith("upscaling skipped")
+        ]
+        names = {
+            "decode": "decode",
+            "upscale_check": "upscale check",
+            "upscale": "upscale",
+            "embed": "embed photo",
+            "embed_text": "embed words",
+            "lookup": "look up",
+            "search": "index search",
+            "assemble": "assemble",
+            "total": "total",
+        }
+        t = result.timings_ms
+        lines.append(
+            "| "
+            + " | ".join(names.get(s, s) for s in t)
+            + " |\n|"
+            + "---|" * len(t)
+            + "\n| "
+            + " | ".join(f"{v:.3g} ms" for v in t.values())
+            + " |"
+        )
+        seen_img = result.embedded
+        label = "What the model saw: " + (
+            f"upscaled to {seen_img.width}×{seen_img.height}"
+            if result.upscaled
+            else "your photo as it is"
+        )
+        return (
+            gr.update(visible=result.original is not None),
+            result.original,
+            gr.update(value=seen_img, label=label),
+            "\n\n".join(lines),
+        )
+
+    def ui_search(
+        self, photo, text, text_weight, k, category, min_price, max_price, upscale
+    ) -> tuple:
+        result, threshold = self.run(
+            photo, text, text_weight, k, category, min_price, max_price, upscale
+        )
+        text = (text or "").strip()
+        what = (
+            (f"your photo and “{html.escape(text)}”" if text else "your photo")
+            if photo
+            else f"“{html.escape(text)}”"
+        )
+        lead = f"Your words, {what}, went through the model's text encoder." if not photo else ""
+        return (
+            *self.show(result, threshold, what),
+            *self.seen(result, lead),
+            gr.update(visible=False),
+        )
+
+    def ui_select(self, state: list[dict], evt: gr.SelectData) -> tuple:
+        if not state or evt.index is None or not 0 <= int(evt.index) < len(state):
+            return gr.update(visible=False), "", ""
+        h = state[int(evt.index)]
+        details = " · ".join(
+            html.escape(str(h[k])) for k in ("category", "colour", "material") if h.get(k)
+        )
+        card = (
+            f"**{html.escape(h['title'])}**  \n{h['price']} · {details}  \n"
+            f"product {html.escape(h['id'])} · similarity {h['score']:.2f}"
+        )
+        return gr.update(visible=True), card, h["id"]
+
+    def ui_similar(self, product_id, k, category, min_price, max_price) -> tuple:
+        if not product_id:
+            raise gr.Error("Click a result first.", print_exception=False)
+        with _edge():
+            query = Query.parse(k=k, category=category, min_price=min_price, max_price=max_price)
+            result = self.engine.similar(str(product_id), k=query.k, filters=query.filters)
+            row = self.engine.catalog.rows_for_ids([str(product_id)])[0]
+        what = f"“{html.escape(str(self.engine.catalog.df['title'].iat[row]))}”"
+        lead = f"Products whose photos look like {what} (its stored vector, no new embedding)."
+        return (
+            *self.show(result, self.gate.image, what),
+            *self.seen(result, lead),
+            gr.update(visible=False),
+        )
+
+
+# Gallery captions sit under the photo instead of over it, and wrap instead of being cut off.
+CSS = """
+#results .thumbnail-item { aspect-ratio: auto; display: flex; flex-direction: column; }
+#results .thumbnail-item img { aspect-ratio: 1 / 1; width: 100%; height: auto !important;
+  object-fit: contain; }
+#results .caption-label { position: static; max-width: 100%; white-space: normal; border: none;
+  border-top: 1px solid var(--border-color-primary); border-radius: 0; background: transparent;
+  font-size: 0.85rem; line-height: 1.3; padding: 6px 8px; }
+#results .fixed-height { max-height: none; }
+/* Both pictures of the query at the same size, the original's pixels left visible. */
+#seen-original img, #seen-model img { height: 220px !important; width: auto !important;
+  max-width: 100%; object-fit: contain; }
+#seen-original img { image-rendering: pixelated; }
+#status h3 { margin: 0.2rem 0; }
+"""
+
+
+def about_text(engine: SearchEngine, gate: MatchGate, catalog: Path) -> str:
+    from searchcore.embed import ModelSpec
+
+    spec = engine.embedder.spec
+    kind = ModelSpec.parse(spec).kind
+    model = f"`{Path(spec).name}` (a model folder)" if kind == "local" else f"`{spec}`"
+    if kind == "arch":
+        model += (
+            " with **random weights** (a stand-in until the trained model ships): the page "
+            "works end to end, but which products come back is not meaningful yet"
+        )
+    up = engine.upscaler
+    weights = getattr(up, "weights", None)
+    upscaler = (
+        f"`{up.name}`"
+        + (f", weights `{Path(weights).name}`" if weights else "")
+        + "; photos are shrunk to "
+        f"{engine.policy.settings.max_input_side} px before upscaling"
+        if up is not None
+        else f"unavailable ({html.escape(engine.upscaler_problem or 'none configured')}), "
+        "so photos are searched as they are"
+    )
+    # File names only: the server's own folders are nobody's business (this text is in /config).
+    return (
+        f"- **Catalog:** {len(engine.catalog)} products from `{catalog.name}`\n"
+        f"- **Model:** {model}\n- **Upscaler:** {upscaler}\n"
+        f"- **No good match** below {gate.image:.3f} (photos) / {gate.text:.3f} (words): "
+        f"{gate.how}\n"
+        "- Uploads are decoded by searchcore's checked decoder only, and deleted after 15 minutes."
+    )
