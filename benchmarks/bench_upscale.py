@@ -146,10 +146,10 @@ def bf16_candidate(args: argparse.Namespace, weights: Path, sides: list[int]) ->
     """The network alone in float32 and bfloat16: time and how far the uint8 outputs differ."""
     import torch
 
-    from searchcore.upscale import _load_network, get_upscaler_spec
+    from searchcore.upscale import get_upscaler_spec, load_network
 
     capability = torch.backends.cpu.get_cpu_capability()
-    net = _load_network(get_upscaler_spec(args.upscaler), weights)
+    net = load_network(get_upscaler_spec(args.upscaler), weights)
     photo, _ = source_photo(args)
     rows = []
     with torch.inference_mode():

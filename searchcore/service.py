@@ -164,7 +164,7 @@ def open_engine(
     upscaler, problem = make_upscaler(settings)
     skip = None
     if upscaler is not None:  # did evaluation find that this upscaler does not help this model?
-        from searchcore.verdict import auto_skip_reason
+        from searchcore.upscale.verdict import auto_skip_reason
 
         skip = auto_skip_reason(model_meta["spec"], upscaler.name)
     return SearchEngine(

@@ -407,7 +407,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from searchcore.training.finetune import trained_rows
     from searchcore.training.report import write_report
     from searchcore.training.strategies import build_strategies
-    from searchcore.verdict import write_verdict
+    from searchcore.upscale.verdict import write_verdict
 
     settings = settings_from_args(args)
     catalog = _load(args)

@@ -17,7 +17,7 @@ def build_strategies(
     """``never`` (as uploaded), ``bicubic``, an upscaler name or folder (``default`` is the
     shipped one), and ``auto`` (the page's policy, with the measured verdict for this model)."""
     from searchcore.upscale import BicubicUpscaler, UpscalePolicy, build_upscaler
-    from searchcore.verdict import auto_skip_reason
+    from searchcore.upscale.verdict import auto_skip_reason
 
     strategies: list[Strategy] = []
     named = []

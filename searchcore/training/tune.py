@@ -142,7 +142,7 @@ def tune(
         quality_images=config.quality_images,
     )
     from searchcore.training.report import write_report
-    from searchcore.verdict import auto_skip_reason
+    from searchcore.upscale.verdict import auto_skip_reason
 
     # The upscalers are built (their weights loaded) once; only ``auto``'s skip reason
     # depends on the model being scored.
@@ -177,7 +177,7 @@ def tune(
 
     verdict = reports[VARIANT_FINETUNED].get("verdict") or {}
     if "helps" in verdict:
-        from searchcore.verdict import write_verdict
+        from searchcore.upscale.verdict import write_verdict
 
         write_verdict(str(model_dir), verdict)
         log(f"auto upscaling for this model: {verdict['reason']}")

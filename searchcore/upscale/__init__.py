@@ -1,0 +1,97 @@
+"""Upscale small or blurry query photos before they are embedded.
+
+* :mod:`.registry`: Real-ESRGAN models by name (:data:`UPSCALERS`, :func:`get_upscaler_spec`,
+  :func:`register_upscaler`);
+* :mod:`.weights`: finding, downloading, verifying and loading their weights, and trained
+  upscaler folders (what ``train-upscaler`` writes; the shipped default is one);
+* :mod:`.network`: the upscalers, :class:`RealESRGANUpscaler` and the :class:`BicubicUpscaler`
+  baseline, behind one small protocol;
+* :mod:`.policy`: :class:`UpscalePolicy`, which decides per photo whether upscaling is worth it.
+
+:func:`build_upscaler` is the one factory: the app, the CLI, ``eval`` and ``tune`` all build
+their upscalers through it. Importing the package is cheap (torch and basicsr load on first use).
+Anything in searchcore may import it; it imports only config, errors, fsutil and images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from searchcore.config import Settings
+from searchcore.upscale.network import (
+    BicubicUpscaler,
+    RealESRGANUpscaler,
+    Upscaler,
+    build_network,
+    load_network,
+)
+from searchcore.upscale.policy import UpscaleDecision, UpscalePolicy, sharpness
+from searchcore.upscale.registry import (
+    UPSCALERS,
+    UpscalerSpec,
+    get_upscaler_spec,
+    register_upscaler,
+)
+from searchcore.upscale.weights import (
+    FALLBACK_UPSCALER,
+    FOLDER_CONFIG,
+    SHIPPED_UPSCALER_DIR,
+    load_state_dict,
+    load_upscaler_folder,
+    resolve_weights,
+)
+
+__all__ = [
+    "FALLBACK_UPSCALER",
+    "FOLDER_CONFIG",
+    "SHIPPED_UPSCALER_DIR",
+    "UPSCALERS",
+    "BicubicUpscaler",
+    "RealESRGANUpscaler",
+    "UpscaleDecision",
+    "UpscalePolicy",
+    "Upscaler",
+    "UpscalerSpec",
+    "build_network",
+    "build_upscaler",
+    "get_upscaler_spec",
+    "load_network",
+    "load_state_dict",
+    "load_upscaler_folder",
+    "register_upscaler",
+    "resolve_weights",
+    "sharpness",
+]
+
+
+def build_upscaler(settings: Settings) -> RealESRGANUpscaler:
+    """The configured Real-ESRGAN upscaler: weights are found now, the network on first use.
+
+    ``settings.upscaler`` is ``default`` (the project's trained compact model in
+    ``assets/models/upscaler-default`` when present, else ``realesr-general-x4v3``), a name
+    from :data:`UPSCALERS`, or a trained upscaler folder.
+    """
+    name = settings.upscaler
+    folder = None
+    if name == "default":
+        if (SHIPPED_UPSCALER_DIR / FOLDER_CONFIG).is_file() and settings.upscaler_weights is None:
+            folder = SHIPPED_UPSCALER_DIR
+        else:
+            name = FALLBACK_UPSCALER
+    elif (Path(name) / FOLDER_CONFIG).is_file():
+        folder = Path(name)
+    if folder is not None:
+        spec, weights = load_upscaler_folder(folder)
+    else:
+        spec = get_upscaler_spec(name)
+        weights = resolve_weights(
+            spec, settings.upscaler_weights, settings.cache_dir, settings.allow_download
+        )
+    return RealESRGANUpscaler(
+        spec,
+        weights,
+        tile=settings.upscale.tile,
+        device=settings.device,
+        max_input_side=settings.upscale.max_input_side,
+        threads=settings.threads,
+    )
