@@ -85,18 +85,21 @@ class TimedEmbedder:
 class PerPhotoTransform:
     """The alternative: open_clip's PIL transform per photo on the decoding threads."""
 
-    prepare = collate = None  # build_index then calls preprocess per photo and stacks
-
     def __init__(self, inner: Any) -> None:
         self.inner = inner
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def preprocess(self, img: Any) -> Any:
+    def prepare(self, img: Any) -> Any:  # a model-ready tensor per photo, on the decoding thread
         from PIL import Image
 
-        return self.inner._transform(Image.fromarray(self.inner.prepare(img)))
+        return self.inner.transform(Image.fromarray(self.inner.prepare(img)))
+
+    def collate(self, tensors: list[Any]) -> Any:
+        import torch
+
+        return torch.stack(tensors)
 
 
 def per_second(n: int, seconds: float) -> float:
@@ -152,11 +155,11 @@ def measure(
         embedder.collate(prepared[i : i + bs])
     res["collate_ms_per_image"] = (time.perf_counter() - t0) / n * 1000
     res["open_clip_transform_ms_per_image"] = ms_per_photo(
-        lambda a: embedder._transform(Image.fromarray(a)), prepared
+        lambda a: embedder.transform(Image.fromarray(a)), prepared
     )
     # How far the batched path is from open_clip's own PIL transform on the same pixels.
-    reference = torch.stack([embedder._transform(Image.fromarray(a)) for a in prepared])
-    norm = next(t for t in embedder._transform.transforms if type(t).__name__ == "Normalize")
+    reference = torch.stack([embedder.transform(Image.fromarray(a)) for a in prepared])
+    norm = next(t for t in embedder.transform.transforms if type(t).__name__ == "Normalize")
     std = torch.tensor(norm.std).view(1, 3, 1, 1)
     res["max_grey_level_diff_vs_open_clip"] = float(((pixels - reference).abs() * std * 255).max())
     a, b = embedder.embed_pixels(pixels), embedder.embed_pixels(reference)

@@ -29,7 +29,7 @@ from searchcore import __version__
 from searchcore.catalog import Catalog
 from searchcore.config import IndexSettings
 from searchcore.console import progress_bar
-from searchcore.embed import Embedder
+from searchcore.embed import BatchEmbedder, Embedder
 from searchcore.errors import ConfigError, ImageError, SearchError
 from searchcore.fsutil import folder_lock, relative
 from searchcore.images import DRAFT, decode_image
@@ -263,9 +263,9 @@ def _embed_rows(
     return skipped
 
 
-def runs_in_lanes(embedder: Any) -> bool:
+def runs_in_lanes(embedder: Embedder) -> bool:
     """A CPU model that preprocesses in batches: worth more than one lane."""
-    return getattr(embedder, "device", None) == "cpu" and hasattr(embedder, "collate")
+    return isinstance(embedder, BatchEmbedder) and embedder.device == "cpu"
 
 
 def _lanes(embedder: Any) -> int:
@@ -288,7 +288,7 @@ def _in_lanes(
     import torch
 
     paths = catalog.image_paths()
-    prepare, collate = _preprocessing(embedder)
+    prepare, collate, embed = _pipeline(embedder)
 
     def lane(rows: list[int]) -> Embedded:
         items, kept, failures = [], [], []
@@ -299,7 +299,7 @@ def _in_lanes(
                 kept.append(row)
             else:
                 failures.append((row, error))
-        vectors = embedder.embed_pixels(collate(items)) if items else None
+        vectors = embed(collate(items)) if items else None
         return kept, vectors, failures
 
     chunks = [wanted[i : i + batch_size] for i in range(0, len(wanted), batch_size)]
@@ -321,8 +321,9 @@ def _in_lanes(
 def _overlapped(
     catalog: Catalog, embedder: Any, wanted: list[int], batch_size: int, workers: int
 ) -> Iterator[Embedded]:
+    embed = _pipeline(embedder)[2]
     for rows, pixels, failures in _batches(catalog, embedder, wanted, batch_size, workers):
-        yield rows, (embedder.embed_pixels(pixels) if rows else None), failures
+        yield rows, (embed(pixels) if rows else None), failures
 
 
 def _batches(
@@ -334,7 +335,7 @@ def _batches(
     ``collate``s each batch.
     """
     paths = catalog.image_paths()
-    prepare, collate = _preprocessing(embedder)
+    prepare, collate, _ = _pipeline(embedder)
 
     # Bounded read-ahead, in photos and in bytes: a prepared 20:1 banner can hold 50x the
     # pixels of a square photo, so the largest one seen sets how many may wait (one per
@@ -384,14 +385,10 @@ def _prepared(prepare: Any, path: Path) -> tuple[Any, str | None]:
         return None, str(exc)
 
 
-def _preprocessing(embedder: Any) -> tuple[Any, Any]:
-    """The embedder's per-photo ``prepare`` (PIL, for any thread) and batched ``collate``;
-    embedders without that split (fakes, plug-ins): ``preprocess`` and ``torch.stack``."""
-    prepare = getattr(embedder, "prepare", None) or embedder.preprocess
-    return prepare, getattr(embedder, "collate", None) or _stack
-
-
-def _stack(tensors: list[Any]) -> Any:
-    import torch
-
-    return torch.stack(tensors)
+def _pipeline(embedder: Embedder) -> tuple[Any, Any, Any]:
+    """``(prepare, collate, embed)``: a :class:`BatchEmbedder`'s per-photo ``prepare`` (for any
+    thread), batched ``collate`` and ``embed_pixels``; any other embedder (fakes, plug-ins)
+    gets its decoded photos in a list and embeds them with ``embed_images``."""
+    if isinstance(embedder, BatchEmbedder):
+        return embedder.prepare, embedder.collate, embedder.embed_pixels
+    return (lambda img: img), list, embedder.embed_images

@@ -40,6 +40,7 @@ class ColourEmbedder:
 
     spec = "fake-colour"
     dim = 4
+    has_text = True
 
     def __init__(self) -> None:
         self.image_calls = 0

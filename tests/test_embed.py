@@ -142,7 +142,7 @@ def test_batched_preprocessing_matches_open_clips_own_transform(tiny_clip: str) 
     batch = emb.collate(prepared)
     assert tuple(batch.shape) == (len(photos), 3, 32, 32)
     # open_clip's PIL path on the same shrunk pixels: one grey level of rounding at most
-    expected = torch.stack([emb._transform(Image.fromarray(a)) for a in prepared])
+    expected = torch.stack([emb.transform(Image.fromarray(a)) for a in prepared])
     std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
     assert float(((batch - expected).abs() * std * 255).max()) <= 1.01
     assert torch.allclose(batch[0], expected[0], atol=1e-5)
@@ -161,7 +161,7 @@ def test_unknown_transform_steps_run_as_they_are(tiny_clip: str) -> None:
     emb = load_embedder(tiny_clip)
     odd = T.Compose([T.Resize((32, 32)), T.Grayscale(3), T.ToTensor()])  # squash + grey
     assert BatchTransform.from_open_clip(odd) is None
-    assert BatchTransform.from_open_clip(emb._transform) is not None
+    assert BatchTransform.from_open_clip(emb.transform) is not None
     photo = _images(1)[0]
     plain = T.Compose([T.Resize((20, 30)), T.ToTensor()])  # squash, no normalisation: known
     batched = BatchTransform.from_open_clip(plain)

@@ -51,7 +51,12 @@ def engine(colour_catalog: Path, fake_embedder, tmp_path: Path) -> SearchEngine:
 
 
 class BulkyColourEmbedder(ColourEmbedder):
-    """Prepares each photo as 3 MB (a banner's worth), embeds slowly, counts what waits."""
+    """Prepares each photo as 3 MB (a banner's worth), embeds slowly, counts what waits.
+
+    A batch embedder (prepare/collate) on a device other than the CPU: the build feeds its one
+    lane from decoding threads, the pipeline whose read-ahead is bounded."""
+
+    device = "accelerator"
 
     def __init__(self) -> None:
         super().__init__()

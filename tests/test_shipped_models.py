@@ -91,6 +91,8 @@ def test_shipped_upscaler_beats_bicubic(fresh_shop) -> None:
     )
 
     class _NoEmbed:
+        has_text = True
+
         def embed_images(self, images):
             return np.ones((len(images), 2), np.float32) / np.sqrt(2)
 

@@ -155,7 +155,7 @@ def evaluate(
             "skipped_images": len(skipped),
         },
     }
-    if getattr(embedder, "has_text", True):
+    if embedder.has_text:
         say("text -> product")
         report["text"] = _text_tasks(df, gallery, embedder, config, rng)
     else:

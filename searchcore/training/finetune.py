@@ -469,7 +469,7 @@ def finetune(
             }
             if do_val:
                 current = ClipEmbedder(
-                    model, embedder._transform, embedder.tokenizer, spec="training", device=device
+                    model, embedder.transform, embedder.tokenizer, spec="training", device=device
                 )
                 report = evaluate(
                     catalog, current, [Strategy("never")], val_cfg, exclude_rows=val_exclude
@@ -497,7 +497,7 @@ def finetune(
         model.visual.to(memory_format=torch.contiguous_format)
     folder = Path(out)
     trained = ClipEmbedder(
-        model, embedder._transform, embedder.tokenizer, spec=str(folder), device=device
+        model, embedder.transform, embedder.tokenizer, spec=str(folder), device=device
     )
     save_model(trained, folder, model_cfg, half=config.half)
     seconds = time.perf_counter() - started

@@ -310,7 +310,7 @@ def wise_ft(base: Any, tuned: Any, alpha: float, folder: Path, *, half: bool = T
     model = copy.deepcopy(tuned.model)
     model.load_state_dict(mixed)
     emb = ClipEmbedder(
-        model, tuned._transform, tuned.tokenizer, spec=str(folder), device=tuned.device
+        model, tuned.transform, tuned.tokenizer, spec=str(folder), device=tuned.device
     )
     save_model(emb, folder, model_cfg, half=half)
     return folder

@@ -1,118 +1,24 @@
-"""The embedder: an open_clip model that puts photos and words in one space.
-
-Model specs (``--model`` / ``SEARCHCORE_MODEL``):
-
-==============================  ==========================================================
-``default``                     the project's shipped model in ``assets/models/clip-default``
-                                when present, else ``sc-small`` with random weights (seed 0)
-``NAME``                        an open_clip architecture (``ViT-B-32``, ``RN50``...) or one
-                                of this package's (``sc-small``), randomly initialised with a
-                                fixed seed: deterministic, useful offline and in tests
-``NAME:TAG``                    a pretrained open_clip tag (``ViT-B-32:openai``,
-                                ``ViT-B-32:laion2b_s34b_b79k``), downloaded into the cache dir
-                                when downloads are allowed; TAG may also be a weights file
-``hf-hub:ORG/REPO``             an open_clip model on the Hugging Face Hub
-``PATH`` or ``local-dir:PATH``  a folder with ``open_clip_config.json`` and
-                                ``open_clip_model.safetensors`` (what ``finetune`` writes)
-``pixels`` / ``pixels:SIZE``    the raw-pixels baseline (no model; photos only)
-==============================  ==========================================================
-
-Custom architectures are open_clip JSON configs (``model_configs/*.json`` here, or any file
-passed to :func:`register_architecture`). Embeddings are float32, L2-normalised, ``(n, dim)``.
-"""
+"""The open_clip embedder: loading by spec, batched preprocessing, saving a model folder."""
 
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from searchcore.embed.pixels import PixelEmbedder
+from searchcore.embed.spec import (
+    DEFAULT_SEED,
+    ModelSpec,
+    ensure_package_configs,
+    registered_architectures,
+)
 from searchcore.errors import ConfigError, WeightsError, first_line
 from searchcore.fsutil import atomic_write, is_regular_file, read_json
-
-PACKAGE_CONFIGS = Path(__file__).with_name("model_configs")
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
-DEFAULT_MODEL_DIR = ASSETS / "models" / "clip-default"
-FALLBACK_ARCH = "sc-small"
-DEFAULT_SEED = 0
-
-_registry_lock = threading.Lock()
-_registered: set[str] = set()
-
-
-@runtime_checkable
-class Embedder(Protocol):
-    """What the engine and index builder need from a model."""
-
-    spec: str
-    dim: int
-
-    @property
-    def fingerprint(self) -> str: ...
-
-    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
-
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray: ...
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A parsed ``--model`` value."""
-
-    kind: str  # "arch" | "pretrained" | "hub" | "local"
-    name: str  # architecture name, hub id or folder
-    tag: str | None = None
-    raw: str = ""
-
-    @classmethod
-    def parse(cls, spec: str) -> ModelSpec:
-        raw = spec.strip()
-        if not raw:
-            raise ConfigError("empty model spec")
-        if raw == "default":
-            if (DEFAULT_MODEL_DIR / "open_clip_config.json").is_file():
-                return cls("local", str(DEFAULT_MODEL_DIR), raw=raw)
-            return cls("arch", FALLBACK_ARCH, raw=raw)
-        if raw.startswith("hf-hub:"):
-            return cls("hub", raw[len("hf-hub:") :], raw=raw)
-        if raw.startswith("local-dir:"):
-            return cls("local", raw[len("local-dir:") :], raw=raw)
-        if "/" in raw or raw.startswith(".") or Path(raw).is_dir():
-            return cls("local", raw, raw=raw)
-        name, _, tag = raw.partition(":")
-        return cls("pretrained" if tag else "arch", name, tag or None, raw=raw)
-
-
-def register_architecture(
-    path_or_config: str | Path | dict[str, Any], name: str | None = None
-) -> str:
-    """Make an open_clip JSON config available by name; returns the name."""
-    import open_clip
-    from open_clip import factory
-
-    with _registry_lock:
-        if isinstance(path_or_config, dict):
-            if not name:
-                raise ConfigError("an inline model config needs a name")
-            factory._MODEL_CONFIGS[name] = path_or_config  # the registry open_clip reads
-            _registered.add(name)
-            return name
-        path = Path(path_or_config)
-        open_clip.add_model_config(path)
-        names = [p.stem for p in (path.glob("*.json") if path.is_dir() else [path])]
-        _registered.update(names)
-        return name or names[0]
-
-
-def _ensure_package_configs() -> None:
-    if not _registered.issuperset(p.stem for p in PACKAGE_CONFIGS.glob("*.json")):
-        register_architecture(PACKAGE_CONFIGS)
 
 
 class BatchTransform:
@@ -194,7 +100,7 @@ class ClipEmbedder:
         # channels_last: oneDNN's convolutions run 1.7x faster on it on CPU (110 -> 184 img/s
         # for the default ResNet tower, bench_indexing.py); harmless for a ViT.
         self.model.visual.to(memory_format=torch.channels_last)
-        self._transform = preprocess
+        self.transform = preprocess
         self._batch_transform = BatchTransform.from_open_clip(preprocess)
         self.tokenizer = tokenizer
         self.spec = spec
@@ -249,7 +155,7 @@ class ClipEmbedder:
         if not arrays:
             return torch.zeros((0, 3, self.image_size, self.image_size))
         if self._batch_transform is None:
-            return torch.stack([self._transform(Image.fromarray(a)) for a in arrays])
+            return torch.stack([self.transform(Image.fromarray(a)) for a in arrays])
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, a in enumerate(arrays):
             groups.setdefault(a.shape, []).append(i)
@@ -303,51 +209,6 @@ class ClipEmbedder:
         return self.model.encode_text(tokens, normalize=True)
 
 
-class PixelEmbedder:
-    """The traditional baseline: the photo's own pixels, shrunk to ``size`` x ``size``.
-
-    Spec ``pixels`` or ``pixels:SIZE``. Each image is squashed to a square, centred per
-    channel and L2-normalised, so the index's cosine score is the pixels' correlation. It has
-    no text tower: text queries are refused with a clear message.
-    """
-
-    has_text = False
-
-    def __init__(self, size: int = 16, spec: str = "pixels") -> None:
-        if not 2 <= size <= 128:
-            raise ConfigError(f"pixels:SIZE needs 2 <= SIZE <= 128, not {size}")
-        self.size, self.spec, self.dim = size, spec, 3 * size * size
-        self.fingerprint = hashlib.sha256(f"pixels:{size}:v1".encode()).hexdigest()
-        self.batch_size = 256
-
-    def prepare(self, img: Image.Image) -> np.ndarray:
-        return np.asarray(
-            img.convert("RGB").resize((self.size, self.size), Image.Resampling.BILINEAR)
-        )
-
-    def collate(self, arrays: Sequence[np.ndarray]) -> Any:
-        import torch
-
-        flat = np.stack(arrays).reshape(len(arrays), -1) if len(arrays) else np.zeros((0, self.dim))
-        return torch.from_numpy(flat.astype(np.float32) / 255.0)
-
-    def preprocess(self, img: Image.Image) -> Any:
-        return self.collate([self.prepare(img)])[0]
-
-    def embed_pixels(self, pixels: Any) -> np.ndarray:
-        x = np.asarray(pixels, dtype=np.float32).reshape(len(pixels), self.size * self.size, 3)
-        x = (x - x.mean(axis=1, keepdims=True)).reshape(len(pixels), -1)
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
-
-    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        if not images:
-            return np.zeros((0, self.dim), np.float32)
-        return self.embed_pixels(np.stack([np.asarray(self.preprocess(i)) for i in images]))
-
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        raise ConfigError("the raw-pixels baseline cannot search by words; use a CLIP model")
-
-
 def load_embedder(
     spec: str,
     *,
@@ -372,7 +233,7 @@ def load_embedder(
     device = pick_device(device)
     import open_clip
 
-    _ensure_package_configs()
+    ensure_package_configs()
     cache = str(cache_dir / "open_clip") if cache_dir else None
     try:
         with hf_hub_offline(not allow_download):
@@ -393,8 +254,8 @@ def load_embedder(
                     raise ConfigError(
                         f"unknown model {parsed.name!r}; use an open_clip architecture "
                         f"({', '.join(open_clip.list_models()[:6])}, ...), one of this package's "
-                        f"({', '.join(sorted(_registered)) or 'none'}), NAME:TAG, hf-hub:ORG/REPO "
-                        "or a model folder"
+                        f"({', '.join(registered_architectures()) or 'none'}), NAME:TAG, "
+                        "hf-hub:ORG/REPO or a model folder"
                     )
                 if (
                     parsed.tag
@@ -496,14 +357,3 @@ def save_model(
     if card is not None:
         (folder / "README.md").write_text(card, encoding="utf-8")
     return folder
-
-
-def model_config(name: str) -> dict[str, Any]:
-    """The open_clip config of a registered architecture (for :func:`save_model`)."""
-    import open_clip
-
-    _ensure_package_configs()
-    cfg = open_clip.get_model_config(name)
-    if cfg is None:
-        raise ConfigError(f"unknown model architecture {name!r}")
-    return dict(cfg)

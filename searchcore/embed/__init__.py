@@ -1,0 +1,63 @@
+"""The embedder: an open_clip model that puts photos and words in one space.
+
+Model specs (``--model`` / ``SEARCHCORE_MODEL``):
+
+==============================  ==========================================================
+``default``                     the project's shipped model in ``assets/models/clip-default``
+                                when present, else ``sc-small`` with random weights (seed 0)
+``NAME``                        an open_clip architecture (``ViT-B-32``, ``RN50``...) or one
+                                of this package's (``sc-small``), randomly initialised with a
+                                fixed seed: deterministic, useful offline and in tests
+``NAME:TAG``                    a pretrained open_clip tag (``ViT-B-32:openai``,
+                                ``ViT-B-32:laion2b_s34b_b79k``), downloaded into the cache dir
+                                when downloads are allowed; TAG may also be a weights file
+``hf-hub:ORG/REPO``             an open_clip model on the Hugging Face Hub
+``PATH`` or ``local-dir:PATH``  a folder with ``open_clip_config.json`` and
+                                ``open_clip_model.safetensors`` (what ``finetune`` writes)
+``pixels`` / ``pixels:SIZE``    the raw-pixels baseline (no model; photos only)
+==============================  ==========================================================
+
+Custom architectures are open_clip JSON configs (``model_configs/*.json`` here, or any file
+passed to :func:`register_architecture`). Embeddings are float32, L2-normalised, ``(n, dim)``.
+
+Layout: :mod:`.protocols` (what callers may rely on), :mod:`.spec` (model specs and this
+package's architectures), :mod:`.clip` (the open_clip embedder), :mod:`.pixels` (the baseline).
+Anything in searchcore may import it; torch and open_clip load when a model does.
+"""
+
+from searchcore.embed.clip import (
+    BatchTransform,
+    ClipEmbedder,
+    load_embedder,
+    pick_device,
+    save_model,
+)
+from searchcore.embed.pixels import PixelEmbedder
+from searchcore.embed.protocols import BatchEmbedder, Embedder
+from searchcore.embed.spec import (
+    ASSETS,
+    DEFAULT_MODEL_DIR,
+    FALLBACK_ARCH,
+    PACKAGE_CONFIGS,
+    ModelSpec,
+    model_config,
+    register_architecture,
+)
+
+__all__ = [
+    "ASSETS",
+    "DEFAULT_MODEL_DIR",
+    "FALLBACK_ARCH",
+    "PACKAGE_CONFIGS",
+    "BatchEmbedder",
+    "BatchTransform",
+    "ClipEmbedder",
+    "Embedder",
+    "ModelSpec",
+    "PixelEmbedder",
+    "load_embedder",
+    "model_config",
+    "pick_device",
+    "register_architecture",
+    "save_model",
+]
