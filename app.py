@@ -26,6 +26,7 @@ import gradio as gr
 
 from searchcore.calibrate import MatchGate
 from searchcore.config import UPSCALE_MODES
+from searchcore.demo.assets import EXAMPLES
 from searchcore.engine import SearchEngine
 from searchcore.errors import SearchError
 from searchcore.query import ALL_CATEGORIES as ALL
@@ -34,7 +35,6 @@ from searchcore.web.page import CSS, Page, about_text
 
 ROOT = Path(__file__).resolve().parent
 DEMO_CATALOG = ROOT / "catalog" / "demo" / "products.csv"
-EXAMPLES = ROOT / "assets" / "examples"
 EXAMPLE_PHOTOS = (
     "tiny-red-sneakers.png",
     "blurry-striped-tshirt.jpg",

@@ -114,7 +114,7 @@ def demo_catalog(work: Path, n: int = 1200) -> Path:
     folder = work / f"demo-{n}"
     csv = folder / "products.csv"
     if not csv.is_file():
-        from searchcore.synth import generate_catalog
+        from searchcore.demo.synth import generate_catalog
 
         print(f"generating the demo shop ({n} products) into {folder} ...", flush=True)
         generate_catalog(folder, n=n)

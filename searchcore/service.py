@@ -199,7 +199,7 @@ def open_or_build(
     if not catalog.is_file():
         if not demo:
             raise SearchError(f"catalog {catalog} not found")
-        from searchcore.synth import generate_catalog
+        from searchcore.demo.synth import generate_catalog
 
         say(f"drawing the demo shop into {catalog.parent} (first start only) ...")
         started = time.perf_counter()

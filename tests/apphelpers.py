@@ -12,8 +12,8 @@ from conftest import TINY_CLIP_CONFIG
 
 def make_shop(base: Path, tiny_clip: str) -> dict[str, Path]:
     """A small generated shop and a tiny model folder any process can load."""
+    from searchcore.demo.synth import generate_catalog
     from searchcore.embed import load_embedder, save_model
-    from searchcore.synth import generate_catalog
 
     csv = generate_catalog(base / "shop", n=60, seed=1, size=128)
     model = save_model(load_embedder(tiny_clip), base / "model", TINY_CLIP_CONFIG)

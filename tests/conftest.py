@@ -133,7 +133,7 @@ def one_torch_thread():
 @pytest.fixture(scope="module")
 def demo_shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 40-product generated shop with 64 px photos, one per test module."""
-    from searchcore.synth import generate_catalog
+    from searchcore.demo.synth import generate_catalog
 
     return generate_catalog(tmp_path_factory.mktemp("demo"), n=40, seed=5, size=64)
 

@@ -41,7 +41,7 @@ def test_open_or_build_rebuilds_for_another_model(
 
 
 def test_open_or_build_draws_the_demo_shop(settings: Settings, tmp_path: Path, monkeypatch) -> None:
-    import searchcore.synth as synth
+    import searchcore.demo.synth as synth
 
     real = synth.generate_catalog
     monkeypatch.setattr(

@@ -31,7 +31,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def fresh_shop(tmp_path_factory: pytest.TempPathFactory):
     from searchcore.catalog import load_catalog
-    from searchcore.synth import generate_catalog
+    from searchcore.demo.synth import generate_catalog
 
     return load_catalog(generate_catalog(tmp_path_factory.mktemp("shop"), n=60, seed=11, size=192))
 

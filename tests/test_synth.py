@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from searchcore import synth
-from searchcore.synth import (
+from searchcore.demo import synth
+from searchcore.demo.synth import (
     COLOURS,
     COLUMNS,
     KINDS,

@@ -18,7 +18,7 @@ from PIL import Image, ImageFilter
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from searchcore.synth import generate_catalog
+from searchcore.demo.synth import generate_catalog
 
 HERE = Path(__file__).resolve().parent
 

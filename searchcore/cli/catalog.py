@@ -59,7 +59,7 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from searchcore.synth import generate_catalog
+    from searchcore.demo.synth import generate_catalog
 
     path = generate_catalog(args.out, n=args.n, seed=args.seed, size=args.size, progress=True)
     print(f"wrote {args.n} products to {path}")

@@ -25,6 +25,7 @@ package's architectures), :mod:`.clip` (the open_clip embedder), :mod:`.pixels` 
 Anything in searchcore may import it; torch and open_clip load when a model does.
 """
 
+from searchcore.demo.assets import ASSETS, DEFAULT_MODEL_DIR
 from searchcore.embed.clip import (
     BatchTransform,
     ClipEmbedder,
@@ -35,8 +36,6 @@ from searchcore.embed.clip import (
 from searchcore.embed.pixels import PixelEmbedder
 from searchcore.embed.protocols import BatchEmbedder, Embedder
 from searchcore.embed.spec import (
-    ASSETS,
-    DEFAULT_MODEL_DIR,
     FALLBACK_ARCH,
     PACKAGE_CONFIGS,
     ModelSpec,

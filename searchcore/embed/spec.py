@@ -7,11 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from searchcore.demo.assets import DEFAULT_MODEL_DIR
 from searchcore.errors import ConfigError
 
 PACKAGE_CONFIGS = Path(__file__).resolve().parents[1] / "model_configs"
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
-DEFAULT_MODEL_DIR = ASSETS / "models" / "clip-default"
 FALLBACK_ARCH = "sc-small"
 DEFAULT_SEED = 0
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from searchcore.config import Settings
+from searchcore.demo.assets import SHIPPED_UPSCALER_DIR
 from searchcore.upscale.network import (
     BicubicUpscaler,
     RealESRGANUpscaler,
@@ -35,7 +36,6 @@ from searchcore.upscale.registry import (
 from searchcore.upscale.weights import (
     FALLBACK_UPSCALER,
     FOLDER_CONFIG,
-    SHIPPED_UPSCALER_DIR,
     load_state_dict,
     load_upscaler_folder,
     resolve_weights,

@@ -27,9 +27,6 @@ DOWNLOAD_TIMEOUT_S = 60
 CHUNK = 1 << 20
 
 
-SHIPPED_UPSCALER_DIR = (
-    Path(__file__).resolve().parents[2] / "assets" / "models" / "upscaler-default"
-)
 FOLDER_CONFIG = "upscaler_config.json"
 FALLBACK_UPSCALER = "realesr-general-x4v3"
 
