@@ -129,8 +129,8 @@ def catalog_embeddings(
     from searchcore.build import build_index
     from searchcore.catalog import load_catalog
     from searchcore.config import Settings
-    from searchcore.index import HnswIndex
     from searchcore.service import make_embedder
+    from searchcore.stores.hnsw import HnswIndex
 
     catalog = load_catalog(csv, column_map)
     embedder = make_embedder(Settings(model=model))

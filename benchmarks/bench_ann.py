@@ -220,8 +220,8 @@ def hnswlib_rows(
 def wrapper_rows(
     ds: Dataset, truth: np.ndarray, index: Any, args: argparse.Namespace, efs: list[int]
 ) -> list[dict[str, Any]]:
-    """The same graph through searchcore.index.HnswIndex.search (what the engine calls)."""
-    from searchcore.index import HnswIndex
+    """The same graph through searchcore.stores.hnsw.HnswIndex.search (what the engine calls)."""
+    from searchcore.stores.hnsw import HnswIndex
 
     wrapped = HnswIndex(
         ds.base.shape[1],
@@ -311,7 +311,7 @@ def measure_load(kind: str, path: str, dim: str) -> None:
     if kind == "hnswlib":
         import hnswlib
 
-        from searchcore.index import HnswIndex
+        from searchcore.stores.hnsw import HnswIndex
 
         before = C.rss_bytes()
         index = hnswlib.Index(space="cosine", dim=int(dim))

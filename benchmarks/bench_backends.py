@@ -103,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     # (pymilvus asks for AllocTimestamp); the calls still succeed.
     logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
 
-    from searchcore.index import HnswIndex
-    from searchcore.milvus import MilvusStore
-    from searchcore.store import Filters
+    from searchcore.stores.base import Filters
+    from searchcore.stores.hnsw import HnswIndex
+    from searchcore.stores.milvus import MilvusStore
 
     vectors, labels, catalog, note = data(args, run)
     rng = np.random.default_rng(0)

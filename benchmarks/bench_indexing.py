@@ -133,7 +133,7 @@ def measure(
     from searchcore.build import _batches, _lanes, build_index
     from searchcore.config import IndexSettings
     from searchcore.images import DRAFT, decode_image
-    from searchcore.index import HnswIndex
+    from searchcore.stores.hnsw import HnswIndex
 
     C.set_torch_threads(threads)
     paths = catalog.image_paths()

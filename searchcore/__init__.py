@@ -2,7 +2,7 @@
 
 Pipeline: decode and check the upload (:mod:`searchcore.images`), upscale small or blurry
 photos with Real-ESRGAN (:mod:`searchcore.upscale`), embed with a CLIP model
-(:mod:`searchcore.embed`), retrieve from an HNSW index (:mod:`searchcore.index`) over a pandas
+(:mod:`searchcore.embed`), retrieve from an HNSW index (:mod:`searchcore.stores.hnsw`) over a pandas
 catalog (:mod:`searchcore.catalog`); :class:`searchcore.engine.SearchEngine` ties them together.
 
 Importing this package is cheap: torch, open_clip and basicsr load only when a model is used.

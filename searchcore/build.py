@@ -33,8 +33,9 @@ from searchcore.embed import BatchEmbedder, Embedder
 from searchcore.errors import ConfigError, ImageError, SearchError
 from searchcore.fsutil import folder_lock, relative
 from searchcore.images import DRAFT, decode_image
-from searchcore.index import HnswIndex, commit_folder, current_manifest
-from searchcore.store import is_milvus
+from searchcore.stores.base import is_milvus
+from searchcore.stores.hnsw import HnswIndex, commit_folder
+from searchcore.stores.manifest import current_manifest
 
 READ_AHEAD_BYTES = 256 * 2**20  # prepared photos waiting for the model, at most (about)
 
@@ -190,7 +191,7 @@ def _build_milvus(
     collection: str,
     token: str | None,
 ) -> BuildReport:
-    from searchcore.milvus import MilvusStore
+    from searchcore.stores.milvus import MilvusStore
 
     started = time.perf_counter()
     params = {"M": settings.m, "efConstruction": settings.ef_construction}

@@ -101,8 +101,8 @@ def calibrate(
     """
     from searchcore.fsutil import write_json_atomic
     from searchcore.images import decode_image
-    from searchcore.index import read_manifest
-    from searchcore.store import is_milvus
+    from searchcore.stores.base import is_milvus
+    from searchcore.stores.manifest import read_manifest
 
     cache = (
         None if index_dir is None or is_milvus(index_dir) else Path(index_dir) / CALIBRATION_FILE

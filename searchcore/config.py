@@ -114,7 +114,7 @@ class Settings:
     catalog: Path | None = None
     column_map: tuple[tuple[str, str], ...] = ()
     model: str = "default"
-    # An index folder (hnswlib) or a Milvus URI / Milvus Lite *.db file (see searchcore.store).
+    # An index folder (hnswlib) or a Milvus URI / Milvus Lite *.db file (see searchcore.stores).
     index_dir: str | None = None
     milvus_collection: str = "products"
     milvus_token: str | None = None

@@ -24,7 +24,7 @@ from searchcore.config import UPSCALE_MODES, UpscaleSettings
 from searchcore.embed import Embedder
 from searchcore.errors import ConfigError, SearchError, UpscaleError
 from searchcore.images import DEFAULT_LIMITS, DRAFT, ImageLimits, decode_image
-from searchcore.store import Filters, VectorStore
+from searchcore.stores.base import Filters, VectorStore
 from searchcore.upscale import UpscaleDecision, UpscalePolicy, Upscaler
 
 DISPLAY_COLUMNS = ("id", "title", "price", "category", "colour", "image")

@@ -53,10 +53,9 @@ from searchcore.engine import SearchEngine
 from searchcore.errors import CatalogError, IndexMismatchError, SearchError
 from searchcore.fsutil import atomic_write, file_sha256, folder_lock, is_regular_file, relative
 from searchcore.images import decode_image
-from searchcore.index import (
+from searchcore.stores.hnsw import HnswIndex, commit_folder
+from searchcore.stores.manifest import (
     MANIFEST,
-    HnswIndex,
-    commit_folder,
     manifest_files,
     manifest_version,
     prune_folder,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from searchcore.config import UPSCALE_MODES
 from searchcore.errors import ConfigError
-from searchcore.store import Filters
+from searchcore.stores.base import Filters
 
 if TYPE_CHECKING:
     from searchcore.engine import SearchResult

@@ -18,8 +18,9 @@ from searchcore.config import Settings, usable_cpus
 from searchcore.embed import ClipEmbedder, Embedder, PixelEmbedder, load_embedder
 from searchcore.engine import SearchEngine
 from searchcore.errors import CatalogError, IndexMismatchError, SearchError
-from searchcore.index import HnswIndex, manifest_version, read_manifest
-from searchcore.store import VectorStore, is_milvus
+from searchcore.stores.base import VectorStore, is_milvus
+from searchcore.stores.hnsw import HnswIndex
+from searchcore.stores.manifest import manifest_version, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def open_store(settings: Settings, location: str) -> tuple[VectorStore, dict]:
     """The vector store at ``location`` (folder or Milvus URI) and its manifest."""
     fix = f"searchcore index build --catalog FILE --out {location}"
     if is_milvus(location):
-        from searchcore.milvus import MilvusStore
+        from searchcore.stores.milvus import MilvusStore
 
         return MilvusStore.open(
             location, settings.milvus_collection, token=settings.milvus_token, fix=fix

@@ -24,11 +24,11 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import ColourEmbedder
 
-from searchcore import index as index_module
 from searchcore import live as live_module
 from searchcore.config import Settings, UpscaleSettings
 from searchcore.live import LiveShop
 from searchcore.service import open_engine
+from searchcore.stores import hnsw as index_module
 
 
 def unsafe_write_json(path: Path, data: object) -> None:

@@ -111,7 +111,7 @@ def test_raw_pixels_baseline(colour_catalog: Path, tmp_path: Path) -> None:
     from searchcore.build import build_index
     from searchcore.catalog import load_catalog
     from searchcore.engine import SearchEngine
-    from searchcore.index import HnswIndex
+    from searchcore.stores.hnsw import HnswIndex
 
     emb = load_embedder("pixels:8")
     v = emb.embed_images(_images())
@@ -178,7 +178,7 @@ def test_build_in_lanes_equals_the_overlapped_build(
     """Lanes (one torch thread each) embed and label every photo as one model lane does."""
     from searchcore.build import build_index
     from searchcore.catalog import load_catalog
-    from searchcore.index import HnswIndex
+    from searchcore.stores.hnsw import HnswIndex
 
     emb = load_embedder(tiny_clip)
     catalog = load_catalog(colour_catalog)

@@ -17,7 +17,7 @@ from searchcore.catalog import load_catalog
 from searchcore.config import UpscaleSettings
 from searchcore.engine import Filters, SearchEngine
 from searchcore.errors import ConfigError, ImageError, SearchError, UpscaleError
-from searchcore.index import HnswIndex
+from searchcore.stores.hnsw import HnswIndex
 
 
 class DoublingUpscaler:

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from searchcore.errors import IndexMismatchError, SearchError
-from searchcore.index import MANIFEST, HnswIndex, commit_folder
+from searchcore.stores.hnsw import HnswIndex, commit_folder
+from searchcore.stores.manifest import MANIFEST
 
 
 def _unit(n: int, d: int, seed: int = 0) -> np.ndarray:
@@ -206,7 +207,7 @@ def test_a_matching_checksum_with_a_wrong_dimension_is_refused(tmp_path: Path) -
 WRITER = textwrap.dedent(
     """
     import sys, numpy as np
-    from searchcore.index import HnswIndex
+    from searchcore.stores.hnsw import HnswIndex
     folder = sys.argv[1]
     idx, _ = HnswIndex.load(folder)
     rng = np.random.default_rng()

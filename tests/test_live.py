@@ -23,9 +23,9 @@ from searchcore.build import build_index
 from searchcore.catalog import load_catalog
 from searchcore.config import Settings, UpscaleSettings
 from searchcore.errors import CatalogError, ImageError, IndexMismatchError, SearchError
-from searchcore.index import HnswIndex
 from searchcore.live import LIVE_DIR, REMOVED, LiveShop, check_invariants
 from searchcore.service import open_engine
+from searchcore.stores.hnsw import HnswIndex
 
 WRITER = Path(__file__).with_name("live_writer.py")
 SETTINGS = Settings(upscale=UpscaleSettings(mode="never"))

@@ -12,8 +12,8 @@ from PIL import Image
 from searchcore.build import build_index
 from searchcore.catalog import load_catalog
 from searchcore.engine import SearchEngine
-from searchcore.index import HnswIndex
-from searchcore.store import Filters, VectorStore, is_milvus
+from searchcore.stores.base import Filters, VectorStore, is_milvus
+from searchcore.stores.hnsw import HnswIndex
 
 pytest.importorskip("pymilvus")
 BACKENDS = ["hnswlib", "milvus"]
@@ -43,14 +43,14 @@ class Harness:
 
     def create(self, dim: int) -> VectorStore:
         if self.backend == "milvus":
-            from searchcore.milvus import MilvusStore
+            from searchcore.stores.milvus import MilvusStore
 
             return MilvusStore.create(self.location, "t", dim)
         return HnswIndex(dim)
 
     def reopen(self, store: VectorStore) -> VectorStore:
         if self.backend == "milvus":
-            from searchcore.milvus import MilvusStore
+            from searchcore.stores.milvus import MilvusStore
 
             store.save({"model": {"spec": "x"}})
             store.client.close()
@@ -156,7 +156,7 @@ def test_engine_builds_and_searches_on_either_backend(
     report = build_index(catalog, fake_embedder, out)
     assert report.indexed == 24 and is_milvus(out) == (backend == "milvus")
     if backend == "milvus":
-        from searchcore.milvus import MilvusStore
+        from searchcore.stores.milvus import MilvusStore
 
         store, manifest = MilvusStore.open(str(out), "products")
         assert manifest["catalog"]["sha256"] == catalog.sha256
@@ -192,7 +192,7 @@ def test_engine_builds_and_searches_on_either_backend(
 def test_sharded_milvus_build_fills_one_collection(
     colour_catalog: Path, fake_embedder, tmp_path: Path
 ) -> None:
-    from searchcore.milvus import MilvusStore
+    from searchcore.stores.milvus import MilvusStore
 
     catalog = load_catalog(colour_catalog)
     out = tmp_path / "sharded.db"

@@ -97,7 +97,7 @@ def start(
     """The engine over the catalog's index (the demo shop drawn and everything built on first
     start), following commits of other processes, and its calibrated match gate."""
     from searchcore.service import open_or_build, set_threads
-    from searchcore.store import is_milvus
+    from searchcore.stores.base import is_milvus
 
     # Serving: one torch thread per request unless told otherwise. With two on a 2-vCPU
     # machine every model call contends (image embed 40 -> 983 ms, bench_query.py); the queue

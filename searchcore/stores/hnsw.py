@@ -1,12 +1,11 @@
-"""The vector index: hnswlib HNSW over L2-normalised embeddings, persisted as a folder.
+"""The hnswlib store: HNSW over L2-normalised embeddings, persisted as an index folder.
 
 Invariant: an index label is the product's row in the catalog. A folder holds
-``index-<sha>.bin`` (hnswlib's file) and ``manifest.json`` (format version, dim, space,
-parameters, counts, deleted labels, the index file's sha256, and whatever the caller records
-about model and catalog). Saving never overwrites the live files: the index goes to a new
-name, then the manifest is swapped atomically (temp file, fsync, rename), so a process killed
-at any point leaves the previous index loadable. hnswlib stores no dimension or checksum of
-its own, so loading checks the manifest and the sha256 before hnswlib reads a byte.
+``index-<sha>.bin`` (hnswlib's file) and ``manifest.json`` (:mod:`.manifest`). Saving never
+overwrites the live files: the index goes to a new name, then the manifest is swapped atomically
+(temp file, fsync, rename), so a process killed at any point leaves the previous index loadable.
+hnswlib stores no dimension or checksum of its own, so loading checks the manifest and the
+sha256, and the file's whole structure (:func:`verify_hnsw_file`), before hnswlib reads a byte.
 """
 
 from __future__ import annotations
@@ -24,11 +23,16 @@ from typing import Any
 import numpy as np
 
 from searchcore.errors import IndexMismatchError, SearchError
-from searchcore.fsutil import file_sha256, fsync_dir, fsync_file, read_json, write_json_atomic
-from searchcore.store import Filters, Neighbours
+from searchcore.fsutil import file_sha256, fsync_dir, fsync_file, write_json_atomic
+from searchcore.stores.base import Filters, Neighbours
+from searchcore.stores.manifest import (
+    FORMAT_VERSION,
+    MANIFEST,
+    manifest_files,
+    prune_folder,
+    read_manifest,
+)
 
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 # Below this many allowed products a filtered query is answered exactly (fast, and exact).
 BRUTE_FORCE_MAX = 4096
 
@@ -367,23 +371,6 @@ class HnswIndex:
         return obj, manifest
 
 
-_MANIFEST_TYPES: dict[str, type | tuple[type, ...]] = {
-    "format_version": int,
-    "dim": int,
-    "space": str,
-    "M": int,
-    "ef_construction": int,
-    "ef_search": int,
-    "count": int,
-    "total": int,
-    "capacity": int,
-    "deleted": list,
-    "index_file": str,
-    "index_sha256": str,
-    "index_bytes": int,
-}
-
-
 # hnswlib's file (hnswalg.h, saveIndex/loadIndex): a header of six size_t, an int, a uint32,
 # three size_t, a double and a size_t; then `count` level-0 blocks of `per_elem` bytes (a
 # uint32 whose low 16 bits count the links and whose third byte holds the deleted mark, maxM0
@@ -467,31 +454,6 @@ def verify_hnsw_file(path: Path, manifest: dict[str, Any], fix: str) -> None:
         raise IndexMismatchError(f"{bad} (trailing bytes); rebuild with `{fix}`")
 
 
-def manifest_files(manifest: dict[str, Any] | None) -> set[str]:
-    """The file names a manifest needs in its folder (index file, catalog snapshot)."""
-    if not isinstance(manifest, dict):
-        return set()
-    names = {str(manifest.get("index_file", ""))}
-    catalog = manifest.get("catalog")
-    if isinstance(catalog, dict) and catalog.get("snapshot"):
-        names.add(str(catalog["snapshot"]))
-    return names - {""}
-
-
-def manifest_version(manifest: dict[str, Any]) -> str:
-    """Names one committed state of a folder: equal versions, equal index and catalog."""
-    catalog = manifest.get("catalog") if isinstance(manifest.get("catalog"), dict) else {}
-    return f"{manifest.get('generation', 0)}:{manifest.get('index_sha256')}:{catalog.get('sha256')}"
-
-
-def current_manifest(folder: Path) -> dict[str, Any] | None:
-    """The folder's manifest, or None where there is none (or none that can be read)."""
-    try:
-        return read_manifest(folder)
-    except IndexMismatchError:
-        return None
-
-
 def commit_folder(
     folder: Path, index: HnswIndex, meta: dict[str, Any], previous: dict[str, Any] | None
 ) -> dict[str, Any]:
@@ -504,64 +466,4 @@ def commit_folder(
     generation = int((previous or {}).get("generation", 0)) + 1
     manifest = index.save(folder, {**meta, "generation": generation})
     prune_folder(folder, manifest_files(manifest) | manifest_files(previous))
-    return manifest
-
-
-def prune_folder(folder: Path, keep: set[str]) -> list[Path]:
-    """Delete index files and catalog snapshots not named in ``keep``, and temp files.
-
-    Call it holding the folder's writer lock (:func:`searchcore.fsutil.folder_lock`): then no
-    writer is between writing its files and committing them, so every temp file is a dead
-    writer's. ``keep`` holds the files of the current and the previous manifest, so a reader
-    that read the previous manifest a moment ago still finds its files (and a reader that
-    loses that race re-reads the manifest: see ``searchcore.service.open_engine``).
-    """
-    removed = []
-    for pattern in (
-        "index-*.bin",
-        "catalog-*.csv",
-        ".index-*.tmp",
-        ".catalog-*.tmp",
-        ".manifest.json.*.tmp",
-    ):
-        for path in folder.glob(pattern):
-            if path.name not in keep:
-                path.unlink(missing_ok=True)
-                removed.append(path)
-    return removed
-
-
-def read_manifest(folder: Path, *, fix: str = "searchcore index build") -> dict[str, Any]:
-    path = folder / MANIFEST
-    if not folder.is_dir():
-        raise IndexMismatchError(f"no index at {folder}; build one with `{fix}`")
-    try:
-        manifest = read_json(path)
-    except FileNotFoundError:
-        raise IndexMismatchError(
-            f"{folder} has no {MANIFEST}; build the index with `{fix}`"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise IndexMismatchError(f"{path} is unreadable ({exc}); rebuild with `{fix}`") from None
-    if not isinstance(manifest, dict):
-        raise IndexMismatchError(f"{path} is not a manifest; rebuild with `{fix}`")
-    for key, typ in _MANIFEST_TYPES.items():
-        if not isinstance(manifest.get(key), typ) or isinstance(manifest.get(key), bool):
-            raise IndexMismatchError(f"{path} lacks a valid {key!r}; rebuild with `{fix}`")
-    if manifest["format_version"] != FORMAT_VERSION:
-        raise IndexMismatchError(
-            f"index format {manifest['format_version']} is not supported (expected "
-            f"{FORMAT_VERSION}); rebuild with `{fix}`"
-        )
-    name = manifest["index_file"]
-    if "/" in name or "\\" in name or not name.startswith("index-") or not name.endswith(".bin"):
-        raise IndexMismatchError(
-            f"{path} names an invalid index file {name!r}; rebuild with `{fix}`"
-        )
-    if not (1 <= manifest["dim"] <= 65536) or manifest["space"] not in ("cosine", "ip", "l2"):
-        raise IndexMismatchError(f"{path} has an invalid dim or space; rebuild with `{fix}`")
-    if not (0 <= manifest["total"] <= manifest["capacity"]) or not (2 <= manifest["M"] <= 4096):
-        raise IndexMismatchError(f"{path} has invalid sizes; rebuild with `{fix}`")
-    if not all(isinstance(x, int) and 0 <= x for x in manifest["deleted"]):
-        raise IndexMismatchError(f"{path} has invalid deleted labels; rebuild with `{fix}`")
     return manifest

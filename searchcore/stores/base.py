@@ -1,9 +1,10 @@
 """One vector-store interface, two backends, chosen by where the index lives.
 
-- a folder path: the embedded hnswlib index (:class:`searchcore.index.HnswIndex`), the default;
+- a folder path: the embedded hnswlib index (:class:`searchcore.stores.hnsw.HnswIndex`), the
+  default;
 - a Milvus URI: ``http(s)://host:19530`` (Milvus standalone or distributed, Zilliz Cloud with
   ``SEARCHCORE_MILVUS_TOKEN``) or a local ``*.db`` file (Milvus Lite):
-  :class:`searchcore.milvus.MilvusStore`.
+  :class:`searchcore.stores.milvus.MilvusStore`.
 
 The engine, the CLI and the app only use the methods of :class:`VectorStore`. Labels are
 catalog rows in both. A store that ``pushes_filters`` gets the :class:`Filters` themselves

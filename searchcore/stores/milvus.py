@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from searchcore.errors import ConfigError, IndexMismatchError, SearchError, first_line
-from searchcore.store import Filters, Neighbours
+from searchcore.stores.base import Filters, Neighbours
 
 PROPERTY = "searchcore.manifest"
 FORMAT_VERSION = 1
@@ -73,7 +73,7 @@ def filter_expression(filters: Filters | None) -> str:
 
 
 class MilvusStore:
-    """The :class:`searchcore.store.VectorStore` protocol on a Milvus collection."""
+    """The :class:`searchcore.stores.base.VectorStore` protocol on a Milvus collection."""
 
     pushes_filters = True
 
