@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 
 from searchcore.catalog import Catalog
@@ -308,35 +307,6 @@ class SearchEngine:
                 if filters.max_price is not None:
                     mask &= prices <= filters.max_price
         return mask
-
-    # -- catalog changes --------------------------------------------------------------------
-    def add_products(self, rows: pd.DataFrame, images: list[Image.Image]) -> list[int]:
-        """Append products (canonical columns) with their photos; returns their labels.
-
-        In memory only (both stores): for changes that survive a restart, on an index folder,
-        use :class:`searchcore.live.LiveShop` (``searchcore catalog add``), which commits them.
-        """
-        if len(rows) != len(images):
-            raise SearchError(f"{len(rows)} products but {len(images)} images")
-        clash = set(rows["id"]) & set(self.catalog.df["id"])
-        if clash:
-            raise SearchError(
-                f"product id(s) already in the catalog: {', '.join(sorted(clash)[:5])}"
-            )
-        vectors = self.embedder.embed_images([decode_image(i, self.image_limits) for i in images])
-        start = len(self.catalog.df)
-        labels = list(range(start, start + len(rows)))
-        self.catalog.df = pd.concat([self.catalog.df, rows.astype(str)], ignore_index=True).fillna(
-            ""
-        )
-        self.index.add(vectors, labels, records=self.catalog.df.iloc[labels].to_dict("records"))
-        return labels
-
-    def remove_products(self, ids: list[str]) -> list[int]:
-        """Remove products from search (their catalog rows stay, so labels keep meaning)."""
-        labels = self.catalog.rows_for_ids(ids)
-        self.index.remove(labels)
-        return labels
 
 
 def _hits(catalog: Catalog, labels: np.ndarray, scores: np.ndarray) -> list[Hit]:

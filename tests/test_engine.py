@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from conftest import COLOURS, ColourEmbedder
 from PIL import Image, ImageFilter
@@ -208,30 +207,6 @@ def test_text_embeddings_are_cached(engine: SearchEngine, monkeypatch) -> None:
     engine.search_text("Red  Cap")
     engine.search_text("red cap")
     assert len(calls) == 1
-
-
-def test_add_and_remove_products(engine: SearchEngine) -> None:
-    rows = pd.DataFrame(
-        [
-            {
-                "id": "new1",
-                "title": "Purple mug",
-                "image": "images/new1.png",
-                "category": "mugs",
-                "colour": "purple",
-                "price": "5.00",
-            }
-        ]
-    )
-    purple = Image.new("RGB", (40, 40), (128, 0, 128))
-    labels = engine.add_products(rows, [purple])
-    assert labels == [24]
-    assert engine.search_image(purple.resize((200, 200)), k=1).hits[0].id == "new1"
-    with pytest.raises(SearchError, match="already"):
-        engine.add_products(rows, [purple])
-    engine.remove_products(["new1", "00000"])
-    ids = [h.id for h in engine.search_text("red", k=30).hits]
-    assert "new1" not in ids and "00000" not in ids and len(ids) == 23
 
 
 def test_concurrent_queries(engine: SearchEngine) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -183,9 +184,12 @@ def test_engine_builds_and_searches_on_either_backend(
         ]
     )
     purple = Image.new("RGB", (40, 40), (128, 0, 128))
-    engine.add_products(rows, [purple])
+    # a new product: its vector in the store under its catalog row, then both served as one view
+    grown = replace(catalog, df=pd.concat([catalog.df, rows], ignore_index=True).fillna(""))
+    store.add(fake_embedder.embed_images([purple]), [24], records=rows.to_dict("records"))
+    engine.swap(grown, store)
     assert engine.search_image(purple.resize((200, 200)), k=1, upscale="never").hits[0].id == "n1"
-    engine.remove_products(["n1"])
+    store.remove([24])
     assert "n1" not in [h.id for h in engine.search_text("red", k=30).hits]
 
 
