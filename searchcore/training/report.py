@@ -13,7 +13,7 @@ from typing import Any
 
 from searchcore.fsutil import write_json_atomic
 
-__all__ = ["markdown", "write_report"]
+__all__ = ["comparison_markdown", "headline", "markdown", "write_comparison", "write_report"]
 
 
 def clean_json(obj: Any) -> Any:
@@ -28,9 +28,10 @@ def clean_json(obj: Any) -> Any:
 
 
 def _f(v: Any, digits: int = 3) -> str:
-    return (
-        "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
-    )
+    """A figure for a table: ``-`` for what is missing, not a number or not finite."""
+    if not isinstance(v, (int, float)) or not math.isfinite(v):
+        return "-"
+    return f"{v:.{digits}f}"
 
 
 def _strategies(exact: dict[str, Any]) -> list[str]:
@@ -221,3 +222,200 @@ def _plots(report: dict[str, Any], out: Path) -> list[Path]:
 
 def load_report(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+# --------------------------------------------------------------------------- tune's comparison
+
+# The fine-tuned model's name among the compared variants (searchcore.training.tune).
+VARIANT_FINETUNED = "fine-tuned"
+
+
+def headline(report: dict[str, Any]) -> dict[str, Any]:
+    """The figures the comparison table shows, from one evaluation report."""
+    out: dict[str, Any] = {"spec": report.get("model", {}).get("spec")}
+    for col, v in report.get("similar", {}).items():
+        if isinstance(v, dict):
+            out[f"{col} P@1"], out[f"{col} P@10"] = v["P@1"], v["P@10"]
+    text = report.get("text", {})
+    if "titles" in text:
+        out["title R@1"], out["title R@10"] = text["titles"]["R@1"], text["titles"]["R@10"]
+    if "attributes" in text:
+        out["attribute query P@10"] = text["attributes"].get("P@10")
+        out["attribute query R@10"] = text["attributes"]["R@10"]
+    for cname, cond in report.get("exact", {}).items():
+        for sname, v in cond.items():
+            if isinstance(v, dict) and "R@10" in v:
+                out[f"{cname} R@10 [{sname}]"] = v["R@10"]
+                out[f"{cname} R@1 [{sname}]"] = v["R@1"]
+                if "by_width" in v:
+                    out[f"{cname} by width [{sname}]"] = {
+                        b: w["R@10"] for b, w in v["by_width"].items()
+                    }
+    return out
+
+
+def write_comparison(summary: dict[str, Any], out: Path, plots: bool = True) -> list[Path]:
+    write_json_atomic(out / "report.json", clean_json(summary))
+    (out / "report.md").write_text(comparison_markdown(summary), encoding="utf-8")
+    paths = [out / "report.json", out / "report.md"]
+    if plots:
+        paths += _comparison_plots(summary, out)
+    return paths
+
+
+def _ordered(summary: dict[str, Any]) -> dict[str, Any]:
+    v = summary["variants"]
+    return {n: v[n] for n in summary.get("order", v) if n in v}
+
+
+def comparison_markdown(summary: dict[str, Any]) -> str:
+    variants = _ordered(summary)
+    sp = summary["split"]
+    t = summary["timings"]
+    lines = [
+        "# Fine-tuning report",
+        "",
+        (
+            f"Catalog `{summary['catalog']['path']}` ({summary['catalog']['rows']} products). "
+            f"Test: {sp['test']} products never trained or validated on (hash split, seed "
+            f"{sp['seed']}, fraction {sp['test_fraction']}); "
+            f"{sp['train_and_val']} for training and "
+            "validation. Every variant is scored on the same test products and the same queries."
+        ),
+        "",
+        f"Fine-tuning {t.get('finetune_s', 0) / 60:.1f} min"
+        + (" (reused)" if t.get("finetune_reused") else "")
+        + (f", index {t['index_s']} s" if "index_s" in t else "")
+        + f", evaluation {t.get('eval_s', 0) / 60:.1f} min; {summary.get('hardware', '')}.",
+        "",
+    ]
+    cols = [
+        c
+        for c in (
+            "category P@1",
+            "category P@10",
+            "colour P@1",
+            "colour P@10",
+            "gender P@1",
+            "gender P@10",
+            "title R@1",
+            "title R@10",
+            "attribute query P@10",
+        )
+        if any(c in v for v in variants.values())
+    ]
+    lines += [
+        "## Similar products and text search",
+        "",
+        "| model | " + " | ".join(cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
+    lines += [
+        f"| {n} | " + " | ".join(_f(v.get(c)) for c in cols) + " |" for n, v in variants.items()
+    ]
+    conds = sorted({k.split(" R@10 [")[0] for v in variants.values() for k in v if " R@10 [" in k})
+    for cname in conds:
+        strat = []
+        for v in variants.values():
+            for k in v:
+                if k.startswith(f"{cname} R@10 ["):
+                    s = k[len(cname) + 7 : -1]
+                    if s not in strat:
+                        strat.append(s)
+        lines += [
+            "",
+            f"## Exact product from `{cname}` photos: Recall@10 (Recall@1)",
+            "",
+            "| model | " + " | ".join(strat) + " |",
+            "|---|" + "---|" * len(strat),
+        ]
+        for n, v in variants.items():
+            lines.append(
+                f"| {n} | "
+                + " | ".join(
+                    f"{_f(v.get(f'{cname} R@10 [{s}]'))} ({_f(v.get(f'{cname} R@1 [{s}]'))})"
+                    for s in strat
+                )
+                + " |"
+            )
+        tuned = variants.get(VARIANT_FINETUNED, {})
+        bands = {s: tuned.get(f"{cname} by width [{s}]") for s in strat}
+        if any(bands.values()):
+            names = list(next(b for b in bands.values() if b))
+            lines += [
+                "",
+                f"Fine-tuned model, `{cname}` Recall@10 by query width:",
+                "",
+                "| upscaling | " + " | ".join(names) + " |",
+                "|---|" + "---|" * len(names),
+            ]
+            lines += [
+                f"| {s} | " + " | ".join(_f((b or {}).get(x)) for x in names) + " |"
+                for s, b in bands.items()
+                if b
+            ]
+    verdict = summary.get("auto_upscaling") or {}
+    if verdict.get("reason"):
+        lines += [
+            "",
+            "## Auto upscaling",
+            "",
+            (
+                f"{verdict['reason']}. Stored as the model's "
+                "`upscale_verdict.json`: `auto` follows it."
+            ),
+        ]
+    if summary.get("command"):
+        lines += ["", "Reproduce:", "", "```", summary["command"], "```"]
+    return "\n".join(lines) + "\n"
+
+
+def _comparison_plots(summary: dict[str, Any], out: Path) -> list[Path]:
+    from matplotlib.figure import Figure
+
+    variants = _ordered(summary)
+    metrics = [
+        m
+        for m in (
+            "category P@10",
+            "colour P@10",
+            "gender P@10",
+            "title R@10",
+            "attribute query P@10",
+            "shopper R@10 [never]",
+        )
+        if any(m in v for v in variants.values())
+    ]
+    fig = Figure(figsize=(10, 5), layout="constrained")
+    ax = fig.add_subplot()
+    draw_bars(
+        ax,
+        [m.replace(" [never]", "") for m in metrics],
+        {n: [v.get(m) for m in metrics] for n, v in variants.items()},
+        "",
+    )
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)  # off the bars
+    ax.set_ylim(0, 1)
+    ax.set_title("Held-out products: fine-tuned vs baselines")
+    fig.savefig(out / "comparison.png", dpi=110)
+    paths = [out / "comparison.png"]
+    tuned = variants.get(VARIANT_FINETUNED, {})
+    bands = {
+        k[len("shopper by width [") : -1]: v
+        for k, v in tuned.items()
+        if k.startswith("shopper by width [")
+    }
+    if bands:
+        fig = Figure(figsize=(6, 3.5), layout="constrained")
+        ax = fig.add_subplot()
+        for s, b in bands.items():
+            ax.plot(list(b), list(b.values()), marker="o", label=s)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("exact-product Recall@10")
+        ax.set_xlabel("shopper photo width")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title("Fine-tuned model: upscaling by query size")
+        fig.savefig(out / "shopper_by_width.png", dpi=110)
+        paths.append(out / "shopper_by_width.png")
+    return paths
