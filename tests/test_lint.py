@@ -104,3 +104,14 @@ def test_no_private_names_imported_across_modules() -> None:
         if n.startswith("_") and not n.startswith("__") and t != m
     ]
     assert crossing == []
+
+
+def test_modules_stay_small() -> None:
+    """One concern a module: none over 500 lines, and app.py (the page's layout) at most 250."""
+    sizes = {
+        p: len(p.read_text(encoding="utf-8").splitlines())
+        for p in (ROOT / "searchcore").rglob("*.py")
+    }
+    big = {str(p.relative_to(ROOT)): n for p, n in sizes.items() if n > 500}
+    assert big == {}
+    assert len((ROOT / "app.py").read_text(encoding="utf-8").splitlines()) <= 250

@@ -264,7 +264,8 @@ def test_report_files(colour_catalog: Path, fake_embedder, tmp_path: Path) -> No
 
 def test_finetune_learns_saves_and_reloads(demo_shop: Path, tiny_clip: str, tmp_path: Path) -> None:
     from searchcore.embed import load_embedder
-    from searchcore.training.finetune import FinetuneConfig, finetune, trained_rows
+    from searchcore.training.data import trained_rows
+    from searchcore.training.finetune import FinetuneConfig, finetune
 
     catalog = load_catalog(demo_shop)
     config = FinetuneConfig(

@@ -50,7 +50,7 @@ def test_shopper_views_reach_the_smallest_shopper_photos() -> None:
 
 
 def test_test_split_is_eval_split_and_never_validated_on() -> None:
-    from searchcore.training.finetune import split_masks
+    from searchcore.training.data import split_masks
 
     ids = [f"{i:05d}" for i in range(2000)]
     val, test = split_masks(ids, 0, 0.1, 0.2)
@@ -167,7 +167,7 @@ def test_tune_runs_the_whole_loop(
 ) -> None:
     from safetensors.torch import load_file
 
-    from searchcore.training.finetune import trained_rows
+    from searchcore.training.data import trained_rows
 
     out = tmp_path / "run"
     args = [

@@ -402,9 +402,9 @@ def cmd_train_upscaler(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from searchcore.service import make_embedder
+    from searchcore.training.data import trained_rows
     from searchcore.training.degrade import DEFAULT_CONDITIONS, parse_condition
     from searchcore.training.evaluate import EvalConfig, evaluate
-    from searchcore.training.finetune import trained_rows
     from searchcore.training.report import write_report
     from searchcore.training.strategies import build_strategies
     from searchcore.upscale.verdict import write_verdict

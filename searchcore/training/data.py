@@ -11,13 +11,16 @@ import hashlib
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
 from searchcore.catalog import Catalog
+from searchcore.embed import ModelSpec
 from searchcore.errors import ConfigError, ImageError, SearchError
+from searchcore.fsutil import read_json
 from searchcore.images import decode_image
 
 # Canonical columns that are not product attributes.
@@ -139,3 +142,60 @@ def load_photos(
             f"(first problem: {skipped[0][1]})"
         )
     return kept, photos, skipped
+
+
+# A model folder's training record (finetune writes it): which catalog, which split.
+TRAINING_FILE = "training.json"
+
+
+def split_masks(
+    ids: Sequence[str], seed: int, val_fraction: float, test_fraction: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(validation mask, test mask) over ``ids``; training is everything else.
+
+    Without a test split this is the historical split (validation = ``held_out_mask(ids,
+    val_fraction, seed)``), so older training records keep their meaning. With one, the test
+    products are ``held_out_mask(ids, test_fraction, seed)`` -- exactly what ``searchcore eval
+    --seed`` holds out -- and validation is an independent hash split of the rest.
+    """
+    if test_fraction <= 0:
+        return held_out_mask(ids, val_fraction, seed), np.zeros(len(ids), dtype=bool)
+    test = held_out_mask(ids, test_fraction, seed)
+    val = (
+        held_out_mask(ids, val_fraction, seed + 1) & ~test
+        if val_fraction > 0
+        else np.zeros_like(test)
+    )
+    return val, test
+
+
+def trained_rows(model_spec: str, catalog: Catalog) -> tuple[list[int], str]:
+    """Rows of ``catalog`` that the model in ``model_spec`` was trained on, and a note.
+
+    Read from the model folder's ``training.json``; only when it was trained on this very
+    catalog (same sha256, same column mapping) are rows excluded from evaluation.
+    """
+    spec = ModelSpec.parse(model_spec)
+    if spec.kind != "local":
+        return [], "not a model folder: no training record"
+    path = Path(spec.name) / TRAINING_FILE
+    if not path.is_file():
+        return [], f"{path.parent} has no {TRAINING_FILE}"
+    meta = read_json(path)
+    if meta.get("catalog", {}).get("sha256") != catalog.sha256:
+        return [], "trained on another catalog: no products excluded"
+    split = meta["split"]
+    held, test = split_masks(
+        catalog.df["id"].astype(str).tolist(),
+        split["seed"],
+        split["val_fraction"],
+        split.get("test_fraction", 0.0),
+    )
+    if test.any():  # training and validation products are both excluded: only the test is left
+        rows = [i for i, t in enumerate(test) if not t]
+        return rows, (
+            f"trained on this catalog: its {len(rows)} training and validation products "
+            "are excluded"
+        )
+    rows = [i for i, h in enumerate(held) if not h]
+    return rows, f"trained on this catalog: its {len(rows)} training products are excluded"

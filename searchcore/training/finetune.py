@@ -25,18 +25,17 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageEnhance
 
 from searchcore.catalog import Catalog
 from searchcore.console import progress_bar
 from searchcore.embed import ModelSpec, pick_device
 from searchcore.errors import ConfigError, SearchError
+from searchcore.training.batches import Batches
 from searchcore.training.common import (
     autocast_dtype,
     count_params,
@@ -44,11 +43,10 @@ from searchcore.training.common import (
     lr_at,
     seed_everything,
 )
-from searchcore.training.data import attribute_columns, held_out_mask, load_photos, training_text
-from searchcore.training.degrade import DEFAULT_CONDITIONS, degrade, sample_shopper
+from searchcore.training.data import TRAINING_FILE, attribute_columns, load_photos, split_masks
+from searchcore.training.degrade import DEFAULT_CONDITIONS
 from searchcore.training.evaluate import EvalConfig, Strategy, evaluate
 
-TRAINING_FILE = "training.json"
 VAL_CONDITIONS = ("x4-blur", "shopper")
 
 
@@ -184,110 +182,7 @@ def _optimizer(model: Any, config: FinetuneConfig, extra: Sequence[Any] = ()) ->
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
 
 
-# ---------------------------------------------------------------------------- data
-
-
-def clean_view(img: Image.Image, rng: np.random.Generator, config: FinetuneConfig) -> Image.Image:
-    """Random crop (area ``crop_scale``-1, aspect 0.9-1.1), flip, brightness/contrast jitter."""
-    w, h = img.size
-    area = rng.uniform(config.crop_scale, 1.0) * w * h
-    aspect = math.exp(rng.uniform(math.log(0.9), math.log(1.1)))
-    cw = min(w, max(8, round(math.sqrt(area * aspect))))
-    ch = min(h, max(8, round(math.sqrt(area / aspect))))
-    x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-    img = img.crop((x, y, x + cw, y + ch))
-    if config.flip and rng.uniform() < 0.5:
-        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    if config.jitter > 0:
-        img = ImageEnhance.Brightness(img).enhance(
-            rng.uniform(1 - config.jitter, 1 + config.jitter)
-        )
-        img = ImageEnhance.Contrast(img).enhance(rng.uniform(1 - config.jitter, 1 + config.jitter))
-    if config.hue_jitter > 0:
-        hsv = np.asarray(img.convert("HSV")).copy()
-        hsv[..., 0] = (
-            hsv[..., 0].astype(int) + int(rng.uniform(-1, 1) * config.hue_jitter * 255)
-        ) % 256
-        img = Image.fromarray(hsv, "HSV").convert("RGB")
-    return img
-
-
-class _Batches:
-    """Makes batches (clean pixels, shopper pixels, tokens) on a helper thread, one ahead.
-
-    PIL releases the GIL while it resizes, blurs and encodes JPEGs, so preparing the next batch
-    overlaps with the model's step even on two cores.
-    """
-
-    def __init__(
-        self,
-        photos: list[Image.Image],
-        texts: list[tuple[str, dict[str, str]]],
-        preprocess: Any,
-        tokenizer: Any,
-        config: FinetuneConfig,
-    ) -> None:
-        self.photos, self.texts = photos, texts
-        self.preprocess, self.tokenizer, self.config = preprocess, tokenizer, config
-        self.pool = ThreadPoolExecutor(max_workers=1)
-
-    def make(self, idx: np.ndarray, seed: Sequence[int]) -> tuple[Any, Any, Any]:
-        import torch
-
-        rng = np.random.default_rng(list(seed))
-        clean, shop, words = [], [], []
-        for i in idx:
-            img = self.photos[i]
-            clean.append(self.preprocess(clean_view(img, rng, self.config)))
-            view = sample_shopper(rng, self.config.shopper_strength, self.config.shopper_max_down)
-            shop.append(self.preprocess(degrade(img, view, rng)))
-            title, attrs = self.texts[i]
-            words.append(training_text(title, attrs, rng))
-        return (
-            torch.stack(clean),
-            torch.stack(shop),
-            self.tokenizer(words),
-            torch.as_tensor(np.asarray(idx), dtype=torch.long),
-        )
-
-    def epoch(self, order: np.ndarray, batch: int, seed: int, epoch: int) -> Any:
-        starts = list(range(0, len(order) - batch + 1, batch)) or [0]
-        pending = self.pool.submit(
-            self.make, order[starts[0] : starts[0] + batch], (seed, epoch, 0)
-        )
-        for j in range(len(starts)):
-            result = pending.result()
-            if j + 1 < len(starts):
-                s = starts[j + 1]
-                pending = self.pool.submit(self.make, order[s : s + batch], (seed, epoch, j + 1))
-            yield result
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
-
-
 # ---------------------------------------------------------------------------- training
-
-
-def split_masks(
-    ids: Sequence[str], seed: int, val_fraction: float, test_fraction: float = 0.0
-) -> tuple[np.ndarray, np.ndarray]:
-    """(validation mask, test mask) over ``ids``; training is everything else.
-
-    Without a test split this is the historical split (validation = ``held_out_mask(ids,
-    val_fraction, seed)``), so older training records keep their meaning. With one, the test
-    products are ``held_out_mask(ids, test_fraction, seed)`` -- exactly what ``searchcore eval
-    --seed`` holds out -- and validation is an independent hash split of the rest.
-    """
-    if test_fraction <= 0:
-        return held_out_mask(ids, val_fraction, seed), np.zeros(len(ids), dtype=bool)
-    test = held_out_mask(ids, test_fraction, seed)
-    val = (
-        held_out_mask(ids, val_fraction, seed + 1) & ~test
-        if val_fraction > 0
-        else np.zeros_like(test)
-    )
-    return val, test
 
 
 def validation_score(report: dict[str, Any]) -> float:
@@ -409,7 +304,7 @@ def finetune(
         log(f"attribute heads: {', '.join(heads.columns) or 'none'} (weight {config.attr_weight})")
     opt = _optimizer(model, config, extra=heads.parameters() if heads else ())
     loss_fn = ClipLoss()
-    data = _Batches(photos, texts, embedder.preprocess, embedder.tokenizer, config)
+    data = Batches(photos, texts, embedder.preprocess, embedder.tokenizer, config)
     val_cfg = EvalConfig(
         seed=config.seed,
         test_fraction=1.0,
@@ -560,35 +455,3 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
         if isinstance(v, dict):
             out[f"similar_{col}_P@10"] = v["P@10"]
     return out
-
-
-def trained_rows(model_spec: str, catalog: Catalog) -> tuple[list[int], str]:
-    """Rows of ``catalog`` that the model in ``model_spec`` was trained on, and a note.
-
-    Read from the model folder's ``training.json``; only when it was trained on this very
-    catalog (same sha256, same column mapping) are rows excluded from evaluation.
-    """
-    spec = ModelSpec.parse(model_spec)
-    if spec.kind != "local":
-        return [], "not a model folder: no training record"
-    path = Path(spec.name) / TRAINING_FILE
-    if not path.is_file():
-        return [], f"{path.parent} has no {TRAINING_FILE}"
-    meta = json.loads(path.read_text(encoding="utf-8"))
-    if meta.get("catalog", {}).get("sha256") != catalog.sha256:
-        return [], "trained on another catalog: no products excluded"
-    split = meta["split"]
-    held, test = split_masks(
-        catalog.df["id"].astype(str).tolist(),
-        split["seed"],
-        split["val_fraction"],
-        split.get("test_fraction", 0.0),
-    )
-    if test.any():  # training and validation products are both excluded: only the test is left
-        rows = [i for i, t in enumerate(test) if not t]
-        return rows, (
-            f"trained on this catalog: its {len(rows)} training and validation products "
-            "are excluded"
-        )
-    rows = [i for i, h in enumerate(held) if not h]
-    return rows, f"trained on this catalog: its {len(rows)} training products are excluded"

@@ -4,7 +4,7 @@
 
 1. **Split** the catalog by product (hash of the id, ``seed``): ``test_fraction`` of the
    products are never trained or validated on; validation (early stopping) is drawn from the
-   rest (:func:`.finetune.split_masks`).
+   rest (:func:`.data.split_masks`).
 2. **Fine-tune** (:func:`.finetune.finetune`) into ``OUT/model``. A finished model whose
    ``training.json`` records the same catalog and configuration is reused, so an interrupted
    run picks up after the training.
@@ -31,9 +31,10 @@ from typing import Any
 
 from searchcore.catalog import Catalog
 from searchcore.errors import ConfigError
+from searchcore.training.data import TRAINING_FILE, split_masks
 from searchcore.training.degrade import Degradation, parse_condition
 from searchcore.training.evaluate import EvalConfig, evaluate
-from searchcore.training.finetune import TRAINING_FILE, FinetuneConfig, finetune, split_masks
+from searchcore.training.finetune import FinetuneConfig, finetune
 from searchcore.training.report import VARIANT_FINETUNED, headline, write_comparison
 
 # Shopper photos of held-out products (see the issue of record): a slightly tilted, cropped,
