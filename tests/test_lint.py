@@ -115,3 +115,16 @@ def test_modules_stay_small() -> None:
     big = {str(p.relative_to(ROOT)): n for p, n in sizes.items() if n > 500}
     assert big == {}
     assert len((ROOT / "app.py").read_text(encoding="utf-8").splitlines()) <= 250
+
+
+def test_the_core_imports_none_of_its_edges() -> None:
+    """cli, web and training import the core; the core imports none of them."""
+    edges = ("searchcore.cli", "searchcore.web", "searchcore.training")
+    inward = [
+        f"{m} imports {t}"
+        for m, pairs in _imports().items()
+        if not m.startswith(edges) and m != "searchcore.__main__"
+        for t, _ in pairs
+        if t.startswith(edges)
+    ]
+    assert inward == []

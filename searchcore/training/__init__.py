@@ -3,7 +3,8 @@
 * :mod:`~searchcore.training.degrade` - shopper-like photo degradations (one implementation,
   shared by training's degraded view and evaluation's queries);
 * :mod:`~searchcore.training.data` - product splits, texts built from titles and attributes,
-  photo loading;
+  photo loading, a model's training record (which rows it trained on);
+* :mod:`~searchcore.training.batches` - finetune's batches (clean and shopper views);
 * :mod:`~searchcore.training.metrics` - retrieval and image-quality metrics (pure functions);
 * :mod:`~searchcore.training.evaluate` and :mod:`~searchcore.training.report` - ``searchcore
   eval``: JSON, a markdown table and plots;
@@ -17,4 +18,6 @@
   (the commands themselves are :mod:`searchcore.cli.training`).
 
 Importing this package is cheap; torch and friends load inside the functions that use them.
+It imports the core; only the CLI (:mod:`searchcore.cli.training`) and tests import it, never
+the core or the page.
 """
