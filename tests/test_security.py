@@ -356,25 +356,21 @@ def _with_writer_watchdog(fifo: Path, seconds: float) -> threading.Timer:
     return timer
 
 
-def test_index_build_skips_a_fifo_photo(fifo_shop: Path, tmp_path: Path, tiny_clip: str) -> None:
+def _build(catalog: Path, tmp_path: Path, tiny_clip: str) -> subprocess.CompletedProcess:
+    """``searchcore index build`` of ``catalog`` with a tiny model folder, into tmp_path/ix."""
     from conftest import TINY_CLIP_CONFIG
 
     from searchcore.embed import load_embedder, save_model
 
     model = save_model(load_embedder(tiny_clip), tmp_path / "model", TINY_CLIP_CONFIG)
+    out = str(tmp_path / "ix")
+    return _cli("index", "build", "--catalog", str(catalog), "--model", str(model), "--out", out)
+
+
+def test_index_build_skips_a_fifo_photo(fifo_shop: Path, tmp_path: Path, tiny_clip: str) -> None:
     timer = _with_writer_watchdog(fifo_shop.parent / "3.png", 40)
     started = time.monotonic()
-    r = _cli(
-        "index",
-        "build",
-        "--catalog",
-        str(fifo_shop),
-        "--model",
-        str(model),
-        "--out",
-        str(tmp_path / "ix"),
-        "--no-progress",
-    )
+    r = _build(fifo_shop, tmp_path, tiny_clip)
     took = time.monotonic() - started
     timer.cancel()
     assert r.returncode == 0, r.stderr
@@ -385,26 +381,11 @@ def test_index_build_skips_a_fifo_photo(fifo_shop: Path, tmp_path: Path, tiny_cl
 def test_catalog_add_refuses_a_fifo_and_a_huge_file_unread(
     fifo_shop: Path, tmp_path: Path, tiny_clip: str
 ) -> None:
-    from conftest import TINY_CLIP_CONFIG
-
-    from searchcore.embed import load_embedder, save_model
-
-    model = save_model(load_embedder(tiny_clip), tmp_path / "model", TINY_CLIP_CONFIG)
     fifo = tmp_path / "upload.jpg"
     os.mkfifo(fifo)
     (fifo_shop.parent / "3.png").unlink()
     Image.new("RGB", (32, 32)).save(fifo_shop.parent / "3.png")
-    r = _cli(
-        "index",
-        "build",
-        "--catalog",
-        str(fifo_shop),
-        "--model",
-        str(model),
-        "--out",
-        str(tmp_path / "ix"),
-        "--no-progress",
-    )
+    r = _build(fifo_shop, tmp_path, tiny_clip)
     assert r.returncode == 0, r.stderr
     timer = _with_writer_watchdog(fifo, 40)
     started = time.monotonic()

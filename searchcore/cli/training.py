@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from searchcore.cli.common import Handler, settings_from_args
+from searchcore.cli.common import Handler, catalog_args, settings_from_args
 
 
 def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None], Handler]:
     ft = sub.add_parser("finetune", help="train a CLIP model on a catalog (contrastive)")
-    _catalog(ft)
+    catalog_args(ft)
     ft.add_argument("--out", type=Path, required=True, help="model folder to write")
     _finetune_options(ft)
     ft.add_argument(
@@ -33,7 +33,7 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
         "tune",
         help="the whole loop: split, finetune, index build, evaluate against the baselines, report",
     )
-    _catalog(tn)
+    catalog_args(tn)
     tn.add_argument(
         "--out",
         type=Path,
@@ -169,7 +169,7 @@ def _finetune_options(ft: argparse.ArgumentParser) -> None:
 
 def _more_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None], Handler]:
     up = sub.add_parser("train-upscaler", help="train a compact Real-ESRGAN upscaler on a catalog")
-    _catalog(up)
+    catalog_args(up)
     up.add_argument("--out", type=Path, required=True, help="model folder to write")
     up.add_argument(
         "--init",
@@ -200,7 +200,7 @@ def _more_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | Non
     _runtime(up)
 
     ev = sub.add_parser("eval", help="measure a model (and upscalers) on a catalog")
-    _catalog(ev)
+    catalog_args(ev)
     ev.add_argument("--model", default=None, help="model spec (default: the shipped model)")
     ev.add_argument("--out", type=Path, required=True, help="report folder")
     ev.add_argument("--seed", type=int, default=0)
@@ -260,17 +260,6 @@ def _eval_options(
     p.add_argument("--query-attrs", default=query_attrs)
     p.add_argument("--similar-attrs", default=similar_attrs)
     p.add_argument("--max-queries", type=int, default=1000)
-
-
-def _catalog(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--catalog", type=Path, required=True, help="CSV or Parquet file")
-    p.add_argument(
-        "--map",
-        action="append",
-        default=[],
-        metavar="CANONICAL=COLUMN",
-        help="use the shop's own header, e.g. --map title=productDisplayName",
-    )
 
 
 def _runtime(p: argparse.ArgumentParser, device: str = "auto") -> None:
