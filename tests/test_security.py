@@ -247,6 +247,18 @@ def test_other_parameters_of_the_wrong_type_get_one_line(app, index, value) -> N
     assert call(app, "search_text", ["red cap", 3, "All categories", 0, 0])[0] == "complete"
 
 
+def test_a_huge_parameter_is_refused_before_it_is_parsed(app) -> None:
+    body = json.dumps({"data": ["x" * 5_000_000, 3, "All categories", 0, 0]})
+    r = httpx.post(
+        f"{app['url']}gradio_api/call/search_text",
+        content=body,
+        headers={"Content-Type": "application/json"},
+        timeout=TIMEOUT,
+    )
+    assert r.status_code == 413
+    assert call(app, "search_text", ["red cap", 3, "All categories", 0, 0])[0] == "complete"
+
+
 def test_no_tracebacks_in_the_log(app) -> None:
     call(app, "search_text", [["a"], 3, "All categories", 0, 0])
     assert "Traceback" not in app["log"].read_text()

@@ -307,3 +307,63 @@ def test_page_settings_come_from_one_place_flags_first(monkeypatch) -> None:
     monkeypatch.setenv("SEARCHCORE_UPLOADS_PER_MINUTE", "many")
     with pytest.raises(ConfigError, match="SEARCHCORE_UPLOADS_PER_MINUTE"):
         Settings.from_env()
+
+
+def test_api_bodies_are_capped_before_they_are_parsed() -> None:
+    guard = _guard(max_json_bytes=1000)
+    seen: list[dict] = []
+
+    async def app(scope, receive, send):
+        while True:
+            m = await receive()
+            seen.append(m)
+            if m["type"] == "http.disconnect" or not m.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    guard.app = app
+    status: list[int] = []
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+
+    def post(body: bytes, declare: bool) -> None:
+        headers = [(b"content-type", b"application/json")]
+        if declare:
+            headers.append((b"content-length", str(len(body)).encode()))
+        chunks = [body[i : i + 300] for i in range(0, len(body), 300)] or [b""]
+        msgs = [
+            {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+            for i, c in enumerate(chunks)
+        ]
+
+        async def receive():
+            return msgs.pop(0) if msgs else {"type": "http.disconnect"}
+
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/gradio_api/call/search_text",
+            "headers": headers,
+            "client": ("1.2.3.4", 1),
+        }
+        asyncio.run(guard(scope, receive, send))
+
+    post(b"x" * 900, declare=True)
+    assert status == [200] and seen[-1]["type"] == "http.request"
+    seen.clear()
+    post(b"x" * 5000, declare=True)
+    assert status[-1] == 413 and seen == []  # never reached the route
+    post(b"x" * 5000, declare=False)  # no length: the route sees the client go away
+    assert (
+        seen[-1]["type"] == "http.disconnect" and sum(len(m.get("body", b"")) for m in seen) < 1000
+    )
+
+
+def test_uploads_read_at_once_are_capped() -> None:
+    guard = _guard(max_in_flight=2)
+    guard._in_flight = 2  # two slow uploads are being read
+    assert _request(guard, 1, 10)[0] == 429
+    guard._in_flight = 1
+    assert _request(guard, 1, 10)[0] == 200 and guard._in_flight == 1  # its slot is given back

@@ -25,7 +25,7 @@ import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -134,8 +134,15 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 class UploadGuard:
-    """ASGI middleware for ``POST .../upload``: the limits Gradio's upload route lacks.
+    """ASGI middleware in front of the page: the limits Gradio's routes lack.
 
+    Every other ``POST`` (API calls, queue joins) carries JSON parameters only: its body is
+    capped at ``max_json_bytes`` (refused with 413 from ``Content-Length``, or cut off as a
+    disconnect once a body without one passes it), so no request makes the server parse a
+    huge document. For ``POST .../upload``:
+
+    - ``max_in_flight`` uploads are read at once (each is held in memory up to its cap, so a
+      crowd of slow clients cannot fill the server's memory);
     - ``max_files`` files per request (a photo search needs one);
     - ``max_request_bytes`` per request (the per-file cap plus room for the form's headers),
       refused from ``Content-Length`` before reading, or as soon as the body passes it;
@@ -158,6 +165,8 @@ class UploadGuard:
         per_minute: int = 60,
         window_bytes: int = 512 * 1024 * 1024,
         window_s: float = 1200.0,
+        max_in_flight: int = 8,
+        max_json_bytes: int = 1024 * 1024,
         trust_forwarded: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -167,25 +176,27 @@ class UploadGuard:
         self.per_minute = int(per_minute)
         self.window_bytes = int(window_bytes)
         self.window_s = float(window_s)
+        self.max_in_flight = int(max_in_flight)
+        self.max_json_bytes = int(max_json_bytes)
         self.trust_forwarded = trust_forwarded
         self.clock = clock
+        self._in_flight = 0
         self._lock = threading.Lock()
         self._by_client: dict[str, deque[float]] = {}
         self._accepted: deque[tuple[float, int]] = deque()
         self._accepted_bytes = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope.get("type") != "http"
-            or scope.get("method") != "POST"
-            or not str(scope.get("path", "")).rstrip("/").endswith("/upload")
-        ):
+        if scope.get("type") != "http" or scope.get("method") != "POST":
             await self.app(scope, receive, send)
             return
         headers = {
             k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
         }
         length = headers.get("content-length", "")
+        if not str(scope.get("path", "")).rstrip("/").endswith("/upload"):
+            await self._capped(scope, receive, send, length)
+            return
         if length.isdigit() and int(length) > self.max_request_bytes:
             await _refuse(send, 413, "the upload is too large")
             return
@@ -197,8 +208,12 @@ class UploadGuard:
         if problem:
             await _refuse(send, 429, problem)
             return
-        boundary = _boundary(headers.get("content-type", ""))
-        body, problem = await self._read(receive, boundary)
+        with self._slot() as admitted:
+            if not admitted:
+                await _refuse(send, 429, "the server is busy with uploads; please try again")
+                return
+            boundary = _boundary(headers.get("content-type", ""))
+            body, problem = await self._read(receive, boundary)
         if problem:
             await _refuse(send, 413, problem)
             return
@@ -217,6 +232,35 @@ class UploadGuard:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
+
+    async def _capped(self, scope: Scope, receive: Receive, send: Send, length: str) -> None:
+        """Any other POST: a JSON body of at most ``max_json_bytes``."""
+        if length.isdigit() and int(length) > self.max_json_bytes:
+            await _refuse(send, 413, "the request is too large")
+            return
+        seen = 0
+
+        async def counted() -> MutableMapping[str, Any]:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_json_bytes:  # no (or a false) length: stop reading it
+                return {"type": "http.disconnect"}
+            return message
+
+        await self.app(scope, counted, send)
+
+    @contextlib.contextmanager
+    def _slot(self) -> Iterator[bool]:
+        with self._lock:
+            admitted = self._in_flight < self.max_in_flight
+            self._in_flight += admitted
+        try:
+            yield admitted
+        finally:
+            if admitted:
+                with self._lock:
+                    self._in_flight -= 1
 
     def _admit(self, client: str) -> str | None:
         now = self.clock()
