@@ -58,16 +58,12 @@ def load_upscaler_folder(folder: str | Path) -> tuple[UpscalerSpec, Path]:
         raise WeightsError(f"{path} is not a valid upscaler config ({first_line(exc)})") from None
     if not is_regular_file(weights):
         raise WeightsError(f"upscaler weights {weights} are missing")
-    if _sha256(weights) != spec.sha256:
+    if file_sha256(weights) != spec.sha256:
         raise WeightsError(f"upscaler weights {weights} do not match the sha256 in {path}")
     return spec, weights
 
 
 # --------------------------------------------------------------------------- weights
-
-
-def _sha256(path: Path) -> str:
-    return file_sha256(path)
 
 
 def resolve_weights(
@@ -127,7 +123,7 @@ def _check_digest(spec: UpscalerSpec, path: Path, allow_unverified: bool, what: 
             f"{what} {path} cannot be verified: upscaler {spec.name} has no known sha256; "
             "pass it explicitly with --weights PATH if you trust it"
         )
-    actual = _sha256(path)
+    actual = file_sha256(path)
     if actual != spec.sha256:
         raise WeightsError(
             f"{what} {path} does not match the official {spec.name} weights "
