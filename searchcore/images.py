@@ -24,6 +24,8 @@ from searchcore.fsutil import FileTooLargeError, read_regular
 # (Multi-picture JPEGs from phones open through the JPEG plugin.)
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 SUPPORTED = "JPEG, PNG, WebP, GIF, BMP or TIFF"
+# File names that hold one of those formats (photo folders, served catalog photos).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 
 
 DEFAULT_LIMITS = ImageLimits()

@@ -196,10 +196,7 @@ class LiveShop:
     def _refresh(self) -> None:
         """Re-read the committed state when another writer moved the manifest on."""
         manifest = read_manifest(self.folder)
-        if (
-            manifest_version(manifest) != manifest_version(self._manifest)
-            or manifest_version(manifest) != self.engine.view.version
-        ):
+        if manifest_version(manifest) != self.engine.view.version:  # what the engine serves
             self._reload()
         else:
             self._manifest = manifest
@@ -362,9 +359,6 @@ class Follower:
             model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
             if model.get("fingerprint") != self.engine.embedder.fingerprint:
                 raise IndexMismatchError("it was rebuilt for another model; restart to serve it")
-            labels = store.live_labels()
-            if len(labels) and int(labels.max()) >= len(catalog):
-                raise IndexMismatchError("its index has labels beyond its catalog")
         except SearchError as exc:
             log.warning("not following the change in %s: %s", self.folder.name, exc)
             self._seen = seen  # until the manifest changes again

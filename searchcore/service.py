@@ -107,16 +107,25 @@ def load_state(
     the reader's manifest named: then the manifest has moved on, and the reader starts over
     from the new one (``attempts`` times). A folder whose manifest did not move is damaged.
     """
-    for attempt in range(attempts):
+    for attempt in range(1, attempts + 1):
         before = _version(location)
         try:
             store, manifest = open_store(settings, location)
-            return store, manifest, catalog_for_index(location, manifest)
+            catalog = catalog_for_index(location, manifest)
+            break
         except (IndexMismatchError, CatalogError):
-            if attempt == attempts - 1 or before is None or _version(location) == before:
+            if attempt == attempts or before is None or _version(location) == before:
                 raise
             log.info("index %s changed while it was being opened; opening the new state", location)
-    raise AssertionError("unreachable")
+    labels = store.live_labels()
+    if len(labels) and int(labels.max()) >= len(catalog):  # label == catalog row, or nothing
+        model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
+        fix = rebuild_command(catalog, str(model.get("spec", "MODEL")), location)
+        raise IndexMismatchError(
+            f"index {location} has labels beyond the catalog's {len(catalog)} rows; "
+            f"rebuild with `{fix}`"
+        )
+    return store, manifest, catalog
 
 
 def _version(location: str) -> str | None:
@@ -155,12 +164,6 @@ def open_engine(
     if store.dim != embedder.dim:
         raise IndexMismatchError(
             f"index {location} has dimension {store.dim}, the model {embedder.dim}"
-        )
-    labels = store.live_labels()
-    if len(labels) and int(labels.max()) >= len(catalog):
-        raise IndexMismatchError(
-            f"index {location} has labels beyond the catalog's {len(catalog)} rows; "
-            f"rebuild with `{fix}`"
         )
     upscaler, problem = make_upscaler(settings)
     skip = None

@@ -564,3 +564,18 @@ def _wait(predicate, seconds: float) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_a_state_whose_labels_pass_its_catalog_is_refused(folder: Path) -> None:
+    """label == catalog row: an index label beyond the catalog is a damaged state for every
+    reader (open_engine, a writer's reload, the page's follower), not a crash on a query."""
+    from searchcore.live import Follower
+
+    served = open_engine(SETTINGS, folder, embedder=ColourEmbedder())
+    index, manifest = HnswIndex.load(folder)
+    index.add(ColourEmbedder().embed_images([Image.new("RGB", (8, 8), "red")]), [30])
+    index.save(folder, {k: manifest[k] for k in ("model", "catalog", "build") if k in manifest})
+    with pytest.raises(IndexMismatchError, match="labels beyond the catalog's 24 rows"):
+        open_engine(SETTINGS, folder, embedder=ColourEmbedder())
+    before = served.view
+    assert not Follower(served, folder, settings=SETTINGS).check() and served.view is before

@@ -399,20 +399,16 @@ def test_catalog_add_refuses_a_fifo_and_a_huge_file_unread(
     Image.new("RGB", (32, 32)).save(fifo_shop.parent / "3.png")
     r = _build(fifo_shop, tmp_path, tiny_clip)
     assert r.returncode == 0, r.stderr
+
+    def add(image: Path) -> subprocess.CompletedProcess:
+        ix = str(tmp_path / "ix")
+        return _cli(
+            "catalog", "add", "--index", ix, "--id", "N1", "--title", "new", "--image", str(image)
+        )
+
     timer = _with_writer_watchdog(fifo, 40)
     started = time.monotonic()
-    r = _cli(
-        "catalog",
-        "add",
-        "--index",
-        str(tmp_path / "ix"),
-        "--id",
-        "N1",
-        "--title",
-        "new",
-        "--image",
-        str(fifo),
-    )
+    r = add(fifo)
     timer.cancel()
     assert time.monotonic() - started < 40
     assert r.returncode != 0 and "not a regular file" in r.stderr and "Traceback" not in r.stderr, (
@@ -421,16 +417,5 @@ def test_catalog_add_refuses_a_fifo_and_a_huge_file_unread(
     huge = tmp_path / "huge.jpg"
     with open(huge, "wb") as f:
         f.truncate(30 * 1024 * 1024)  # sparse: over the 20 MB cap without using the disk
-    r = _cli(
-        "catalog",
-        "add",
-        "--index",
-        str(tmp_path / "ix"),
-        "--id",
-        "N1",
-        "--title",
-        "new",
-        "--image",
-        str(huge),
-    )
+    r = add(huge)
     assert r.returncode != 0 and "too large" in r.stderr, r.stderr

@@ -9,7 +9,6 @@ from pathlib import Path
 from searchcore.config import Settings
 
 Handler = Callable[[argparse.Namespace], int]
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
 
 def catalog_args(p: argparse.ArgumentParser) -> None:

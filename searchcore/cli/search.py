@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from searchcore.cli.common import (
-    IMAGE_SUFFIXES,
     Handler,
     catalog_args,
     model_args,
@@ -17,6 +16,7 @@ from searchcore.cli.common import (
 )
 from searchcore.config import UPSCALE_MODES, IndexSettings, UpscaleSettings, parse_column_map
 from searchcore.errors import ConfigError, SearchError
+from searchcore.images import IMAGE_SUFFIXES
 
 DEMO_QUERIES = ("red sneakers with white soles", "navy striped t-shirt", "black leather handbag")
 

@@ -31,9 +31,9 @@ from typing import Any
 
 from searchcore.errors import ConfigError
 from searchcore.fsutil import FileTooLargeError, atomic_write, is_regular_file, read_regular
+from searchcore.images import IMAGE_SUFFIXES
 
 PHOTO_DID_NOT_ARRIVE = "The photo did not arrive; please upload it again."
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 MAX_PATH = 4096
 
 
@@ -57,7 +57,7 @@ def upload_path(value: Any, upload_dir: str | Path) -> Path | None:
         real = Path(os.path.realpath(path))  # links followed: a link out of the folder is out
     except (OSError, ValueError):
         raise ConfigError(PHOTO_DID_NOT_ARRIVE) from None
-    if real == root or not real.is_relative_to(root) or not is_regular_file(real):
+    if not real.is_relative_to(root) or not is_regular_file(real):  # the folder itself: no file
         raise ConfigError(PHOTO_DID_NOT_ARRIVE)
     return real
 

@@ -13,7 +13,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from searchcore.config import ServeSettings, Settings
 from searchcore.engine import SearchEngine
 from searchcore.web.guard import UploadGuard
 
-SERVE_FLAGS = tuple(f for f in ServeSettings.__dataclass_fields__ if f != "follow_seconds")
+SERVE_FLAGS = tuple(f.name for f in fields(ServeSettings) if f.name != "follow_seconds")
 
 
 def build_parser(demo_catalog: Path) -> argparse.ArgumentParser:
@@ -52,7 +52,7 @@ def build_parser(demo_catalog: Path) -> argparse.ArgumentParser:
         "upload_folder_mb": "uploads (MB) all clients may leave within 20 min (512)",
     }
     for name in SERVE_FLAGS:
-        kind = int if ServeSettings.__dataclass_fields__[name].type == "int" else float
+        kind = int if isinstance(getattr(ServeSettings(), name), int) else float
         p.add_argument(
             "--" + name.replace("_", "-"),
             type=kind,
