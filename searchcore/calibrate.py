@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from searchcore.engine import SearchEngine
-from searchcore.errors import ImageError
-from searchcore.fsutil import read_json
+from searchcore.errors import ImageError, LockTimeoutError
+from searchcore.fsutil import folder_lock, read_json
 
 CALIBRATION_FILE = "calibration.json"
 log = logging.getLogger(__name__)
@@ -146,9 +146,10 @@ def calibrate(
         f"{np.mean(bad_img < t_img):.0%} of {len(bad_img)} non-product images and "
         f"{np.mean(bad_txt < t_txt):.0%} of {len(bad_txt)} off-topic phrases"
     )
-    if cache is not None:
+    if cache is not None:  # a write to the index folder: under its writers' lock, atomic
         try:
-            write_json_atomic(cache, {"key": key, "image": t_img, "text": t_txt, "how": how})
-        except OSError as exc:  # a read-only index folder: calibrate again next start
+            with folder_lock(cache.parent, timeout=10):
+                write_json_atomic(cache, {"key": key, "image": t_img, "text": t_txt, "how": how})
+        except (OSError, LockTimeoutError) as exc:  # read-only, or busy: calibrate again later
             log.warning("cannot save %s: %s", cache, exc)
     return MatchGate(t_img, t_txt, how)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from searchcore.calibrate import CALIBRATION_FILE, MatchGate, calibrate
 from searchcore.config import Settings, UpscaleSettings
@@ -99,3 +100,34 @@ def test_a_cold_start_build_takes_every_core_then_serves_on_one_thread(
     finally:
         torch.set_num_threads(before)
     assert asked == [usable_cpus()] and len(engine.index) == 24
+
+
+def test_calibration_is_saved_under_the_writers_lock(tmp_path: Path, monkeypatch) -> None:
+    """The match gate's cache is a write to the index folder: it waits for the writers' lock
+    (and is skipped, not forced, when a writer holds it too long)."""
+    from conftest import ColourEmbedder, write_catalog
+
+    import searchcore.calibrate as cal
+    from searchcore.build import build_index
+    from searchcore.catalog import load_catalog
+    from searchcore.config import Settings, UpscaleSettings
+    from searchcore.fsutil import folder_lock
+    from searchcore.service import open_engine
+
+    rows = [{"id": str(i), "title": f"red {i}", "image": f"{i}.png"} for i in range(6)]
+    csv = write_catalog(
+        tmp_path / "s",
+        rows,
+        {f"{i}.png": Image.new("RGB", (32, 32), (40 * i, 0, 0)) for i in range(6)},
+    )
+    build_index(load_catalog(csv), ColourEmbedder(), tmp_path / "ix")
+    engine = open_engine(
+        Settings(upscale=UpscaleSettings(mode="never")), tmp_path / "ix", embedder=ColourEmbedder()
+    )
+    real = cal.folder_lock
+    monkeypatch.setattr(cal, "folder_lock", lambda folder, timeout: real(folder, timeout=0.2))
+    with folder_lock(tmp_path / "ix"):  # a writer is committing: the cache is not written
+        cal.calibrate(engine, str(tmp_path / "ix"), n=6)
+    assert not (tmp_path / "ix" / cal.CALIBRATION_FILE).exists()
+    cal.calibrate(engine, str(tmp_path / "ix"), n=6)
+    assert (tmp_path / "ix" / cal.CALIBRATION_FILE).is_file()
