@@ -32,6 +32,10 @@ REQUIRED = ("id", "title", "image")
 OPTIONAL = ("category", "price", "colour")
 MAX_LISTED = 20  # problems shown per kind in a report; all are counted
 MAX_FIELD = 10_000  # characters in one catalog cell: a title is not a novel
+# Columns a live shop writes itself: a removed product stays as a tombstone row (label == row).
+REMOVED = "_removed"
+IMAGE_SHA = "image_sha256"
+MANAGED = (REMOVED, IMAGE_SHA, "image")
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,13 @@ class Catalog:
         prices = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, copy=True)
         prices[~np.isfinite(prices) | (prices < 0)] = np.nan
         return prices
+
+    @property
+    def live(self) -> np.ndarray:
+        """Boolean mask over rows: True for products on sale (not removed tombstones)."""
+        if REMOVED not in self.df:
+            return np.ones(len(self.df), dtype=bool)
+        return (self.df[REMOVED] != "1").to_numpy()
 
     def image_path(self, row: int) -> Path:
         return self.root / self.df["image"].iat[row]

@@ -88,9 +88,7 @@ class ServedImages:
         df = catalog.df
         with self._lock:
             if df is not self._table:
-                live = (
-                    df["image"] if "_removed" not in df else df.loc[df["_removed"] != "1", "image"]
-                )
+                live = df.loc[catalog.live, "image"]
                 self._allowed = frozenset(
                     p for p in live.tolist() if Path(p).suffix.lower() in IMAGE_SUFFIXES
                 )
