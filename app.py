@@ -29,6 +29,7 @@ from searchcore.config import UPSCALE_MODES
 from searchcore.demo.assets import EXAMPLES
 from searchcore.engine import SearchEngine
 from searchcore.errors import SearchError
+from searchcore.fusion import MODES
 from searchcore.query import ALL_CATEGORIES as ALL
 from searchcore.query import MAX_RESULTS, MAX_TEXT
 from searchcore.web.page import CSS, Page, about_text
@@ -98,6 +99,12 @@ def build_demo(
                         max_price = gr.Number(
                             0, label=f"Max price ({currency})", minimum=0, info="0 = any"
                         )
+                    mode = gr.Radio(
+                        list(MODES),
+                        value="hybrid",
+                        label="Words are matched by",
+                        info="hybrid: the product texts and the model together",
+                    )
                     upscale = gr.Radio(
                         list(UPSCALE_MODES),
                         value="auto",
@@ -157,7 +164,7 @@ def build_demo(
             with gr.Accordion("About this demo", open=False):
                 gr.Markdown(about)
 
-        query = [photo, text, weight, k, category, min_price, max_price, upscale]
+        query = [photo, text, weight, k, category, min_price, max_price, upscale, mode]
         shown = [gallery, status, hits, seen_row, original, embedded, seen, card_box]
         # Anything that may upscale or embed a photo takes one shared slot: on a 2-vCPU Space one
         # photo already keeps torch on both cores, and Real-ESRGAN is never run concurrently.
@@ -190,7 +197,7 @@ def build_demo(
         )
         gr.Button(visible=False).click(
             page.search_text,
-            [text, k, category, min_price, max_price],
+            [text, k, category, min_price, max_price, mode],
             out,
             api_name="search_text",
             preprocess=False,

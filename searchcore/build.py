@@ -35,6 +35,7 @@ from searchcore.fsutil import folder_lock, relative
 from searchcore.images import DRAFT, decode_image
 from searchcore.stores.base import is_milvus
 from searchcore.stores.hnsw import HnswIndex, commit_folder
+from searchcore.stores.lexical import LexicalIndex
 from searchcore.stores.manifest import current_manifest
 
 READ_AHEAD_BYTES = 256 * 2**20  # prepared photos waiting for the model, at most (about)
@@ -155,10 +156,11 @@ def build_index(
     if len(index) == 0:
         raise SearchError(f"no product of {catalog.source} has a usable image; nothing to index")
     seconds = time.perf_counter() - started
+    meta = _meta(catalog, embedder, out, skipped, seconds)
+    lexical = LexicalIndex.build(catalog)  # the words of every row, for text search
     with folder_lock(out):  # the same lock as live writers: a build is one more commit
-        commit_folder(
-            out, index, _meta(catalog, embedder, out, skipped, seconds), current_manifest(out)
-        )
+        meta["lexical"] = lexical.save(out)
+        commit_folder(out, index, meta, current_manifest(out))
     return BuildReport(folder=out, indexed=len(index), skipped=skipped, seconds=seconds)
 
 

@@ -130,6 +130,9 @@ class Settings:
     index: IndexSettings = field(default_factory=IndexSettings)
     images: ImageLimits = field(default_factory=ImageLimits)
     serve: ServeSettings = field(default_factory=ServeSettings)
+    # How text queries fuse the lexical and vector rankings (searchcore.fusion): "rrf" or
+    # "weighted" (measured side by side by `searchcore eval`).
+    fusion: str = "weighted"
 
     @property
     def columns(self) -> dict[str, str]:
@@ -174,6 +177,8 @@ class Settings:
             values["threads"] = _int("SEARCHCORE_THREADS", v)
         if (v := get("UPSCALE")) is not None:
             values["upscale"] = UpscaleSettings(mode=v)
+        if (v := get("FUSION")) is not None:
+            values["fusion"] = v
         serve = {}
         for f in fields(ServeSettings):
             if (v := get(f.name.upper())) is not None:

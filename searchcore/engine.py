@@ -22,8 +22,10 @@ from searchcore.catalog import Catalog
 from searchcore.config import UPSCALE_MODES, UpscaleSettings
 from searchcore.embed import Embedder
 from searchcore.errors import ConfigError, SearchError, UpscaleError
+from searchcore.fusion import FUSIONS, MODES, fuse
 from searchcore.images import DEFAULT_LIMITS, DRAFT, ImageLimits, decode_image
-from searchcore.stores.base import Filters, VectorStore
+from searchcore.stores.base import Filters, Neighbours, VectorStore
+from searchcore.stores.lexical import LexicalIndex, LexicalSide
 from searchcore.upscale import UpscaleDecision, UpscalePolicy, Upscaler
 
 DISPLAY_COLUMNS = ("id", "title", "price", "category", "colour", "image")
@@ -38,6 +40,8 @@ class Hit:
     title: str
     image: Path
     fields: dict[str, str]
+    matched: tuple[str, ...] = ("vector",)  # which side of the search found it
+    lexical: float | None = None  # its BM25 score, where the words found it
 
     @property
     def price(self) -> str:
@@ -52,6 +56,8 @@ class Hit:
             "title": self.title,
             "rank": self.rank,
             "score": round(self.score, 6),
+            "matched": list(self.matched),
+            **({"lexical_score": round(self.lexical, 4)} if self.lexical is not None else {}),
         }
 
 
@@ -86,15 +92,33 @@ class SearchResult:
 
 @dataclass(frozen=True)
 class View:
-    """What one query reads: a catalog and its index, swapped together (label == catalog row).
+    """What one query reads: a catalog, its vector index and its lexical index, swapped
+    together (label == catalog row in all three).
 
     ``version`` names the committed state it came from (the index folder's manifest), so a
-    follower can tell whether a newer one exists.
+    follower can tell whether a newer one exists. A view made without a lexical index gets
+    one built from its catalog (an index folder from before text search had one).
     """
 
     catalog: Catalog
     index: VectorStore
     version: str = ""
+    lexical: LexicalSide | None = None
+    # Rows a text query may return: on sale, and with a vector in the index (a product whose
+    # photo could not be read is in the catalog but not in the index).
+    searchable: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    def complete(self) -> View:
+        """This view with its lexical side (the store's own, else one built from the catalog
+        where it has none that fits) and its searchable rows."""
+        n = len(self.catalog)
+        lexical = self.lexical or self.index.lexical()
+        if lexical is None or (isinstance(lexical, LexicalIndex) and lexical.rows != n):
+            lexical = LexicalIndex.build(self.catalog)
+        labels = np.asarray(self.index.live_labels(), dtype=np.int64)
+        indexed = np.zeros(n, dtype=bool)
+        indexed[labels[(labels >= 0) & (labels < n)]] = True
+        return replace(self, lexical=lexical, searchable=indexed & self.catalog.live)
 
 
 class _Clock:
@@ -128,13 +152,14 @@ class SearchEngine:
         auto_skip: str | None = None,
         text_cache_size: int = 512,
         version: str = "",
+        lexical: LexicalSide | None = None,
+        fusion: str = "weighted",
     ) -> None:
-        if index.dim != embedder.dim:
-            raise SearchError(
-                f"index dimension {index.dim} does not match the model's {embedder.dim}"
-            )
-        self._view = View(catalog, index, version)
+        if fusion not in FUSIONS:
+            raise ConfigError(f"fusion must be one of {', '.join(FUSIONS)}, not {fusion!r}")
+        self.fusion = fusion
         self.embedder = embedder
+        self.swap(View(catalog, index, version, lexical))
         self.upscaler = upscaler
         self.policy = UpscalePolicy(upscale or UpscaleSettings())
         self.image_limits = image_limits
@@ -159,14 +184,18 @@ class SearchEngine:
     def index(self) -> VectorStore:
         return self._view.index
 
-    def swap(self, catalog: Catalog, index: VectorStore, version: str = "") -> None:
+    @property
+    def lexical(self) -> LexicalSide:
+        return self._view.lexical  # type: ignore[return-value]  # complete() filled it
+
+    def swap(self, view: View) -> None:
         """Serve another committed state from now on, atomically: a query reads one view from
         start to end, so it never mixes one state's index with another's catalog."""
-        if index.dim != self.embedder.dim:
+        if view.index.dim != self.embedder.dim:
             raise SearchError(
-                f"index dimension {index.dim} does not match the model's {self.embedder.dim}"
+                f"index dimension {view.index.dim} does not match the model's {self.embedder.dim}"
             )
-        self._view = View(catalog, index, version)
+        self._view = view.complete()
 
     # -- queries ----------------------------------------------------------------------------
     def search(
@@ -179,8 +208,16 @@ class SearchEngine:
         filters: Filters | None = None,
         upscale: str | None = None,
         query_label: str | None = None,
+        mode: str = "hybrid",
     ) -> SearchResult:
-        """Image, text, or both (a weighted sum of the two normalised embeddings)."""
+        """Image, text, or both (a weighted sum of the two normalised embeddings).
+
+        Words alone are searched by ``mode``: ``hybrid`` fuses the vector ranking with the
+        lexical (BM25) one, ``vector`` and ``lexical`` use one side. A photo query is searched by
+        its vector (with its words blended in), whatever the mode.
+        """
+        if mode not in MODES:
+            raise ConfigError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         text = (text or "").strip() or None
         if image is None and text is None:
             raise SearchError("give a photo, a description, or both")
@@ -193,6 +230,10 @@ class SearchEngine:
         clock = _Clock()
         view = self._view
         result = SearchResult(query=query_label or text or str(image), hits=[], timings_ms={})
+        if image is None and text is not None and mode != "vector":
+            result.hits = self._search_words(view, text, k, filters, mode, clock, result)
+            result.timings_ms = clock.done()
+            return result
         vectors: list[tuple[float, np.ndarray]] = []
         if image is not None:
             vec = self._image_vector(image, upscale, clock, result)
@@ -275,15 +316,73 @@ class SearchEngine:
                 self._text_cache.popitem(last=False)
         return vec
 
+    def _search_words(
+        self,
+        view: View,
+        text: str,
+        k: int,
+        filters: Filters | None,
+        mode: str,
+        clock: _Clock,
+        result: SearchResult,
+    ) -> list[Hit]:
+        """A text query through the lexical index, fused with the vector side (``hybrid``).
+
+        Both sides see the same filters and look ``depth`` products deep, so ``k`` results come
+        back whenever ``k`` products pass the filters. Every hit's ``score`` is its cosine
+        similarity to the words' embedding (what the "no good match" gate is calibrated on).
+        """
+        depth = max(50, 2 * k)
+        allowed = view.searchable
+        if filters is not None and filters.active:
+            allowed = allowed & self.filter_mask(filters, view.catalog)
+        lex = view.lexical.search(text, depth, allowed, filters)  # type: ignore[union-attr]
+        clock.lap("lexical")
+        query = self._text_vector(text)
+        clock.lap("embed_text")
+        if not lex.words:
+            result.notes.append(
+                "none of these words can be looked up (only common words or symbols)"
+                + ("; the model's reading of them is used" if mode == "hybrid" else "")
+            )
+            if mode == "lexical":
+                return []
+        vec_rows: list[int] = []
+        cosine: dict[int, float] = {}
+        if mode == "hybrid":
+            found = self._vector_neighbours(view, query, depth, filters)
+            vec_rows = [int(r) for r in found.labels]
+            cosine = {int(r): float(s) for r, s in zip(found.labels, found.scores, strict=True)}
+            clock.lap("search")
+        bm25 = {int(r): float(s) for r, s in zip(lex.rows, lex.scores, strict=True)}
+        fused = fuse(
+            vec_rows, list(bm25), k, method=self.fusion, cosine=cosine, bm25=bm25, best=lex.best
+        )
+        missing = [f.row for f in fused if f.row not in cosine]
+        if missing:  # products only the words found: their similarity, for the score shown
+            cosine.update(_similarities(view.index, missing, query))
+            fused = [f for f in fused if f.row in cosine]  # left the index since the view
+        rows = np.array([f.row for f in fused], dtype=np.int64)
+        hits = _hits(view.catalog, rows, np.array([cosine[f.row] for f in fused]))
+        clock.lap("assemble")
+        return [
+            replace(h, matched=f.matched, lexical=bm25.get(f.row))
+            for h, f in zip(hits, fused, strict=True)
+        ]
+
+    def _vector_neighbours(
+        self, view: View, vec: np.ndarray, k: int, filters: Filters | None
+    ) -> Neighbours:
+        active = filters is not None and filters.active
+        if active and view.index.pushes_filters:
+            return view.index.search(vec, k, filters=filters)
+        allowed = self.filter_mask(filters, view.catalog) if active else None  # type: ignore[arg-type]
+        return view.index.search(vec, k, allowed=allowed)
+
     def _search_vector(
         self, view: View, vec: np.ndarray, k: int, filters: Filters | None, clock: _Clock
     ) -> list[Hit]:
-        active = filters is not None and filters.active
-        if active and view.index.pushes_filters:
-            found = view.index.search(vec, k, filters=filters)
-        else:
-            allowed = self.filter_mask(filters, view.catalog) if active else None
-            found = view.index.search(vec, k, allowed=allowed)
+        found = self._vector_neighbours(view, vec, k, filters)
         clock.lap("search")
         hits = _hits(view.catalog, found.labels, found.scores)
         clock.lap("assemble")
@@ -307,6 +406,21 @@ class SearchEngine:
                 if filters.max_price is not None:
                     mask &= prices <= filters.max_price
         return mask
+
+
+def _similarities(index: VectorStore, rows: list[int], query: np.ndarray) -> dict[int, float]:
+    """Cosine similarity of each row's stored vector to ``query``; rows without one are left
+    out (a product removed from a shared store after this view was taken)."""
+    try:
+        return dict(zip(rows, (index.get_vectors(rows) @ query).tolist(), strict=True))
+    except (RuntimeError, SearchError):
+        out = {}
+        for row in rows:
+            try:
+                out[row] = float(index.get_vectors([row])[0] @ query)
+            except (RuntimeError, SearchError):
+                continue
+        return out
 
 
 def _hits(catalog: Catalog, labels: np.ndarray, scores: np.ndarray) -> list[Hit]:

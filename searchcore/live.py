@@ -47,13 +47,23 @@ import numpy as np
 import pandas as pd
 
 from searchcore.build import catalog_meta
-from searchcore.catalog import MAX_FIELD, REQUIRED, Catalog, image_path_problem, parse_price
+from searchcore.catalog import (
+    IMAGE_SHA,
+    MANAGED,
+    MAX_FIELD,
+    REMOVED,
+    REQUIRED,
+    Catalog,
+    image_path_problem,
+    parse_price,
+)
 from searchcore.config import Settings
-from searchcore.engine import SearchEngine
+from searchcore.engine import SearchEngine, View
 from searchcore.errors import CatalogError, IndexMismatchError, SearchError
 from searchcore.fsutil import atomic_write, file_sha256, folder_lock, is_regular_file, relative
 from searchcore.images import decode_image
 from searchcore.stores.hnsw import HnswIndex, commit_folder
+from searchcore.stores.lexical import LexicalIndex, product_texts, texts_key
 from searchcore.stores.manifest import (
     MANIFEST,
     manifest_files,
@@ -64,9 +74,6 @@ from searchcore.stores.manifest import (
 
 log = logging.getLogger(__name__)
 
-REMOVED = "_removed"
-IMAGE_SHA = "image_sha256"
-MANAGED = (REMOVED, IMAGE_SHA, "image")  # fields only the shop itself writes
 LIVE_DIR = Path("images") / "live"
 FORMATS = {
     "JPEG": ".jpg",
@@ -204,11 +211,11 @@ class LiveShop:
     def _reload(self) -> None:
         from searchcore.service import load_state
 
-        index, manifest, catalog = load_state(Settings(), str(self.folder), attempts=1)
-        if not isinstance(index, HnswIndex):
+        view, manifest = load_state(Settings(), str(self.folder), attempts=1)
+        if not isinstance(view.index, HnswIndex):
             raise SearchError("live catalog changes need an hnswlib index folder")
-        _with_live_columns(catalog)
-        self.engine.swap(catalog, index, manifest_version(manifest))
+        _with_live_columns(view.catalog)
+        self.engine.swap(view)
         self._manifest = manifest
 
     def _live_rows(self, ids: list[str]) -> list[int]:
@@ -274,11 +281,15 @@ class LiveShop:
         sha = _sha(data + b"[]")  # the same hash load_catalog computes (file bytes + mapping)
         snapshot = self.folder / f"catalog-{sha[:16]}.csv"
         atomic_write(snapshot, data)
+        lexical = self.engine.lexical
+        if not isinstance(lexical, LexicalIndex) or texts_key(product_texts(new_df)) != lexical.key:
+            lexical = LexicalIndex.build(new_df)  # the words changed: index them anew
         self.catalog.df = new_df  # rows first: a reader never sees a label without its row
         try:
             if change is not None:
                 change(index)
             meta = {k: v for k, v in self._manifest.items() if k in ("model", "build", "skipped")}
+            meta["lexical"] = lexical.save(self.folder)
             meta["catalog"] = {
                 **catalog_meta(self.catalog, None),
                 "snapshot": snapshot.name,
@@ -294,7 +305,7 @@ class LiveShop:
             raise
         self.catalog.sha256 = sha
         self._manifest = manifest
-        self.engine.swap(self.catalog, index, manifest_version(manifest))
+        self.engine.swap(View(self.catalog, index, manifest_version(manifest), lexical))
 
     def cleanup(self) -> list[Path]:
         """Remove what unacknowledged changes left (call under :meth:`_locked`): temp files,
@@ -355,7 +366,7 @@ class Follower:
             if manifest_version(manifest) == self.engine.view.version:
                 self._seen = seen
                 return False
-            store, manifest, catalog = load_state(self.settings, str(self.folder))
+            view, manifest = load_state(self.settings, str(self.folder))
             model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
             if model.get("fingerprint") != self.engine.embedder.fingerprint:
                 raise IndexMismatchError("it was rebuilt for another model; restart to serve it")
@@ -363,13 +374,13 @@ class Follower:
             log.warning("not following the change in %s: %s", self.folder.name, exc)
             self._seen = seen  # until the manifest changes again
             return False
-        self.engine.swap(catalog, store, manifest_version(manifest))
+        self.engine.swap(view)
         self._seen = seen
         log.info(
             "serving %s generation %s (%d products)",
             self.folder.name,
             manifest.get("generation", 0),
-            len(store),
+            len(view.index),
         )
         return True
 
@@ -394,10 +405,10 @@ class Follower:
 def check_invariants(shop: LiveShop) -> list[str]:
     """What is wrong with a shop's state (empty when all is well); used by tests and `check`.
 
-    Every live product must have its row, its vector and its photo: the label sets of catalog
-    and index agree, each live label's vector is readable and finite, each live row's photo is
-    a regular file (with the recorded sha256 where one was recorded), and the files the
-    manifest names exist.
+    Every live product must have its row, its vector, its words and its photo: the label sets
+    of catalog and index agree, each live label's vector is readable and finite, the lexical
+    index holds exactly the catalog's words, each live row's photo is a regular file (with the
+    recorded sha256 where one was recorded), and the files the manifest names exist.
     """
     problems = []
     df = shop.catalog.df
@@ -428,8 +439,18 @@ def check_invariants(shop: LiveShop) -> list[str]:
             problems.append(f"photo of {df.at[row, 'id']} is missing")
         elif sha and file_sha256(path) != sha:
             problems.append(f"photo of {df.at[row, 'id']} changed")
+    lexical = shop.engine.lexical
+    if not isinstance(lexical, LexicalIndex) or (lexical.rows, lexical.key) != (
+        len(df),
+        texts_key(product_texts(df)),
+    ):
+        problems.append("the lexical index does not hold the catalog's words")
+    entry = shop._manifest.get("lexical")
+    if not isinstance(entry, dict) or entry.get("key") != lexical.key:
+        problems.append("the manifest names another lexical index than the one served")
     for name in manifest_files(shop._manifest):
-        if not is_regular_file(shop.folder / name):
+        path = shop.folder / name
+        if not (is_regular_file(path) or (path.is_dir() and not path.is_symlink())):
             problems.append(f"{name} named by the manifest is missing")
     return problems
 

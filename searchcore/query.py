@@ -1,11 +1,11 @@
 """A shopper's query: its parameters defined once, checked once, wherever they come from.
 
 The page, its JSON API and programs all pass the same parameters (``text``, ``text_weight``,
-``k``, ``category``, ``min_price``, ``max_price``, ``upscale``, plus a photo). They arrive from
-strangers as JSON, so each may be any type: :meth:`Query.parse` accepts exactly the types a
-client can mean and turns everything else (a list for ``text``, ``true`` for ``k``, a string
-that cannot be encoded) into one :class:`~searchcore.errors.ConfigError` line. The photo itself
-is the web edge's to resolve (see :mod:`searchcore.web.guard`).
+``k``, ``category``, ``min_price``, ``max_price``, ``upscale``, ``mode``, plus a photo).
+They arrive from strangers as JSON, so each may be any type: :meth:`Query.parse` accepts
+exactly the types a client can mean and turns everything else (a list for ``text``, ``true``
+for ``k``, a string that cannot be encoded) into one :class:`~searchcore.errors.ConfigError`
+line. The photo itself is the web edge's to resolve (see :mod:`searchcore.web.guard`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from searchcore.config import UPSCALE_MODES
 from searchcore.errors import ConfigError
+from searchcore.fusion import MODES
 from searchcore.stores.base import Filters
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ class Query:
     k: int = DEFAULT_RESULTS
     filters: Filters = field(default_factory=Filters)
     upscale: str | None = None
+    mode: str = "hybrid"
 
     @classmethod
     def parse(
@@ -49,6 +51,7 @@ class Query:
         min_price: Any = None,
         max_price: Any = None,
         upscale: Any = None,
+        mode: Any = None,
     ) -> Query:
         """Check raw values as a client sent them; ``None`` (or "") means the default."""
         text = _text(text, "text", MAX_TEXT).strip()
@@ -63,26 +66,41 @@ class Query:
         for name, value in (("min price", low), ("max price", high)):
             if value is not None and value < 0:
                 raise ConfigError(f"{name} cannot be negative")
-        mode = _text(upscale, "upscale", 16).strip() or None
-        if mode is not None and mode not in UPSCALE_MODES:
+        up = _text(upscale, "upscale", 16).strip() or None
+        if up is not None and up not in UPSCALE_MODES:
             raise ConfigError(f"upscale must be one of {', '.join(UPSCALE_MODES)}")
+        how = _text(mode, "mode", 16).strip() or "hybrid"
+        if how not in MODES:
+            raise ConfigError(f"mode must be one of {', '.join(MODES)}")
         filters = Filters(
             category=None if category in ("", ALL_CATEGORIES) else category,
             min_price=low,
             max_price=high,
         )
-        return cls(text=text, text_weight=weight, k=_count(k), filters=filters, upscale=mode)
+        return cls(
+            text=text, text_weight=weight, k=_count(k), filters=filters, upscale=up, mode=how
+        )
+
+
+def good_match(result: SearchResult, threshold: float) -> bool:
+    """Whether the best hit is a match worth showing as one: its similarity reaches
+    ``threshold`` (see :mod:`searchcore.calibrate`), or the query's own words found it."""
+    if not result.hits:
+        return False
+    best = result.hits[0]
+    return best.score >= threshold or "lexical" in best.matched
 
 
 def answer(result: SearchResult, threshold: float) -> dict[str, Any]:
     """The answer's JSON, one definition for the page's API and the CLI's ``--json``:
-    ``{"query", "results": [{"id", "title", "price", ..., "image", "score", "rank"}],
-    "upscaled", "upscale", "timings_ms", "notes", "good_match", "min_score"}``. ``image`` is
-    relative to the catalog; ``good_match`` says whether the best hit reaches ``threshold``
-    (see :mod:`searchcore.calibrate`)."""
+    ``{"query", "results": [{"id", "title", "price", ..., "image", "score", "rank",
+    "matched", "lexical_score"}], "upscaled", "upscale", "timings_ms", "notes", "good_match",
+    "min_score"}``. ``image`` is relative to the catalog; ``score`` is the cosine similarity to
+    the query; ``matched`` says which side found the product (``"vector"``, ``"lexical"``),
+    ``lexical_score`` its BM25 score where the words found it; ``good_match``: see
+    :func:`good_match`."""
     out = result.to_dict()
-    best = result.best_score
-    out["good_match"] = best is not None and best >= threshold
+    out["good_match"] = good_match(result, threshold)
     out["min_score"] = round(threshold, 6)
     return out
 

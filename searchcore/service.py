@@ -16,10 +16,11 @@ from searchcore.build import rebuild_command
 from searchcore.catalog import Catalog, load_catalog
 from searchcore.config import Settings, usable_cpus
 from searchcore.embed import ClipEmbedder, Embedder, PixelEmbedder, load_embedder
-from searchcore.engine import SearchEngine
+from searchcore.engine import SearchEngine, View
 from searchcore.errors import CatalogError, IndexMismatchError, SearchError
 from searchcore.stores.base import VectorStore, is_milvus
 from searchcore.stores.hnsw import HnswIndex
+from searchcore.stores.lexical import LexicalIndex
 from searchcore.stores.manifest import manifest_version, read_manifest
 
 log = logging.getLogger(__name__)
@@ -98,10 +99,9 @@ def open_store(settings: Settings, location: str) -> tuple[VectorStore, dict]:
     return HnswIndex.load(Path(location), fix=fix)
 
 
-def load_state(
-    settings: Settings, location: str, attempts: int = 5
-) -> tuple[VectorStore, dict, Catalog]:
-    """The committed state at ``location``: its store, manifest and catalog, consistent.
+def load_state(settings: Settings, location: str, attempts: int = 5) -> tuple[View, dict]:
+    """The committed state at ``location``: its catalog, vector and lexical index (one
+    :class:`View`) and its manifest, consistent.
 
     Readers take no lock. A writer may commit twice while a reader loads, and prune the files
     the reader's manifest named: then the manifest has moved on, and the reader starts over
@@ -112,6 +112,7 @@ def load_state(
         try:
             store, manifest = open_store(settings, location)
             catalog = catalog_for_index(location, manifest)
+            lexical = _lexical(location, manifest)
             break
         except (IndexMismatchError, CatalogError):
             if attempt == attempts or before is None or _version(location) == before:
@@ -125,7 +126,17 @@ def load_state(
             f"index {location} has labels beyond the catalog's {len(catalog)} rows; "
             f"rebuild with `{fix}`"
         )
-    return store, manifest, catalog
+    view = View(catalog, store, manifest_version(manifest), lexical)
+    return view.complete(), manifest
+
+
+def _lexical(location: str, manifest: dict) -> LexicalIndex | None:
+    """The lexical index the manifest names; None where it names none (a folder written before
+    text search had one, or Milvus): the view then builds one from its catalog."""
+    if is_milvus(location) or "lexical" not in manifest:
+        return None
+    fix = f"searchcore index build --catalog FILE --out {location}"
+    return LexicalIndex.load(Path(location), manifest["lexical"], fix=fix)
 
 
 def _version(location: str) -> str | None:
@@ -148,7 +159,8 @@ def open_engine(
     location = str(index_dir or settings.index_dir or "")
     if not location:
         raise SearchError("no index given: pass --index DIR or set SEARCHCORE_INDEX")
-    store, manifest, catalog = load_state(settings, location)
+    view, manifest = load_state(settings, location)
+    store, catalog = view.index, view.catalog
     model_meta = manifest.get("model")
     if not isinstance(model_meta, dict) or not isinstance(model_meta.get("spec"), str):
         raise IndexMismatchError(
@@ -180,7 +192,9 @@ def open_engine(
         upscaler_problem=problem,
         image_limits=settings.images,
         auto_skip=skip,
-        version=manifest_version(manifest),
+        version=view.version,
+        lexical=view.lexical,
+        fusion=settings.fusion,
     )
 
 

@@ -62,10 +62,18 @@ def test_text_query(app) -> None:
     assert out["query"] == "red sneakers with white soles"
     assert [r["rank"] for r in out["results"]] == [1, 2, 3, 4, 5]
     assert all(r["id"] in ids and r["title"] for r in out["results"])
-    scores = [r["score"] for r in out["results"]]
-    assert scores == sorted(scores, reverse=True)
+    # hybrid by default: the words and the model both ranked, each result says which found it
+    assert all(set(r["matched"]) <= {"lexical", "vector"} and r["matched"] for r in out["results"])
+    assert any("lexical" in r["matched"] for r in out["results"])
     assert isinstance(out["good_match"], bool) and isinstance(out["min_score"], float)
     assert out["timings_ms"]["total"] > 0 and "embed_text" in out["timings_ms"]
+    assert "lexical" in out["timings_ms"]
+    vector = search_text(app["client"], "red sneakers with white soles", mode="vector")
+    scores = [r["score"] for r in vector["results"]]  # the model alone: ranked by similarity
+    assert scores == sorted(scores, reverse=True)
+    assert all(r["matched"] == ["vector"] for r in vector["results"])
+    lexical = search_text(app["client"], "the of", mode="lexical")
+    assert lexical["results"] == [] and lexical["notes"]  # only stop words: an answer
     # catalog-relative image paths, never the server's own file system
     assert all(r["image"].startswith("images/") for r in out["results"])
 
@@ -87,8 +95,9 @@ def test_combined_query_blends_photo_and_words(app, images) -> None:
     photo_only = search_combined(client, images / "P00007.jpg", "in blue", 0.0)
     assert photo_only["results"][0]["id"] == "P00007"
     words_only = search_combined(client, images / "P00007.jpg", "in blue", 1.0)
+    # a photo query is searched by its vector (words blended in), whatever the mode
     assert [r["id"] for r in words_only["results"]] == [
-        r["id"] for r in search_text(client, "in blue")["results"]
+        r["id"] for r in search_text(client, "in blue", mode="vector")["results"]
     ]
     mixed = search_combined(client, images / "P00007.jpg", "in blue", 0.5)
     assert mixed["query"] == "photo + 'in blue'"

@@ -105,10 +105,10 @@ def test_removed_slots_are_reused(folder: Path) -> None:
 )
 def test_refused_changes_change_nothing(folder: Path, product, image, error) -> None:
     shop = _open(folder)
-    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    before = _files(folder)
     with pytest.raises(error):
         shop.add([product], [image])
-    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert _files(folder) == before
     live_dir = shop.catalog.root / LIVE_DIR
     assert not live_dir.exists() or not any(live_dir.iterdir())
     with pytest.raises(CatalogError):

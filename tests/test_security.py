@@ -130,11 +130,11 @@ def test_the_page_event_does_not_send_back_server_images(app, shop) -> None:
     page_search = [
         i
         for i, d in enumerate(config["dependencies"])
-        if len(d["inputs"]) == 8 and len(d["outputs"]) == 8
+        if len(d["inputs"]) == 9 and len(d["outputs"]) == 8
     ]
     assert page_search
     secret = str(shop["csv"].parent / "P00002.jpg")
-    data = [{"path": secret}, "", 0.5, 3, "All categories", 0, 0, "auto"]
+    data = [{"path": secret}, "", 0.5, 3, "All categories", 0, 0, "auto", "hybrid"]
     with httpx.Client(timeout=TIMEOUT) as client:
         for fn_index in page_search:
             r = client.post(
@@ -197,7 +197,7 @@ def test_nothing_of_the_shop_folder_is_served_by_path(app, shop, name) -> None:
 
 
 def test_index_files_are_not_served(app, shop) -> None:
-    for path in shop["index"].iterdir():
+    for path in shop["index"].rglob("*"):
         assert (
             httpx.get(f"{app['url']}gradio_api/file={path}", timeout=TIMEOUT).status_code == 403
         ), path
@@ -216,8 +216,8 @@ def test_no_server_paths_in_the_config(app, shop) -> None:
 @pytest.mark.parametrize("text", [["a", "b"], {"x": 1}, 3, True, "\udcff"])
 def test_text_of_the_wrong_type_gets_one_line(app, text) -> None:
     for api_name, data in (
-        ("search_text", [text, 3, "All categories", 0, 0]),
-        ("search_combined", [None, text, 0.5, 3, "All categories", 0, 0, "auto"]),
+        ("search_text", [text, 3, "All categories", 0, 0, "hybrid"]),
+        ("search_combined", [None, text, 0.5, 3, "All categories", 0, 0, "auto", "hybrid"]),
     ):
         kind, payload = call(app, api_name, data)
         assert kind == "error" and _message(payload) not in ("None", ""), (api_name, payload)
@@ -236,19 +236,23 @@ def test_text_of_the_wrong_type_gets_one_line(app, text) -> None:
         (3, "cheap"),
         (4, "1e999"),
         (4, [1]),
+        (5, "bm25"),
+        (5, ["hybrid"]),
     ],
 )
 def test_other_parameters_of_the_wrong_type_get_one_line(app, index, value) -> None:
-    data = ["red cap", 3, "All categories", 0, 0]
+    data = ["red cap", 3, "All categories", 0, 0, "hybrid"]
     data[index] = value
     kind, payload = call(app, "search_text", data)
     assert kind == "error" and _message(payload) not in ("None", ""), (index, value, payload)
     assert "\n" not in _message(payload), payload
-    assert call(app, "search_text", ["red cap", 3, "All categories", 0, 0])[0] == "complete"
+    assert (
+        call(app, "search_text", ["red cap", 3, "All categories", 0, 0, "hybrid"])[0] == "complete"
+    )
 
 
 def test_a_huge_parameter_is_refused_before_it_is_parsed(app) -> None:
-    body = json.dumps({"data": ["x" * 5_000_000, 3, "All categories", 0, 0]})
+    body = json.dumps({"data": ["x" * 5_000_000, 3, "All categories", 0, 0, "hybrid"]})
     r = httpx.post(
         f"{app['url']}gradio_api/call/search_text",
         content=body,
@@ -256,11 +260,13 @@ def test_a_huge_parameter_is_refused_before_it_is_parsed(app) -> None:
         timeout=TIMEOUT,
     )
     assert r.status_code == 413
-    assert call(app, "search_text", ["red cap", 3, "All categories", 0, 0])[0] == "complete"
+    assert (
+        call(app, "search_text", ["red cap", 3, "All categories", 0, 0, "hybrid"])[0] == "complete"
+    )
 
 
 def test_no_tracebacks_in_the_log(app) -> None:
-    call(app, "search_text", [["a"], 3, "All categories", 0, 0])
+    call(app, "search_text", [["a"], 3, "All categories", 0, 0, "hybrid"])
     assert "Traceback" not in app["log"].read_text()
 
 

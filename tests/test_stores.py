@@ -12,7 +12,7 @@ from PIL import Image
 
 from searchcore.build import build_index
 from searchcore.catalog import load_catalog
-from searchcore.engine import SearchEngine
+from searchcore.engine import SearchEngine, View
 from searchcore.stores.base import Filters, VectorStore, is_milvus
 from searchcore.stores.hnsw import HnswIndex
 
@@ -187,7 +187,7 @@ def test_engine_builds_and_searches_on_either_backend(
     # a new product: its vector in the store under its catalog row, then both served as one view
     grown = replace(catalog, df=pd.concat([catalog.df, rows], ignore_index=True).fillna(""))
     store.add(fake_embedder.embed_images([purple]), [24], records=rows.to_dict("records"))
-    engine.swap(grown, store)
+    engine.swap(View(grown, store))
     assert engine.search_image(purple.resize((200, 200)), k=1, upscale="never").hits[0].id == "n1"
     store.remove([24])
     assert "n1" not in [h.id for h in engine.search_text("red", k=30).hits]

@@ -16,6 +16,7 @@ from searchcore.cli.common import (
 )
 from searchcore.config import UPSCALE_MODES, IndexSettings, UpscaleSettings, parse_column_map
 from searchcore.errors import ConfigError, SearchError
+from searchcore.fusion import MODES
 from searchcore.images import IMAGE_SUFFIXES
 
 DEMO_QUERIES = ("red sneakers with white soles", "navy striped t-shirt", "black leather handbag")
@@ -66,6 +67,16 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
     s.add_argument("--text", help="what the shopper wants; with --image, refines the photo")
     s.add_argument("--image", type=Path, action="append", default=[], help="a photo (repeatable)")
     s.add_argument("--images", type=Path, help="a folder of photos, one query each")
+    s.add_argument(
+        "--texts", type=Path, help="a text file of descriptions, one query per line (UTF-8)"
+    )
+    s.add_argument(
+        "--mode",
+        choices=MODES,
+        default="hybrid",
+        help="how words are searched: hybrid (words and the model together, the default), "
+        "vector (the model only) or lexical (the words only)",
+    )
     s.add_argument(
         "--text-weight", type=float, default=0.5, help="weight of --text next to a photo"
     )
@@ -142,7 +153,7 @@ def _parse_shard(text: str) -> tuple[int, int]:
 def cmd_search(args: argparse.Namespace) -> int:
     from searchcore.calibrate import calibrate
     from searchcore.engine import Filters
-    from searchcore.query import answer
+    from searchcore.query import Query, answer
     from searchcore.service import open_engine
 
     images = list(args.image)
@@ -152,8 +163,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         images += sorted(p for p in args.images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
             raise SearchError(f"no photos ({', '.join(sorted(IMAGE_SUFFIXES))}) in {args.images}")
-    if not images and not args.text:
-        raise SearchError("give --text, --image or --images")
+    texts = _read_texts(args.texts) if args.texts is not None else []
+    if texts and (images or args.text):
+        raise SearchError("--texts is one query per line: give it alone, without --text or photos")
+    if not images and not args.text and not texts:
+        raise SearchError("give --text, --texts, --image or --images")
     upscale = UpscaleSettings(mode=args.upscale) if args.upscale else None
     settings = settings_from_args(
         args, milvus_collection=args.collection, **({"upscale": upscale} if upscale else {})
@@ -161,19 +175,23 @@ def cmd_search(args: argparse.Namespace) -> int:
     engine = open_engine(settings, args.index)
     gate = calibrate(engine, args.index)  # "no good match": cached in the index folder
     filters = Filters(category=args.category, min_price=args.min_price, max_price=args.max_price)
-    queries: list[dict] = [{"image": p, "label": str(p)} for p in images] or [
-        {"image": None, "label": args.text}
-    ]
+    queries: list[dict] = (
+        [{"image": p, "text": args.text, "label": str(p)} for p in images]
+        or [{"image": None, "text": t, "label": t} for t in texts]
+        or [{"image": None, "text": args.text, "label": args.text}]
+    )
     failed = 0
     for q in queries:
         try:
+            text = Query.parse(text=q["text"]).text  # the page's rules for what a query may be
             result = engine.search(
                 image=q["image"],
-                text=args.text,
+                text=text,
                 text_weight=args.text_weight,
                 k=args.k,
                 filters=filters,
                 query_label=q["label"],
+                mode=args.mode,
             )
         except SearchError as exc:
             if len(queries) == 1 and not args.json:
@@ -182,7 +200,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             out = {"query": q["label"], "error": str(exc)}
             print(json.dumps(out) if args.json else f"{q['label']}: error: {exc}", flush=True)
             continue
-        threshold = gate.threshold(q["image"] is not None, bool(args.text), args.text_weight)
+        threshold = gate.threshold(q["image"] is not None, bool(q["text"]), args.text_weight)
         print(
             json.dumps(answer(result, threshold)) if args.json else _format(result, threshold),
             flush=True,
@@ -190,17 +208,40 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _read_texts(path: Path) -> list[str]:
+    """The non-empty lines of a UTF-8 text file (at most 100,000 queries, 10 MB)."""
+    from searchcore.fsutil import read_regular
+
+    try:
+        data = read_regular(path, 10 * 2**20)
+    except OSError as exc:
+        raise SearchError(f"cannot read --texts {path}: {exc.strerror or exc}") from None
+    try:
+        lines = data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise SearchError(f"--texts {path} is not UTF-8 text") from None
+    texts = [line.strip() for line in lines if line.strip()]
+    if not texts:
+        raise SearchError(f"--texts {path} has no queries (one per line)")
+    if len(texts) > 100_000:
+        raise SearchError(f"--texts {path} has {len(texts)} queries; at most 100,000 per run")
+    return texts
+
+
 def _format(result, threshold: float | None = None) -> str:
+    from searchcore.query import good_match
+
     lines = [f"query: {result.query}"]
     if result.decision is not None:
         lines.append(f"upscaled: {'yes' if result.upscaled else 'no'} ({result.decision.reason})")
     lines += [f"note: {n}" for n in result.notes]
     for h in result.hits:
         price = f"  {h.price}" if h.price else ""
-        lines.append(f"{h.rank:>3}  {h.score:6.3f}  {h.id:<12} {h.title}{price}")
+        found = "+".join(h.matched)
+        lines.append(f"{h.rank:>3}  {h.score:6.3f}  {found:<14} {h.id:<12} {h.title}{price}")
     if not result.hits:
         lines.append("  no products match")
-    elif threshold is not None and result.hits[0].score < threshold:
+    elif threshold is not None and not good_match(result, threshold):
         lines.append(f"  no good match: a good match scores at least {threshold:.3f}")
     lines.append("timings (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings_ms.items()))
     return "\n".join(lines)

@@ -73,6 +73,11 @@ class VectorStore(Protocol):
 
     def live_labels(self) -> np.ndarray: ...
 
+    def lexical(self) -> Any:
+        """The store's own lexical search (a ``LexicalSide``, see :mod:`.lexical`), or None
+        when the words are searched beside it (an index folder's lexical files)."""
+        ...
+
 
 def is_milvus(location: str | object) -> bool:
     """A Milvus URI or a Milvus Lite ``*.db`` file, as opposed to an index folder."""

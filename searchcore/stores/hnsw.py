@@ -126,6 +126,9 @@ class HnswIndex:
     def capacity(self) -> int:
         return int(self._index.get_max_elements())
 
+    def lexical(self) -> None:
+        return None  # the folder's lexical files hold the words (searchcore.stores.lexical)
+
     def live_labels(self) -> np.ndarray:
         with self.lock.read():
             return self._live_labels()

@@ -9,11 +9,13 @@ writer records about model and catalog. Writers hold the folder's lock
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
 from searchcore.errors import IndexMismatchError
 from searchcore.fsutil import read_json
+from searchcore.stores.lexical import lexical_files
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -36,10 +38,11 @@ MANIFEST_TYPES: dict[str, type | tuple[type, ...]] = {
 
 
 def manifest_files(manifest: dict[str, Any] | None) -> set[str]:
-    """The file names a manifest needs in its folder (index file, catalog snapshot)."""
+    """The file names a manifest needs in its folder (index file, catalog snapshot, the
+    lexical index's folder)."""
     if not isinstance(manifest, dict):
         return set()
-    names = {str(manifest.get("index_file", ""))}
+    names = {str(manifest.get("index_file", ""))} | lexical_files(manifest.get("lexical"))
     catalog = manifest.get("catalog")
     if isinstance(catalog, dict) and catalog.get("snapshot"):
         names.add(str(catalog["snapshot"]))
@@ -61,7 +64,8 @@ def current_manifest(folder: Path) -> dict[str, Any] | None:
 
 
 def prune_folder(folder: Path, keep: set[str]) -> list[Path]:
-    """Delete index files and catalog snapshots not named in ``keep``, and temp files.
+    """Delete index files, catalog snapshots and lexical folders not named in ``keep``, and
+    temp files.
 
     Call it holding the folder's writer lock (:func:`searchcore.fsutil.folder_lock`): then no
     writer is between writing its files and committing them, so every temp file is a dead
@@ -76,10 +80,15 @@ def prune_folder(folder: Path, keep: set[str]) -> list[Path]:
         ".index-*.tmp",
         ".catalog-*.tmp",
         ".manifest.json.*.tmp",
+        "lexical-*",
+        ".lexical-*.tmp",
     ):
         for path in folder.glob(pattern):
             if path.name not in keep:
-                path.unlink(missing_ok=True)
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
                 removed.append(path)
     return removed
 

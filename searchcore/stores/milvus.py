@@ -11,6 +11,13 @@ write acknowledged before it (what a shop editing its catalog expects); replicas
 tolerate a little staleness can use ``Bounded`` (``--consistency``), which avoids waiting on
 the latest timestamp.
 
+Text: each product's words (title and text columns, folded, stemmed and without stop words, as
+:mod:`.lexical` analyses them) are stored in a ``text`` field with Milvus's own BM25 function
+(Milvus 2.5+; Milvus Lite's analyser only splits words, so the analysis is done here, the same
+for both), so the lexical side of hybrid search runs in Milvus, filtered by the same expression
+as the vectors. Collections made before this field existed
+keep working: their lexical side is built in memory from the catalog (:class:`.LexicalIndex`).
+
 Index types: ``HNSW`` by default (params ``M``, ``efConstruction``; query ``ef``); for
 collections beyond memory, ``IVF_FLAT``/``IVF_PQ`` (``nlist``; query ``nprobe``) or
 ``DISKANN`` on Milvus standalone/distributed (Milvus Lite supports FLAT, IVF_FLAT and HNSW).
@@ -20,13 +27,14 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from searchcore.errors import ConfigError, IndexMismatchError, SearchError, first_line
 from searchcore.stores.base import Filters, Neighbours
+from searchcore.stores.lexical import LexicalHits, record_text, tokenize
 
 PROPERTY = "searchcore.manifest"
 FORMAT_VERSION = 1
@@ -35,6 +43,7 @@ MISSING_PRICE = -1.0
 # most this many matches the answer is computed exactly from the matching vectors instead.
 EXACT_MAX = 4096
 MAX_STR = 512
+MAX_TEXT = 8192  # characters of a product's words kept for Milvus's full-text (BM25) search
 
 
 def connect(uri: str, token: str | None = None) -> Any:
@@ -91,6 +100,7 @@ class MilvusStore:
         self.client, self.collection, self.dim = client, collection, int(dim)
         self.ef_search, self.metric, self.index_type, self.uri = ef_search, metric, index_type, uri
         self._lock = threading.Lock()  # MilvusClient is shared; keep writes in order
+        self.has_text = True  # a collection this class created has the BM25 text field
 
     # -- lifecycle --------------------------------------------------------------------------
     @classmethod
@@ -107,7 +117,7 @@ class MilvusStore:
         consistency: str = "Strong",
     ) -> MilvusStore:
         """Open the collection, creating it with the product schema if it does not exist."""
-        from pymilvus import DataType, MilvusClient
+        from pymilvus import DataType, Function, FunctionType, MilvusClient
 
         client = connect(uri, token)
         if client.has_collection(collection):
@@ -126,6 +136,21 @@ class MilvusStore:
         schema.add_field("colour", DataType.VARCHAR, max_length=MAX_STR)
         schema.add_field("price", DataType.DOUBLE)
         schema.add_field("model", DataType.VARCHAR, max_length=64)
+        schema.add_field(
+            "text",
+            DataType.VARCHAR,
+            max_length=MAX_TEXT,
+            enable_analyzer=True,  # the standard analyser: the words arrive analysed already
+        )
+        schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_function(
+            Function(
+                name="bm25",
+                function_type=FunctionType.BM25,
+                input_field_names=["text"],
+                output_field_names=["sparse"],
+            )
+        )
         params = client.prepare_index_params()
         defaults = {"HNSW": {"M": 16, "efConstruction": 200}, "IVF_FLAT": {"nlist": 1024}}
         params.add_index(
@@ -133,6 +158,9 @@ class MilvusStore:
             index_type=index_type,
             metric_type="COSINE",
             params=index_params or defaults.get(index_type, {}),
+        )
+        params.add_index(
+            field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25"
         )
         for scalar in ("row", "category", "price"):  # INVERTED: what Lite and servers both have
             params.add_index(field_name=scalar, index_type="INVERTED")
@@ -190,6 +218,7 @@ class MilvusStore:
             ef_search=int(manifest.get("ef_search", 128)),
             uri=uri,
         )
+        store.has_text = "sparse" in names
         return store, manifest
 
     def save(self, meta: dict[str, Any]) -> dict[str, Any]:
@@ -239,6 +268,7 @@ class MilvusStore:
                     "colour": _key(rec.get("colour", "")),
                     "price": MISSING_PRICE if price is None else price,
                     "model": model[:64],
+                    **({"text": _words(record_text(rec))} if self.has_text else {}),
                 }
             )
         with self._lock:
@@ -298,6 +328,28 @@ class MilvusStore:
         scores = np.array([h["distance"] for h in res], dtype=np.float32)  # COSINE: similarity
         return Neighbours(labels, scores)
 
+    def lexical(self) -> MilvusLexical | None:
+        """The lexical side in Milvus (its BM25 function), or None for an older collection."""
+        return MilvusLexical(self) if self.has_text else None
+
+    def bm25(
+        self, words: Sequence[str], k: int, filters: Filters | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and BM25 scores of the products with any of ``words`` (analysed words, as
+        :func:`searchcore.stores.lexical.tokenize` gives them)."""
+        res = self.client.search(
+            self.collection,
+            data=[" ".join(words)[:MAX_TEXT]],
+            anns_field="sparse",
+            limit=min(int(k), 16384),
+            filter=filter_expression(filters),
+            output_fields=["row"],
+            search_params={"metric_type": "BM25"},
+        )[0]
+        labels = np.array([h["entity"]["row"] for h in res], dtype=np.int64)
+        scores = np.abs(np.array([h["distance"] for h in res], dtype=np.float32))
+        return labels, scores
+
     def _count(self, expr: str) -> int:
         res = self.client.query(self.collection, filter=expr, output_fields=["count(*)"])
         return int(res[0]["count(*)"])
@@ -348,6 +400,37 @@ class MilvusStore:
         finally:
             it.close()
         return out
+
+
+class MilvusLexical:
+    """The lexical side of text search answered by the collection's own BM25 index."""
+
+    def __init__(self, store: MilvusStore) -> None:
+        self.store = store
+        self.key = f"milvus:{store.uri}:{store.collection}"
+
+    def search(
+        self,
+        query: str,
+        k: int,
+        allowed: np.ndarray | None = None,
+        filters: Filters | None = None,
+    ) -> LexicalHits:
+        words = tuple(tokenize([query[:2000]])[0])
+        if not words or k < 1:
+            return LexicalHits(np.zeros(0, dtype=np.int64), np.zeros(0, np.float32), words, 0.0)
+        rows, scores = self.store.bm25(words, k, filters)
+        if allowed is not None:  # rows a view may show (on sale, in its catalog)
+            keep = (rows < len(allowed)) & allowed[np.minimum(rows, len(allowed) - 1)]
+            rows, scores = rows[keep], scores[keep]
+        return LexicalHits(rows, scores, words, 0.0)
+
+
+def _words(text: str) -> str:
+    """A product's words analysed by :mod:`.lexical` (folded, stemmed, stop words out), so that
+    Milvus's standard analyser (all Milvus Lite has) only splits them: the same words, the same
+    matches as the index folder's BM25."""
+    return " ".join(tokenize([text])[0])[:MAX_TEXT]
 
 
 def _empty() -> Neighbours:

@@ -24,7 +24,7 @@ from searchcore.calibrate import MatchGate
 from searchcore.catalog import parse_price
 from searchcore.engine import SearchEngine, SearchResult
 from searchcore.errors import SearchError
-from searchcore.query import Query, answer
+from searchcore.query import Query, answer, good_match
 from searchcore.web.guard import ServedImages, upload_path
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ class Page:
         min_price: Any,
         max_price: Any,
         upscale: Any,
+        mode: Any = None,
     ) -> tuple[SearchResult, float]:
         with _edge():
             path = upload_path(photo, self.upload_dir)
@@ -98,6 +99,7 @@ class Page:
                 min_price=min_price,
                 max_price=max_price,
                 upscale=upscale,
+                mode=mode,
             )
             text = query.text
             if path is None and not text:
@@ -111,6 +113,7 @@ class Page:
                 filters=query.filters,
                 upscale=query.upscale,
                 query_label=label,
+                mode=query.mode,
             )
         return result, self.gate.threshold(path is not None, bool(text), query.text_weight)
 
@@ -126,11 +129,11 @@ class Page:
         return self.api(*self.run(image, None, 0.0, k, category, min_price, max_price, upscale))
 
     def search_text(
-        self, text: Any, k: Any, category: Any, min_price: Any, max_price: Any
+        self, text: Any, k: Any, category: Any, min_price: Any, max_price: Any, mode: Any = None
     ) -> dict[str, Any]:
         if text is None or (isinstance(text, str) and not text.strip()):
             raise gr.Error("give a description", print_exception=False)
-        return self.api(*self.run(None, text, 1.0, k, category, min_price, max_price, None))
+        return self.api(*self.run(None, text, 1.0, k, category, min_price, max_price, None, mode))
 
     def search_combined(
         self,
@@ -142,9 +145,10 @@ class Page:
         min_price: Any,
         max_price: Any,
         upscale: Any,
+        mode: Any = None,
     ) -> dict[str, Any]:
         return self.api(
-            *self.run(image, text, text_weight, k, category, min_price, max_price, upscale)
+            *self.run(image, text, text_weight, k, category, min_price, max_price, upscale, mode)
         )
 
     # -- the page -----------------------------------------------------------------------------
@@ -160,7 +164,11 @@ class Page:
         ]
         hits = [h for h, path in served if path is not None]
         items = [
-            (path, f"{h.title} · {self.price(h.price)} · {h.score:.2f}")
+            (
+                path,
+                f"{h.title} · {self.price(h.price)} · {h.score:.2f}"
+                + (" · matches your words" if "lexical" in h.matched else ""),
+            )
             for h, path in served
             if path is not None
         ]
@@ -178,7 +186,7 @@ class Page:
             status = (
                 "### Nothing passes these filters\nWiden the price range or pick another category."
             )
-        elif hits[0].score < threshold:
+        elif not good_match(result, threshold):
             status = (
                 f"### No good match\nNothing in the shop is close to {what}: the best score is "
                 f"{hits[0].score:.2f}, a good match scores at least {threshold:.2f}. The nearest "
@@ -249,10 +257,10 @@ class Page:
         )
 
     def ui_search(
-        self, photo, text, text_weight, k, category, min_price, max_price, upscale
+        self, photo, text, text_weight, k, category, min_price, max_price, upscale, mode=None
     ) -> tuple:
         result, threshold = self.run(
-            photo, text, text_weight, k, category, min_price, max_price, upscale
+            photo, text, text_weight, k, category, min_price, max_price, upscale, mode
         )
         text = (text or "").strip()
         what = (
@@ -260,7 +268,15 @@ class Page:
             if photo
             else f"“{html.escape(text)}”"
         )
-        lead = f"Your words, {what}, went through the model's text encoder." if not photo else ""
+        how = {
+            "vector": "went through the model's text encoder",
+            "lexical": "were looked up in the products' titles and attributes",
+        }.get(
+            str(mode),
+            "were looked up in the products' titles and attributes and read by the model's "
+            "text encoder, and the two rankings fused",
+        )
+        lead = f"Your words, {what}, {how}." if not photo else ""
         return (
             *self.show(result, threshold, what),
             *self.seen(result, lead),

@@ -1,0 +1,308 @@
+"""The lexical side of text search: BM25 over each product's words (title and attributes).
+
+A small text tower cannot learn brand names or rare product words from a few thousand titles;
+BM25 finds them by construction. The ranking is ``bm25s`` (sparse matrices in numpy/scipy, no
+server, loads without pickle), with PyStemmer's English stemmer and English stop words; see
+``benchmarks/bench_text.py`` for its comparison with ``tantivy``.
+
+What is indexed, per catalog row: the title and every other text column a shop has (brand,
+category, colour, gender, description...), except the id, photo, price and the live shop's own
+columns. Words are case- and accent-folded, punctuation splits them, a hyphenated compound is
+indexed both as its parts and joined ("t-shirt" -> "shirt", "tshirt"), and plurals stem to
+their singular. A query word that is not in the vocabulary is replaced by the vocabulary's
+words one edit away, when there are any (a cheap typo rule: deletions only, like SymSpell).
+
+An index folder stores the lexical index as ``lexical-<key>/`` (bm25s's own files), where the
+key is the sha256 of the indexed texts and of this module's format: a commit that changes no
+words (a price edit) reuses the folder as it is. The manifest's ``lexical`` entry lists each
+file with its sha256, checked when the folder is opened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import re
+import shutil
+import unicodedata
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from searchcore.catalog import MANAGED, Catalog
+from searchcore.errors import IndexMismatchError
+from searchcore.fsutil import file_sha256, fsync_dir, fsync_file
+
+LEXICAL_FORMAT = 1
+NOT_TEXT = ("id", "price", *MANAGED)
+_WORD = re.compile(r"\w+(?:[-'\u2019]\w+)+")
+_MAX_QUERY_WORDS = 32
+
+
+def normalise(text: str) -> str:
+    """Case- and accent-folded text, with each hyphenated compound also written joined."""
+    folded = unicodedata.normalize("NFKD", text)
+    folded = "".join(c for c in folded if not unicodedata.combining(c)).casefold()
+    joined = [re.sub(r"[-'\u2019]", "", m) for m in _WORD.findall(folded)]
+    return " ".join([folded, *joined])
+
+
+@lru_cache(maxsize=1)
+def _stemmer() -> Any:
+    import Stemmer  # PyStemmer: Snowball stemmers in C
+
+    return Stemmer.Stemmer("english")
+
+
+def tokenize(texts: Sequence[str]) -> list[list[str]]:
+    """Words of each text as the index sees them: normalised, stop words out, stemmed."""
+    import bm25s
+
+    return bm25s.tokenize(
+        [normalise(t) for t in texts],
+        stopwords="en",
+        stemmer=_stemmer(),
+        return_ids=False,
+        show_progress=False,
+    )
+
+
+def text_columns(df: pd.DataFrame) -> list[str]:
+    """The columns whose words are indexed: the title first, then every other text column."""
+    cols = ["title"] if "title" in df else []
+    return cols + [c for c in df.columns if c not in NOT_TEXT and c != "title"]
+
+
+def record_text(record: Mapping[str, Any]) -> str:
+    """One product's words (a catalog row as a dict), by the same rule as :func:`product_texts`."""
+    keys = (["title"] if "title" in record else []) + [
+        k for k in record if k not in NOT_TEXT and k != "title"
+    ]
+    return " ".join(str(record[k]) for k in keys)
+
+
+def product_texts(df: pd.DataFrame) -> list[str]:
+    cols = text_columns(df)
+    if not cols:
+        return [""] * len(df)
+    out = df[cols[0]].astype(str)
+    for col in cols[1:]:  # column by column: vectorised, unlike a join per row
+        out = out + " " + df[col].astype(str)
+    return out.tolist()
+
+
+class LexicalSide(Protocol):
+    """What the engine asks of the lexical side: this module's :class:`LexicalIndex`, or a
+    store's own full-text search (Milvus's BM25, :class:`searchcore.stores.milvus.MilvusLexical`).
+    ``allowed`` masks catalog rows, ``filters`` are the query's (a side applies what it can:
+    the engine folds the filters into ``allowed`` too)."""
+
+    key: str
+
+    def search(
+        self, query: str, k: int, allowed: np.ndarray | None = None, filters: Any = None
+    ) -> LexicalHits: ...
+
+
+@dataclass(frozen=True)
+class LexicalHits:
+    rows: np.ndarray  # catalog rows, best first
+    scores: np.ndarray  # their BM25 scores (> 0)
+    words: tuple[str, ...]  # the query's words as searched (after stemming and typo rules)
+    best: float = 0.0  # the highest score any product could reach for these words
+
+    def normalised(self) -> np.ndarray:
+        """Scores in [0, 1]: 1 for a product that matches every word as well as any product
+        matches it (so one common word matched scores low, whatever the ranking's top)."""
+        return self.scores / self.best if self.best > 0 else np.zeros_like(self.scores)
+
+
+class LexicalIndex:
+    """BM25 over one catalog's rows (document ``i`` is catalog row ``i``: label == row)."""
+
+    def __init__(self, model: Any, rows: int, key: str) -> None:
+        self._model = model
+        self.rows = rows
+        self.key = key
+        self._vocab = set(model.vocab_dict) if rows else set()
+        self._deletes: dict[str, set[str]] | None = None
+        self._term_max: np.ndarray | None = None
+
+    @classmethod
+    def build(cls, catalog: Catalog | pd.DataFrame) -> LexicalIndex:
+        import bm25s
+
+        df = catalog.df if isinstance(catalog, Catalog) else catalog
+        texts = product_texts(df)
+        model = bm25s.BM25()  # Lucene's BM25 variant, k1 = 1.5, b = 0.75
+        if texts:
+            model.index(tokenize(texts), show_progress=False)
+        return cls(model, len(texts), texts_key(texts))
+
+    # -- queries ---------------------------------------------------------------------------
+    def words(self, query: str) -> tuple[str, ...]:
+        """The query's searchable words: stemmed, stop words out, typos mapped to the vocabulary
+        words one edit away, and two words written apart that the catalog writes as one ("t
+        shirt" -> "tshirt") joined."""
+        query = query[:2000]
+        tokens = tokenize([query])[0][:_MAX_QUERY_WORDS]
+        out: list[str] = []
+        for tok in tokens:
+            if tok in self._vocab:
+                out.append(tok)
+            else:
+                out.extend(sorted(self._near(tok)))
+        raw = re.findall(r"\w+", normalise(query))[:_MAX_QUERY_WORDS]
+        pairs = [a + b for a, b in itertools.pairwise(raw)]
+        if pairs:
+            out.extend(t for t in tokenize([" ".join(pairs)])[0] if t in self._vocab)
+        return tuple(dict.fromkeys(out))
+
+    def search(
+        self, query: str, k: int, allowed: np.ndarray | None = None, filters: Any = None
+    ) -> LexicalHits:
+        """The ``k`` best rows for ``query`` among ``allowed`` (a boolean mask over rows; the
+        caller folds its filters into it, so ``filters`` is not needed here)."""
+        words = self.words(query)
+        if not words or self.rows == 0 or k < 1:
+            return LexicalHits(np.zeros(0, dtype=np.int64), np.zeros(0, np.float32), words, 0.0)
+        scores = np.asarray(self._model.get_scores(list(words)), dtype=np.float32)
+        best = self.best_score(words)
+        if allowed is not None:
+            scores = np.where(allowed[: self.rows], scores, 0.0)
+        found = np.flatnonzero(scores > 0)
+        if len(found) > k:
+            found = found[np.argpartition(-scores[found], k - 1)[:k]]
+        order = found[np.lexsort((found, -scores[found]))]  # best first, ties by row
+        return LexicalHits(order.astype(np.int64), scores[order], words, best)
+
+    def best_score(self, words: Sequence[str]) -> float:
+        """The sum over ``words`` of each word's highest score in any product: no product can
+        score more (BM25 adds the words' scores), and a product matching them all scores it."""
+        if self._term_max is None:
+            sc = self._model.scores
+            data, indptr = np.asarray(sc["data"]), np.asarray(sc["indptr"])
+            term_max = np.zeros(len(indptr) - 1, dtype=np.float32)
+            filled = np.flatnonzero(np.diff(indptr) > 0)
+            if len(filled):
+                term_max[filled] = np.maximum.reduceat(data, indptr[filled])
+            self._term_max = term_max
+        vocab = self._model.vocab_dict
+        return float(sum(self._term_max[vocab[w]] for w in words if w in vocab))
+
+    def _near(self, token: str) -> set[str]:
+        """Vocabulary words one edit from ``token`` (insertion, deletion or substitution),
+        through the shared-deletion rule; none for words under 4 letters (too many false
+        friends)."""
+        if len(token) < 4:
+            return set()
+        if self._deletes is None:
+            table: dict[str, set[str]] = {}
+            for word in self._vocab:
+                if len(word) >= 3:
+                    for variant in {word, *_deletions(word)}:
+                        table.setdefault(variant, set()).add(word)
+            self._deletes = table
+        near: set[str] = set()
+        for variant in {token, *_deletions(token)}:
+            near |= self._deletes.get(variant, set())
+        return {word for word in near if _one_edit(token, word)}
+
+    # -- files -----------------------------------------------------------------------------
+    def save(self, folder: Path) -> dict[str, Any]:
+        """Write ``lexical-<key>/`` into ``folder`` (atomically: a temp folder renamed) unless it
+        is there already; returns the manifest's ``lexical`` entry."""
+        name = f"lexical-{self.key[:16]}"
+        target = folder / name
+        if target.is_dir():
+            try:
+                return _entry(folder, name, self.rows, self.key)
+            except OSError:
+                shutil.rmtree(target, ignore_errors=True)
+        tmp = folder / f".lexical-{uuid.uuid4().hex}.tmp"
+        try:
+            tmp.mkdir(parents=True)
+            if self.rows:
+                self._model.save(str(tmp), show_progress=False)
+            (tmp / "rows.json").write_text(json.dumps({"rows": self.rows, "key": self.key}))
+            for path in tmp.iterdir():
+                fsync_file(path)
+            fsync_dir(tmp)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        fsync_dir(folder)
+        return _entry(folder, name, self.rows, self.key)
+
+    @classmethod
+    def load(cls, folder: Path, entry: Any, *, fix: str) -> LexicalIndex:
+        """Open the lexical index a manifest names, refusing anything it does not vouch for."""
+        import bm25s
+
+        if (
+            not isinstance(entry, dict)
+            or entry.get("format") != LEXICAL_FORMAT
+            or not isinstance(entry.get("dir"), str)
+            or not re.fullmatch(r"lexical-[0-9a-f]{16}", entry["dir"])
+            or not isinstance(entry.get("files"), dict)
+            or not isinstance(entry.get("rows"), int)
+        ):
+            raise IndexMismatchError(
+                f"{folder} has an unreadable lexical index entry; rebuild with `{fix}`"
+            )
+        path = folder / entry["dir"]
+        for name, sha in entry["files"].items():
+            file = path / str(name)
+            if "/" in str(name) or not file.is_file() or file_sha256(file) != sha:
+                raise IndexMismatchError(
+                    f"lexical index file {entry['dir']}/{name} is missing or corrupt; "
+                    f"rebuild with `{fix}`"
+                )
+        if entry["rows"] == 0:
+            return cls(bm25s.BM25(), 0, str(entry.get("key", "")))
+        model = bm25s.BM25.load(str(path), allow_pickle=False, show_progress=False, verbosity=0)
+        return cls(model, entry["rows"], str(entry.get("key", "")))
+
+
+def texts_key(texts: Sequence[str]) -> str:
+    digest = hashlib.sha256(f"lexical-format-{LEXICAL_FORMAT}\n".encode())
+    for text in texts:
+        digest.update(text.encode("utf-8", "surrogatepass"))
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+def lexical_files(entry: Any) -> set[str]:
+    """The folder a manifest's lexical entry names (for pruning)."""
+    if isinstance(entry, dict) and isinstance(entry.get("dir"), str):
+        return {entry["dir"]}
+    return set()
+
+
+def _entry(folder: Path, name: str, rows: int, key: str) -> dict[str, Any]:
+    files = {p.name: file_sha256(p) for p in sorted((folder / name).iterdir()) if p.is_file()}
+    return {"format": LEXICAL_FORMAT, "dir": name, "rows": rows, "key": key, "files": files}
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """True when ``a`` and ``b`` differ by one insertion, deletion or substitution."""
+    if abs(len(a) - len(b)) > 1 or a == b:
+        return False
+    i = 0
+    while i < min(len(a), len(b)) and a[i] == b[i]:
+        i += 1
+    if len(a) == len(b):
+        return a[i + 1 :] == b[i + 1 :]
+    return a[i + 1 :] == b[i:] if len(a) > len(b) else a[i:] == b[i + 1 :]
+
+
+def _deletions(word: str) -> set[str]:
+    return {word[:i] + word[i + 1 :] for i in range(len(word))}
