@@ -260,6 +260,13 @@ def _eval_options(
     p.add_argument("--query-attrs", default=query_attrs)
     p.add_argument("--similar-attrs", default=similar_attrs)
     p.add_argument("--max-queries", type=int, default=1000)
+    p.add_argument(
+        "--text-queries",
+        type=Path,
+        default=None,
+        help="fixed text query families (synonyms, paraphrases), a JSON file such as "
+        "benchmarks/text_queries/fashion.json",
+    )
 
 
 def _runtime(p: argparse.ArgumentParser, device: str = "auto") -> None:
@@ -412,6 +419,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         similar_attrs=_csv(args.similar_attrs),
         max_queries=args.max_queries,
         quality_images=args.quality_images,
+        text_queries=_text_queries(args),
     )
     exclude, note = trained_rows(settings.model, catalog)
     _say(f"model {settings.model}: {note}")
@@ -435,6 +443,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _text_queries(args: argparse.Namespace) -> tuple[dict, ...]:
+    from searchcore.training.text_eval import load_text_queries
+
+    return tuple(load_text_queries(args.text_queries)) if args.text_queries else ()
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from searchcore.training.degrade import parse_condition
     from searchcore.training.tune import SHOPPER_CONDITIONS, TuneConfig, parse_floats, tune
@@ -450,6 +464,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         query_attrs=_csv(args.query_attrs),
         similar_attrs=_csv(args.similar_attrs),
         max_queries=args.max_queries,
+        text_queries=_text_queries(args),
         build_index=not args.no_index,
     )
     summary = tune(

@@ -30,7 +30,7 @@ from PIL import Image
 
 from searchcore.catalog import Catalog
 from searchcore.errors import ConfigError, SearchError
-from searchcore.training import metrics
+from searchcore.training import metrics, text_eval
 from searchcore.training.data import (
     DEFAULT_QUERY_ATTRS,
     DEFAULT_SIMILAR_ATTRS,
@@ -94,6 +94,7 @@ class EvalConfig:
     max_queries: int = 1000
     quality_images: int = 100
     ks: tuple[int, ...] = KS
+    text_queries: tuple[dict[str, Any], ...] = ()  # fixed families (text_eval.load_text_queries)
 
     def __post_init__(self) -> None:
         if self.max_queries < 1 or self.quality_images < 0:
@@ -160,6 +161,8 @@ def evaluate(
         report["text"] = _text_tasks(df, gallery, embedder, config, rng)
     else:
         report["text"] = {}  # e.g. raw pixels: no text tower
+    say("text search: vector / lexical / hybrid")
+    report["text_search"] = text_eval.run(df.iloc[gallery.rows], gallery.vectors, embedder, config)
     say("image -> similar product")
     report["similar"] = _similar_task(df, gallery, config, rng)
     report["exact"], ranks = _exact_task(

@@ -70,6 +70,11 @@ def markdown(report: dict[str, Any], title: str = "Evaluation") -> str:
             f"| {label} | {t['queries']} | {_f(t.get('R@1'))} | {_f(t.get('R@5'))} | "
             f"{_f(t.get('R@10'))} | {_f(t.get('MRR'))} |"
         )
+    if r.get("text_search"):
+        from searchcore.training.text_eval import markdown_table
+
+        lines += ["", "## Text search: vector / lexical / hybrid", ""]
+        lines += markdown_table(r["text_search"])
     sim = r.get("similar", {})
     lines += [
         "",

@@ -61,6 +61,7 @@ class TuneConfig:
     similar_attrs: tuple[str, ...] = ("category", "colour", "gender")
     max_queries: int = 1000
     quality_images: int = 100
+    text_queries: tuple[dict[str, Any], ...] = ()  # fixed text query families
     build_index: bool = True
 
     def __post_init__(self) -> None:
@@ -140,6 +141,7 @@ def tune(
         similar_attrs=config.similar_attrs,
         max_queries=config.max_queries,
         quality_images=config.quality_images,
+        text_queries=config.text_queries,
     )
     from searchcore.training.report import write_report
     from searchcore.upscale.verdict import auto_skip_reason
