@@ -23,7 +23,7 @@ from dataclasses import dataclass
 MODES = ("hybrid", "vector", "lexical")
 FUSIONS = ("rrf", "weighted")
 RRF_K = 60
-LEXICAL_WEIGHT = 0.5  # of the weighted fusion (README, "Text search": 0.3, 0.5 and 0.7 measured)
+LEXICAL_WEIGHT = 0.7  # of the weighted fusion (README, "Text search": 0.3, 0.5 and 0.7 measured)
 
 
 @dataclass(frozen=True)
