@@ -39,5 +39,5 @@ fi
 "$python" -m searchcore tune --catalog "$catalog" "${map[@]}" "${common[@]}" \
     --base default --out "$out/main" --epochs 12 --lr 5e-4 --image-image-weight 1 --attr-weight 3 \
     --upscalers never,bicubic,default,realesr-general-x4v3,auto --upscaler-weights "$weights" \
-    "${compare[@]}"
+    --text-queries benchmarks/text_queries/fashion.json "${compare[@]}"
 echo "report: $out/main/report.md (plots beside it); model: $out/main/model; index: $out/main/index"

@@ -222,6 +222,14 @@ def test_tune_runs_the_whole_loop(
         "small-blurry R@10 [auto]",
     } <= set(tuned)
     assert "title R@10" not in summary["variants"]["raw pixels"]  # no text tower
+    # text search as served (hybrid) is in the comparison; its lexical side needs no text tower
+    assert {"hybrid title R@1", "hybrid partial title R@10", "hybrid brand P@10"} <= set(tuned)
+    pixels = json.loads((out / "eval" / "raw-pixels" / "report.json").read_text())
+    assert set(pixels["text_search"]["title"]) == {"queries", "examples", "lexical"}
+    assert (
+        "## Text search: vector / lexical / hybrid"
+        in (out / "eval" / "fine-tuned" / "report.md").read_text()
+    )
     # WiSE-FT at 0 is the starting model, weight for weight; 0.5 is halfway
     base = summary["variants"][f"{tiny_clip} (not fine-tuned)"]
     assert summary["variants"]["WiSE-FT a=0"]["category P@10"] == base["category P@10"]

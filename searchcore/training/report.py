@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from searchcore.fsutil import write_json_atomic
+from searchcore.training import text_eval
 
 __all__ = ["comparison_markdown", "headline", "markdown", "write_comparison", "write_report"]
 
@@ -71,10 +72,8 @@ def markdown(report: dict[str, Any], title: str = "Evaluation") -> str:
             f"{_f(t.get('R@10'))} | {_f(t.get('MRR'))} |"
         )
     if r.get("text_search"):
-        from searchcore.training.text_eval import markdown_table
-
         lines += ["", "## Text search: vector / lexical / hybrid", ""]
-        lines += markdown_table(r["text_search"])
+        lines += text_eval.markdown_table(r["text_search"])
     sim = r.get("similar", {})
     lines += [
         "",
@@ -247,6 +246,11 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
     if "attributes" in text:
         out["attribute query P@10"] = text["attributes"].get("P@10")
         out["attribute query R@10"] = text["attributes"]["R@10"]
+    served = text_eval.SERVED  # the text search the page serves (hybrid, default fusion)
+    for family, row in report.get("text_search", {}).items():
+        if served in row:
+            for metric in text_eval.HEADLINE.get(family, ("P@10",)):
+                out[f"hybrid {family} {metric}"] = row[served][metric]
     for cname, cond in report.get("exact", {}).items():
         for sname, v in cond.items():
             if isinstance(v, dict) and "R@10" in v:

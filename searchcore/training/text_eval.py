@@ -36,19 +36,22 @@ import pandas as pd
 
 from searchcore.errors import ConfigError
 from searchcore.fsutil import read_json
-from searchcore.fusion import fuse
+from searchcore.fusion import LEXICAL_WEIGHT, fuse
 from searchcore.stores.lexical import LexicalIndex
 
 DEPTH = 100  # each side's list, as the engine fetches it for k <= 50
 GENDER_WORDS = {"men", "women", "woman", "man", "boys", "girls", "unisex", "kids"}
-MODES = {  # name: (fusion, weight of the lexical side)
+# name: (fusion, weight of the lexical side); the weighted fusion at three weights and the one
+# the engine serves by default (Settings.fusion, fusion.LEXICAL_WEIGHT), named SERVED
+MODES = {
     "vector": (None, 0.0),
     "lexical": (None, 1.0),
     "hybrid (rrf)": ("rrf", 0.5),
-    "hybrid (weighted 0.3)": ("weighted", 0.3),
-    "hybrid (weighted 0.5)": ("weighted", 0.5),
-    "hybrid (weighted 0.7)": ("weighted", 0.7),
+    **{
+        f"hybrid (weighted {w:g})": ("weighted", w) for w in sorted({0.3, 0.5, 0.7, LEXICAL_WEIGHT})
+    },
 }
+SERVED = f"hybrid (weighted {LEXICAL_WEIGHT:g})"
 
 
 @dataclass(frozen=True)
@@ -273,8 +276,9 @@ HEADLINE = {  # what each family is judged on in the report's table
 
 def markdown_table(task: dict[str, Any]) -> list[str]:
     modes = [m for m in MODES if any(m in row for row in task.values())]
+    names = [f"**{m}, served**" if m == SERVED else m for m in modes]
     lines = [
-        "| family (queries) | metric | " + " | ".join(modes) + " |",
+        "| family (queries) | metric | " + " | ".join(names) + " |",
         "|---|---|" + "---:|" * len(modes),
     ]
     for name, row in task.items():
