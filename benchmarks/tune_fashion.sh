@@ -22,6 +22,8 @@ if [ ! -f "$catalog" ]; then
     exit 2
 fi
 map=(--map title=productDisplayName --map category=subCategory --map colour=baseColour)
+# The test products are the newest 20% (highest ids: --split-by id, the default), as a shop
+# meets products added after its model was trained.
 common=(--shopper-max-down 12 --test-fraction 0.2 --val-fraction 0.1 --threads "$threads" --no-progress)
 compare=()
 if [ -z "${MAIN_ONLY:-}" ]; then
@@ -39,5 +41,6 @@ fi
 "$python" -m searchcore tune --catalog "$catalog" "${map[@]}" "${common[@]}" \
     --base default --out "$out/main" --epochs 12 --lr 5e-4 --image-image-weight 1 --attr-weight 3 \
     --upscalers never,bicubic,default,realesr-general-x4v3,auto --upscaler-weights "$weights" \
-    --text-queries benchmarks/text_queries/fashion.json "${compare[@]}"
+    --text-queries benchmarks/text_queries/fashion.json --baselines pixels:30x40,base \
+    --similar-attrs masterCategory,category,colour,gender "${compare[@]}"
 echo "report: $out/main/report.md (plots beside it); model: $out/main/model; index: $out/main/index"

@@ -184,6 +184,7 @@ def test_evaluate_by_hand_with_the_colour_embedder(colour_catalog: Path, fake_em
     config = EvalConfig(
         conditions=(("clean", Degradation()), ("x2", Degradation(down=2))),
         query_attrs=("colour", "category"),
+        similar_attrs=("colour", "category"),
         quality_images=4,
     )
     strategies = [
@@ -199,6 +200,12 @@ def test_evaluate_by_hand_with_the_colour_embedder(colour_catalog: Path, fake_em
     assert report["text"]["titles"]["R@5"] == 1.0  # the 4 products of a colour come first
     # Nearest photo is always the same colour; only 3 others share it, so P@10 is 3/10.
     assert report["similar"]["colour"] == {"P@1": 1.0, "P@10": pytest.approx(0.3)}
+    # the same from the first condition's query photos (a shopper's, not the catalog's own)
+    shop = report["similar_shop"]
+    assert shop["condition"] == "clean" and shop["queries"] == 24
+    assert shop["colour"] == {"P@1": 1.0, "P@10": pytest.approx(0.3)}
+    # "clean" leaves the photos as they are: the catalog's own similar-product figures
+    assert shop["category"] == pytest.approx(report["similar"]["category"])
     exact = report["exact"]
     # The fake's same-colour vectors tie in float32, so "exact" only means "one of the 4".
     assert exact["clean"]["never"]["R@5"] == 1.0 and exact["clean"]["never"]["MRR"] >= 0.25

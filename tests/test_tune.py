@@ -44,21 +44,39 @@ def test_shopper_views_reach_the_smallest_shopper_photos() -> None:
     rng = np.random.default_rng(0)
     widths = [degrade(img, sample_shopper(rng, max_down=12), rng).width for _ in range(300)]
     assert min(widths) < 24  # 224 / 12 = 19 px at the extreme
+    # a square catalog photo back to its 3:4 portrait shape, at a shop's 60x80
+    portrait = parse_condition("p:aspect=0.75,min_width=60,max_width=60")[1]
+    assert degrade(img, portrait, rng).size == (60, 80) and portrait.geometric
+    with pytest.raises(ConfigError, match="aspect"):
+        parse_condition("p:aspect=9")
     rng = np.random.default_rng(0)
     # the default keeps them at least 224 * 0.7 (crop) / 6 = 26 px wide
     assert min(degrade(img, sample_shopper(rng), rng).width for _ in range(300)) >= 25
 
 
 def test_test_split_is_eval_split_and_never_validated_on() -> None:
-    from searchcore.training.data import split_masks
+    import pandas as pd
+
+    from searchcore.training.data import split_masks, test_mask
 
     ids = [f"{i:05d}" for i in range(2000)]
-    val, test = split_masks(ids, 0, 0.1, 0.2)
+    df = pd.DataFrame({"id": ids, "added": [f"2026-{1 + i % 12:02d}" for i in range(2000)]})
+    val, test = split_masks(df, 0, 0.1, 0.2, "hash")
     assert not (val & test).any()
-    assert np.array_equal(test, held_out_mask(ids, 0.2, 0))  # what `eval --seed 0` holds out
+    assert np.array_equal(test, held_out_mask(ids, 0.2, 0))  # what `eval --split-by hash` holds out
     assert 0.15 < test.mean() < 0.25 and 0.06 < val.mean() < 0.1
+    # the default: the newest products (highest ids) are the test products, as eval holds out
+    val, test = split_masks(df, 0, 0.1, 0.2)
+    assert not (val & test).any() and test.sum() == 400 and test[1600:].all()
+    assert np.array_equal(test, test_mask(df, 0.2, 0))
+    newest = test_mask(df, 0.249, 0, "added")  # a date column: the 498 products of Oct-Dec
+    assert newest.sum() == 498 and set(df["added"][newest]) == {"2026-10", "2026-11", "2026-12"}
+    numeric = pd.DataFrame({"id": ["9", "10", "100", "11"]})  # numbers compare as numbers
+    assert test_mask(numeric, 0.5, 0).tolist() == [False, False, True, True]
+    with pytest.raises(ConfigError, match="not a column"):
+        test_mask(df, 0.2, 0, "date")
     # without a test split: the historical validation split, unchanged
-    val0, test0 = split_masks(ids, 0, 0.1)
+    val0, test0 = split_masks(df, 0, 0.1)
     assert np.array_equal(val0, held_out_mask(ids, 0.1, 0)) and not test0.any()
 
 
@@ -223,7 +241,7 @@ def test_tune_runs_the_whole_loop(
     } <= set(tuned)
     assert "title R@10" not in summary["variants"]["raw pixels"]  # no text tower
     # text search as served (hybrid) is in the comparison; its lexical side needs no text tower
-    assert {"hybrid title R@1", "hybrid partial title R@10", "hybrid brand P@10"} <= set(tuned)
+    assert {"hybrid title R@1", "hybrid partial title R@10", "hybrid typo title R@10"} <= set(tuned)
     pixels = json.loads((out / "eval" / "raw-pixels" / "report.json").read_text())
     assert set(pixels["text_search"]["title"]) == {"queries", "examples", "lexical"}
     assert (

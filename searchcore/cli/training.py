@@ -24,7 +24,14 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
         "--test-fraction",
         type=float,
         default=0.0,
-        help="products never trained or validated on (what 'searchcore eval --seed' tests on)",
+        help="products never trained or validated on (what 'searchcore eval' tests on)",
+    )
+    ft.add_argument(
+        "--split-by",
+        default="id",
+        metavar="COLUMN",
+        help="hold out the newest products for testing: those with the highest values of this "
+        "column (default id; a date column works too), or 'hash' for random products",
     )
     ft.add_argument("--val-fraction", type=float, default=0.1)
     _runtime(ft)
@@ -46,6 +53,13 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
         type=float,
         default=0.2,
         help="products held out from training and validation, to test on",
+    )
+    tn.add_argument(
+        "--split-by",
+        default="id",
+        metavar="COLUMN",
+        help="hold out the newest products for testing: those with the highest values of this "
+        "column (default id; a date column works too), or 'hash' for random products",
     )
     tn.add_argument(
         "--val-fraction",
@@ -210,6 +224,13 @@ def _more_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | Non
         default=1.0,
         help="share of the products the model never trained on to test on",
     )
+    ev.add_argument(
+        "--split-by",
+        default="id",
+        metavar="COLUMN",
+        help="hold out the newest products for testing: those with the highest values of this "
+        "column (default id; a date column works too), or 'hash' for random products",
+    )
     _eval_options(
         ev,
         conditions="clean, x4, x4-blur, x2-jpeg, shopper",
@@ -319,6 +340,7 @@ def _finetune_config(args: argparse.Namespace, settings: Any) -> Any:
         attr_weight=args.attr_weight,
         attr_columns=_csv(args.attr_columns),
         test_fraction=args.test_fraction,
+        split_by=args.split_by,
         val_fraction=args.val_fraction,
         val_max_queries=args.val_max_queries,
         patience=args.patience,
@@ -414,6 +436,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     config = EvalConfig(
         seed=args.seed,
         test_fraction=args.test_fraction,
+        split_by=args.split_by,
         conditions=conditions,
         query_attrs=_csv(args.query_attrs),
         similar_attrs=_csv(args.similar_attrs),

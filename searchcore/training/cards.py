@@ -54,8 +54,9 @@ def clip_card(model_cfg: dict[str, Any], meta: dict[str, Any], evaluation: str =
         "",
         f"- Catalog `{cat['path']}` ({cat['rows']} products, sha256 `{cat['sha256'][:16]}...`).",
         (
-            f"- Split by product id hash (seed {split['seed']}): {split['train']} products trained "
-            f"on, {split['val']} held out for validation and early stopping."
+            f"- Split {_split(split)}: {split['train']} products trained on, {split['val']} "
+            f"held out for validation and early stopping, {split.get('test', 0)} (the test "
+            "products) never seen."
         ),
         "- Texts: the title and the attribute columns "
         f"{', '.join(meta['text_attributes']) or '-'}.",
@@ -161,3 +162,10 @@ def upscaler_card(config: dict[str, Any], meta: dict[str, Any], evaluation: str 
     if evaluation:
         lines += [evaluation.strip(), ""]
     return "\n".join(lines)
+
+
+def _split(split: dict[str, Any]) -> str:
+    by = split.get("by", "hash")
+    if by == "hash" or not split.get("test_fraction"):
+        return f"by product id hash (seed {split['seed']})"
+    return f"with the newest products by `{by}` held out for testing"

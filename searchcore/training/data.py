@@ -1,8 +1,12 @@
 """Products as training and evaluation data: splits, texts, photos.
 
-The split is by product and by *hash of the product id*, not by row position: a product stays
-on the same side when the shop adds, removes or reorders rows, so a model trained last month
-can still be evaluated on products it never saw.
+The split is by product, never by row position, so a product stays on the same side when the
+shop adds, removes or reorders rows. The held-out test products are, by default, the **newest**
+ones (``split_by="id"``: the highest ids, numerically when every id is a number; or any other
+column, such as a date): a shop adds products every week, and a model is judged on products
+added after it was trained, as shoppers will meet them. ``split_by="hash"`` holds out products
+by a hash of their id instead (random products of the same period: it flatters, see README).
+Validation is always a hash split of the rest.
 """
 
 from __future__ import annotations
@@ -51,6 +55,41 @@ def held_out_mask(ids: Sequence[str], fraction: float, seed: int) -> np.ndarray:
         if mask.all():
             mask[int(np.argmax(u))] = False
     return mask
+
+
+HASH = "hash"
+
+
+def newest_mask(keys: Sequence[str], fraction: float) -> np.ndarray:
+    """Boolean mask: True for the ``fraction`` of products with the highest ``keys`` (ties go
+    by row order). Keys compare as numbers when all are numbers, else as text."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ConfigError(f"the held-out fraction must be between 0 and 1, not {fraction}")
+    n = len(keys)
+    count = round(fraction * n)
+    if 0.0 < fraction < 1.0 and n >= 2:
+        count = min(max(count, 1), n - 1)
+    numbers = pd.to_numeric(pd.Series(list(keys), dtype=object), errors="coerce")
+    if n and numbers.notna().all():
+        order = np.argsort(numbers.to_numpy(dtype=np.float64), kind="stable")
+    else:
+        order = np.argsort(np.array([str(k) for k in keys], dtype=object), kind="stable")
+    mask = np.zeros(n, dtype=bool)
+    if count:
+        mask[order[n - count :]] = True
+    return mask
+
+
+def test_mask(df: pd.DataFrame, fraction: float, seed: int, split_by: str = "id") -> np.ndarray:
+    """The held-out test products of ``df``: the newest by ``split_by``, or a hash split."""
+    if split_by == HASH:
+        return held_out_mask(df["id"].astype(str).tolist(), fraction, seed)
+    if split_by not in df.columns:
+        raise ConfigError(
+            f"--split-by {split_by!r} is not a column of the catalog; its columns are: "
+            f"{', '.join(map(str, df.columns))} (or 'hash' for a random split)"
+        )
+    return newest_mask(df[split_by].astype(str).tolist(), fraction)
 
 
 def attribute_columns(df: pd.DataFrame, requested: Sequence[str] | None = None) -> list[str]:
@@ -149,18 +188,24 @@ TRAINING_FILE = "training.json"
 
 
 def split_masks(
-    ids: Sequence[str], seed: int, val_fraction: float, test_fraction: float = 0.0
+    df: pd.DataFrame,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float = 0.0,
+    split_by: str = "id",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(validation mask, test mask) over ``ids``; training is everything else.
+    """(validation mask, test mask) over the rows of ``df``; training is everything else.
 
     Without a test split this is the historical split (validation = ``held_out_mask(ids,
     val_fraction, seed)``), so older training records keep their meaning. With one, the test
-    products are ``held_out_mask(ids, test_fraction, seed)`` -- exactly what ``searchcore eval
-    --seed`` holds out -- and validation is an independent hash split of the rest.
+    products are :func:`test_mask` (the newest by ``split_by``, or a hash split) -- exactly
+    what ``searchcore eval`` holds out -- and validation is an independent hash split of the
+    rest.
     """
+    ids = df["id"].astype(str).tolist()
     if test_fraction <= 0:
         return held_out_mask(ids, val_fraction, seed), np.zeros(len(ids), dtype=bool)
-    test = held_out_mask(ids, test_fraction, seed)
+    test = test_mask(df, test_fraction, seed, split_by)
     val = (
         held_out_mask(ids, val_fraction, seed + 1) & ~test
         if val_fraction > 0
@@ -186,10 +231,11 @@ def trained_rows(model_spec: str, catalog: Catalog) -> tuple[list[int], str]:
         return [], "trained on another catalog: no products excluded"
     split = meta["split"]
     held, test = split_masks(
-        catalog.df["id"].astype(str).tolist(),
+        catalog.df,
         split["seed"],
         split["val_fraction"],
         split.get("test_fraction", 0.0),
+        split.get("by", HASH),  # records from before the newest-products split: a hash split
     )
     if test.any():  # training and validation products are both excluded: only the test is left
         rows = [i for i, t in enumerate(test) if not t]

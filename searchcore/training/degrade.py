@@ -36,6 +36,8 @@ __all__ = [
 class Degradation:
     """One degradation recipe; applied in the order of the fields.
 
+    ``aspect`` first gives the photo this width:height ratio by resizing its width (0.75
+    restores a 3:4 portrait that a catalog squashed into a square: shop photos' real shape).
     ``rotate`` and ``cast`` are bounds: each application draws a tilt in ``[-rotate, rotate]``
     degrees and per-channel gains in ``[1 - cast, 1 + cast]``. ``crop`` is the fraction of each
     side kept, at a random position. ``down`` divides both sides (after the crop); instead,
@@ -46,6 +48,7 @@ class Degradation:
     JPEG round trip (None: none).
     """
 
+    aspect: float = 0.0  # 0: keep the photo's shape
     rotate: float = 0.0
     crop: float = 1.0
     cast: float = 0.0
@@ -56,6 +59,8 @@ class Degradation:
     jpeg: int | None = None
 
     def __post_init__(self) -> None:
+        if self.aspect and not 0.2 <= self.aspect <= 5.0:
+            raise ConfigError(f"aspect must be a width:height ratio of 0.2-5, not {self.aspect}")
         if not 0.0 <= self.rotate <= 45.0:
             raise ConfigError(f"rotate must be 0-45 degrees, not {self.rotate}")
         if not 0.2 <= self.crop <= 1.0:
@@ -85,7 +90,7 @@ class Degradation:
     @property
     def geometric(self) -> bool:
         """True when the output is not the original's frame (so pixels cannot be compared)."""
-        return self.rotate > 0 or self.crop < 1.0
+        return self.rotate > 0 or self.crop < 1.0 or self.aspect > 0
 
     def spec(self) -> str:
         """The canonical ``key=value,...`` form; :func:`parse_degradation` reads it back."""
@@ -151,6 +156,9 @@ DEFAULT_CONDITIONS: dict[str, Degradation] = {
 def degrade(img: Image.Image, d: Degradation, rng: np.random.Generator) -> Image.Image:
     """Apply ``d`` to an RGB image; the output is never smaller than 8 px a side."""
     img = img.convert("RGB")
+    if d.aspect:
+        w, h = img.size
+        img = img.resize((max(8, round(h * d.aspect)), h), Image.Resampling.BICUBIC)
     if d.rotate > 0:
         angle = float(rng.uniform(-d.rotate, d.rotate))
         # Fill the corners with the photo's own border colour, as a wider shot would show.

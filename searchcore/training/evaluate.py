@@ -34,10 +34,9 @@ from searchcore.training import metrics, text_eval
 from searchcore.training.data import (
     DEFAULT_QUERY_ATTRS,
     DEFAULT_SIMILAR_ATTRS,
-    attribute_phrase,
-    held_out_mask,
     load_photos,
     present,
+    test_mask,
 )
 from searchcore.training.degrade import DEFAULT_CONDITIONS, Degradation, degrade
 
@@ -88,6 +87,7 @@ class Strategy:
 class EvalConfig:
     seed: int = 0
     test_fraction: float = 1.0
+    split_by: str = "id"  # the newest products (data.test_mask), or "hash"
     conditions: tuple[tuple[str, Degradation], ...] = tuple(DEFAULT_CONDITIONS.items())
     query_attrs: tuple[str, ...] = DEFAULT_QUERY_ATTRS
     similar_attrs: tuple[str, ...] = DEFAULT_SIMILAR_ATTRS
@@ -136,8 +136,7 @@ def evaluate(
             "every product of this catalog was used to train the model: "
             "nothing is left to evaluate on"
         )
-    ids = df["id"].astype(str).to_numpy()
-    held = held_out_mask(ids[eligible], config.test_fraction, config.seed)
+    held = test_mask(df.iloc[eligible], config.test_fraction, config.seed, config.split_by)
     test_rows = [r for r, h in zip(eligible, held, strict=True) if h]
     if len(test_rows) < 2:
         raise SearchError(f"the test split has {len(test_rows)} product(s); raise --test-fraction")
@@ -151,6 +150,7 @@ def evaluate(
         "split": {
             "seed": config.seed,
             "test_fraction": config.test_fraction,
+            "by": config.split_by,
             "excluded_training_rows": len(excluded),
             "gallery": len(rows),
             "skipped_images": len(skipped),
@@ -158,15 +158,19 @@ def evaluate(
     }
     if embedder.has_text:
         say("text -> product")
-        report["text"] = _text_tasks(df, gallery, embedder, config, rng)
+        report["text"] = text_eval.vector_tasks(
+            df.iloc[gallery.rows], gallery.vectors, embedder, config, rng
+        )
     else:
         report["text"] = {}  # e.g. raw pixels: no text tower
     say("text search: vector / lexical / hybrid")
     report["text_search"] = text_eval.run(df.iloc[gallery.rows], gallery.vectors, embedder, config)
     say("image -> similar product")
     report["similar"] = _similar_task(df, gallery, config, rng)
-    report["exact"], ranks = _exact_task(
-        gallery, embedder, strategies, config, say, {} if cache is None else cache
+    g_rows = gallery.rows
+    labels = {c: _norm(df[c].iloc[g_rows].tolist()) for c in present(df, config.similar_attrs)}
+    report["exact"], ranks, report["similar_shop"] = _exact_task(
+        gallery, embedder, strategies, config, say, {} if cache is None else cache, labels
     )
     say("upscaler quality")
     report["upscaler_quality"] = _quality_task(gallery, strategies, config)
@@ -180,53 +184,8 @@ def _sample(n: int, limit: int, rng: np.random.Generator) -> np.ndarray:
     return np.arange(n) if n <= limit else np.sort(rng.choice(n, limit, replace=False))
 
 
-def _retrieval(scores: np.ndarray, relevant: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
-    ranks = metrics.first_relevant_ranks(scores, relevant)
-    out = {f"R@{k}": metrics.recall_at_k(ranks, k) for k in ks}
-    out["MRR"] = metrics.mrr(ranks)
-    out["queries"] = len(ranks)
-    return out
-
-
 def _norm(values: Sequence[str]) -> np.ndarray:
     return np.array([" ".join(str(v).casefold().split()) for v in values], dtype=object)
-
-
-def _text_tasks(
-    df: Any, g: _Gallery, embedder: ImageTextEmbedder, config: EvalConfig, rng: np.random.Generator
-) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    sub = df.iloc[g.rows]
-    attrs = present(df, config.query_attrs)
-    if attrs:
-        keys = list(zip(*(_norm(sub[c].tolist()) for c in attrs), strict=True))
-        combos = sorted({k for k in keys if all(k)})
-        combos = [combos[i] for i in _sample(len(combos), config.max_queries, rng)]
-        if combos:
-            key_arr = np.empty(len(keys), dtype=object)
-            key_arr[:] = keys
-            relevant = np.array([[k == c for k in key_arr] for c in combos])
-            texts = [attribute_phrase(c) for c in combos]
-            scores = embedder.embed_texts(texts) @ g.vectors.T
-            # P@10 over queries with at least 10 relevant products, so that 1.0 is reachable
-            full = relevant.sum(axis=1) >= 10
-            out["attributes"] = {
-                "columns": attrs,
-                "examples": texts[:5],
-                **_retrieval(scores, relevant, config.ks),
-                "P@10": metrics.relevant_precision_at_k(scores[full], relevant[full], 10),
-                "P@10_queries": int(full.sum()),
-            }
-    titles = sub["title"].tolist()
-    pick = _sample(len(titles), config.max_queries, rng)
-    norm = _norm(titles)
-    relevant = norm[pick][:, None] == norm[None, :]
-    scores = embedder.embed_texts([titles[i] for i in pick]) @ g.vectors.T
-    out["titles"] = {
-        "examples": [titles[i] for i in pick[:3]],
-        **_retrieval(scores, relevant, config.ks),
-    }
-    return out
 
 
 def _similar_task(
@@ -285,10 +244,16 @@ def _exact_task(
     config: EvalConfig,
     say: Callable[[str], None],
     cache: dict[Any, Any],
-) -> tuple[dict[str, Any], dict[tuple[str, str], np.ndarray]]:
-    """Metrics per condition and strategy, and each query's rank (for paired comparisons)."""
+    labels: dict[str, np.ndarray] | None = None,
+) -> tuple[dict[str, Any], dict[tuple[str, str], np.ndarray], dict[str, Any]]:
+    """Metrics per condition and strategy, and each query's rank (for paired comparisons).
+
+    On the first condition (the headline: shoppers' photos at shop shapes), the photos embedded
+    as they are also query for *similar* products: P@1/P@10 of each ``labels`` column, the
+    product itself left out (the third value returned)."""
     out: dict[str, Any] = {}
     all_ranks: dict[tuple[str, str], np.ndarray] = {}
+    similar: dict[str, Any] = {}
     rng = np.random.default_rng([config.seed, 1])
     pick = _sample(len(g.rows), config.max_queries, rng)
     relevant = np.zeros((len(pick), len(g.rows)), dtype=bool)
@@ -319,7 +284,7 @@ def _exact_task(
             ranks = metrics.first_relevant_ranks(scores, relevant)
             all_ranks[(name, s.name)] = ranks
             cond[s.name] = {
-                **_retrieval(scores, relevant, config.ks),
+                **metrics.retrieval(scores, relevant, config.ks),
                 "upscaled": upscaled / len(queries),
                 "upscale_ms": 1000 * spent / len(queries),
             }
@@ -327,8 +292,17 @@ def _exact_task(
                 cond[s.name]["by_width"] = _by_width(ranks, widths, config.ks)
             if s.skip_reason:
                 cond[s.name]["note"] = s.skip_reason
+            if ci == 0 and s.upscaler is None and labels:
+                own = np.zeros_like(scores, dtype=bool)
+                own[np.arange(len(pick)), pick] = True
+                similar = {"condition": name, "query_size": size, "queries": len(pick)}
+                for col, lab in labels.items():
+                    similar[col] = {
+                        f"P@{k}": metrics.precision_at_k(scores, lab[pick], lab, k, own)
+                        for k in (1, 10)
+                    }
         out[name] = cond
-    return out, all_ranks
+    return out, all_ranks, similar
 
 
 def _quality_task(

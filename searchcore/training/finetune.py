@@ -74,9 +74,11 @@ class FinetuneConfig:
     # are dropped when the model is saved; only the embedding they shaped is kept.
     attr_weight: float = 0.0
     attr_columns: tuple[str, ...] = ()  # empty: the text attribute columns
-    # Products never trained or validated on (same hash split as ``searchcore eval``): a test
-    # split for the final evaluation. The validation split is then drawn from the rest.
+    # Products never trained or validated on (the same split as ``searchcore eval``): a test
+    # split for the final evaluation, the newest products by ``split_by`` ("id", any column,
+    # or "hash"). The validation split is then drawn from the rest.
     test_fraction: float = 0.0
+    split_by: str = "id"
     val_fraction: float = 0.1
     val_max_queries: int = 300
     patience: int = 3
@@ -273,7 +275,7 @@ def finetune(
     df = catalog.df
     attrs = attribute_columns(df, config.text_attrs or None)
     held, test = split_masks(
-        df["id"].astype(str).tolist(), config.seed, config.val_fraction, config.test_fraction
+        df, config.seed, config.val_fraction, config.test_fraction, config.split_by
     )
     train_rows = [i for i, (h, t) in enumerate(zip(held, test, strict=True)) if not (h or t)]
     # validation never sees the test products either
@@ -415,6 +417,7 @@ def finetune(
             "seed": config.seed,
             "val_fraction": config.val_fraction,
             "test_fraction": config.test_fraction,
+            "by": config.split_by,
             "train": len(rows),
             "val": int(held.sum()),
             "test": int(test.sum()),

@@ -15,7 +15,15 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-__all__ = ["first_relevant_ranks", "mrr", "precision_at_k", "psnr", "recall_at_k", "ssim"]
+__all__ = [
+    "first_relevant_ranks",
+    "mrr",
+    "precision_at_k",
+    "psnr",
+    "recall_at_k",
+    "retrieval",
+    "ssim",
+]
 
 
 def first_relevant_ranks(scores: np.ndarray, relevant: np.ndarray) -> np.ndarray:
@@ -29,6 +37,15 @@ def first_relevant_ranks(scores: np.ndarray, relevant: np.ndarray) -> np.ndarray
     ranks = np.argmax(hits, axis=1).astype(np.float64) + 1.0
     ranks[~hits.any(axis=1)] = np.inf
     return ranks
+
+
+def retrieval(scores: np.ndarray, relevant: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
+    """Recall@k for each k, MRR and the number of queries, from scores and relevance."""
+    ranks = first_relevant_ranks(scores, relevant)
+    out = {f"R@{k}": recall_at_k(ranks, k) for k in ks}
+    out["MRR"] = mrr(ranks)
+    out["queries"] = len(ranks)
+    return out
 
 
 def recall_at_k(ranks: np.ndarray, k: int) -> float:

@@ -55,7 +55,8 @@ def markdown(report: dict[str, Any], title: str = "Evaluation") -> str:
         )
     lines += [
         (
-            f"Gallery: {split.get('gallery')} held-out products (seed {split.get('seed')}, "
+            f"Gallery: {split.get('gallery')} held-out products (split by "
+            f"{split.get('by', 'hash')}, seed {split.get('seed')}, "
             f"test fraction {split.get('test_fraction')}, {split.get('excluded_training_rows')} "
             "training products excluded); brute-force cosine search."
         ),
@@ -82,9 +83,19 @@ def markdown(report: dict[str, Any], title: str = "Evaluation") -> str:
         "| same | P@1 | P@10 |",
         "|---|---|---|",
     ]
+    shop = r.get("similar_shop") or {}
+    if shop:
+        lines[-2:] = [
+            f"| same | P@1 | P@10 | P@1, {shop['condition']} ({shop['query_size']}) | P@10, "
+            f"{shop['condition']} |",
+            "|---|---|---|---|---|",
+        ]
     for col, v in sim.items():
         if isinstance(v, dict):
-            lines.append(f"| {col} | {_f(v['P@1'])} | {_f(v['P@10'])} |")
+            extra = ""
+            if isinstance(shop.get(col), dict):
+                extra = f" {_f(shop[col]['P@1'])} | {_f(shop[col]['P@10'])} |"
+            lines.append(f"| {col} | {_f(v['P@1'])} | {_f(v['P@10'])} |{extra}")
     exact = r.get("exact", {})
     names = _strategies(exact)
     if exact:
@@ -240,6 +251,10 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
     for col, v in report.get("similar", {}).items():
         if isinstance(v, dict):
             out[f"{col} P@1"], out[f"{col} P@10"] = v["P@1"], v["P@10"]
+    shop = report.get("similar_shop") or {}
+    for col, v in shop.items():
+        if isinstance(v, dict):
+            out[f"{col} P@10 [{shop['condition']}]"] = v["P@10"]
     text = report.get("text", {})
     if "titles" in text:
         out["title R@1"], out["title R@10"] = text["titles"]["R@1"], text["titles"]["R@10"]
@@ -286,8 +301,13 @@ def comparison_markdown(summary: dict[str, Any]) -> str:
         "",
         (
             f"Catalog `{summary['catalog']['path']}` ({summary['catalog']['rows']} products). "
-            f"Test: {sp['test']} products never trained or validated on (hash split, seed "
-            f"{sp['seed']}, fraction {sp['test_fraction']}); "
+            f"Test: {sp['test']} products never trained or validated on ("
+            + (
+                f"hash split, seed {sp['seed']}"
+                if sp.get("by", "hash") == "hash"
+                else f"the newest by {sp['by']}"
+            )
+            + f", fraction {sp['test_fraction']}); "
             f"{sp['train_and_val']} for training and "
             "validation. Every variant is scored on the same test products and the same queries."
         ),

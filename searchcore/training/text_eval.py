@@ -38,6 +38,8 @@ from searchcore.errors import ConfigError
 from searchcore.fsutil import read_json
 from searchcore.fusion import LEXICAL_WEIGHT, fuse
 from searchcore.stores.lexical import LexicalIndex
+from searchcore.training import metrics
+from searchcore.training.data import attribute_phrase
 
 DEPTH = 100  # each side's list, as the engine fetches it for k <= 50
 GENDER_WORDS = {"men", "women", "woman", "man", "boys", "girls", "unisex", "kids"}
@@ -233,6 +235,52 @@ def text_search_task(
             row[mode] = _metrics(ranked, fam.relevant, ks)
         out[name] = row
     return out
+
+
+def vector_tasks(
+    gallery: pd.DataFrame,
+    vectors: np.ndarray,
+    embedder: Any,
+    config: Any,
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """The model alone (``report["text"]``): attribute phrases ("red striped t-shirts", one per
+    value combination; relevant: exactly those values) and titles (relevant: that title)."""
+    out: dict[str, Any] = {}
+    attrs = [c for c in config.query_attrs if c in gallery]
+    if attrs:
+        keys = list(zip(*(_norms(gallery[c]) for c in attrs), strict=True))
+        combos = sorted({k for k in keys if all(k)})
+        combos = [combos[i] for i in _sample(len(combos), config.max_queries, rng)]
+        if combos:
+            key_arr = np.empty(len(keys), dtype=object)
+            key_arr[:] = keys
+            relevant = np.array([[k == c for k in key_arr] for c in combos])
+            texts = [attribute_phrase(c) for c in combos]
+            scores = embedder.embed_texts(texts) @ vectors.T
+            # P@10 over queries with at least 10 relevant products, so that 1.0 is reachable
+            full = relevant.sum(axis=1) >= 10
+            out["attributes"] = {
+                "columns": attrs,
+                "examples": texts[:5],
+                **metrics.retrieval(scores, relevant, config.ks),
+                "P@10": metrics.relevant_precision_at_k(scores[full], relevant[full], 10),
+                "P@10_queries": int(full.sum()),
+            }
+    titles = gallery["title"].astype(str).tolist()
+    pick = _sample(len(titles), config.max_queries, rng)
+    norm = _norms(gallery["title"])
+    relevant = norm[pick][:, None] == norm[None, :]
+    scores = embedder.embed_texts([titles[i] for i in pick]) @ vectors.T
+    out["titles"] = {
+        "examples": [titles[i] for i in pick[:3]],
+        **metrics.retrieval(scores, relevant, config.ks),
+    }
+    return out
+
+
+def _norms(values: pd.Series) -> np.ndarray:
+    return np.array([" ".join(str(v).casefold().split()) for v in values], dtype=object)
 
 
 def run(gallery: pd.DataFrame, vectors: np.ndarray, embedder: Any, config: Any) -> dict[str, Any]:

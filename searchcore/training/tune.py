@@ -31,7 +31,7 @@ from typing import Any
 
 from searchcore.catalog import Catalog
 from searchcore.errors import ConfigError
-from searchcore.training.data import TRAINING_FILE, split_masks
+from searchcore.training.data import HASH, TRAINING_FILE, split_masks
 from searchcore.training.degrade import Degradation, parse_condition
 from searchcore.training.evaluate import EvalConfig, evaluate
 from searchcore.training.finetune import FinetuneConfig, finetune
@@ -43,6 +43,11 @@ from searchcore.training.report import VARIANT_FINETUNED, headline, write_compar
 SHOPPER_CONDITIONS: tuple[tuple[str, Degradation], ...] = tuple(
     parse_condition(c)
     for c in (
+        # the headline: a shopper's photo at a shop photo's real 3:4 portrait shape, 60x80 px
+        # (the square-squashed catalog photo as it was before: degrade.Degradation.aspect),
+        # a little tilted, off-centre and soft
+        "portrait-60x80:aspect=0.75,rotate=5,crop=0.9,cast=0.05,min_width=60,max_width=60,"
+        "blur=0.5,jpeg=75",
         "shopper:rotate=8,crop=0.85,cast=0.08,min_width=20,max_width=60,blur=0.6,jpeg=50",
         "small-blurry:min_width=20,max_width=60,blur=0.8,jpeg=70",
     )
@@ -90,12 +95,12 @@ def tune(
     started = time.perf_counter()
     timings: dict[str, float] = {}
     ft = config.finetune
-    ids = catalog.df["id"].astype(str).tolist()
-    _, test = split_masks(ids, ft.seed, ft.val_fraction, ft.test_fraction)
+    _, test = split_masks(catalog.df, ft.seed, ft.val_fraction, ft.test_fraction, ft.split_by)
     not_test = [i for i, t in enumerate(test) if not t]
+    how = "a hash split" if ft.split_by == HASH else f"the newest by {ft.split_by}"
     log(
-        f"split (seed {ft.seed}): {int(test.sum())} test products, {len(not_test)} for "
-        "training and validation"
+        f"split ({how}): {int(test.sum())} test products, {len(not_test)} for training and "
+        "validation"
     )
 
     model_dir = out / "model"
@@ -136,6 +141,7 @@ def tune(
     eval_cfg = EvalConfig(
         seed=ft.seed,
         test_fraction=1.0,
+        split_by=ft.split_by,
         conditions=config.conditions,
         query_attrs=config.query_attrs,
         similar_attrs=config.similar_attrs,
@@ -192,6 +198,7 @@ def tune(
             "seed": ft.seed,
             "test_fraction": ft.test_fraction,
             "val_fraction": ft.val_fraction,
+            "by": ft.split_by,
             "test": int(test.sum()),
             "train_and_val": len(not_test),
         },
