@@ -11,7 +11,7 @@ import torch
 from conftest import TINY_CLIP_CONFIG
 from PIL import Image
 
-from searchcore.embed import ModelSpec, load_embedder, save_model
+from searchcore.embed import ClipEmbedder, ModelSpec, load_embedder, save_model
 from searchcore.errors import ConfigError, WeightsError
 
 
@@ -120,6 +120,12 @@ def test_raw_pixels_baseline(colour_catalog: Path, tmp_path: Path) -> None:
         emb.embed_texts(["red"])
     with pytest.raises(ConfigError):
         load_embedder("pixels:x")
+    portrait = load_embedder("pixels:30x40")  # a 3:4 shop's thumbnail: 30 wide, 40 high
+    assert portrait.dim == 3600 and portrait.prepare(_images()[0]).shape == (40, 30, 3)
+    assert portrait.fingerprint != load_embedder("pixels:30").fingerprint
+    assert load_embedder("pixels:8x8").fingerprint == emb.fingerprint  # a square is a square
+    with pytest.raises(ConfigError):
+        load_embedder("pixels:30x")
     catalog = load_catalog(colour_catalog)
     build_index(catalog, emb, tmp_path / "ix")
     engine = SearchEngine(catalog, emb, None, HnswIndex.load(tmp_path / "ix")[0])
@@ -156,7 +162,7 @@ def test_batched_preprocessing_matches_open_clips_own_transform(tiny_clip: str) 
 def test_unknown_transform_steps_run_as_they_are(tiny_clip: str) -> None:
     from torchvision import transforms as T
 
-    from searchcore.embed import BatchTransform, ClipEmbedder
+    from searchcore.embed import BatchTransform
 
     emb = load_embedder(tiny_clip)
     odd = T.Compose([T.Resize((32, 32)), T.Grayscale(3), T.ToTensor()])  # squash + grey
@@ -195,3 +201,23 @@ def test_build_in_lanes_equals_the_overlapped_build(
     np.testing.assert_allclose(b.get_vectors(labels), a.get_vectors(labels), atol=1e-5)
     direct = emb.embed_images([Image.open(catalog.image_path(i)) for i in labels])
     np.testing.assert_allclose(b.get_vectors(labels), direct, atol=1e-5)
+
+
+def test_photos_reach_the_model_squashed_not_centre_cropped(tiny_clip: str) -> None:
+    """A 3:4 portrait keeps its top and bottom (a shoe's toes, a dress's hem): the model sees
+    it squashed to its square, as a square catalog photo of it would be."""
+    from PIL import Image
+
+    emb = load_embedder(tiny_clip)
+    assert emb.geometry == "squash" and "CenterCrop" not in str(emb.transform)
+    rng = np.random.default_rng(0)
+    portrait = Image.fromarray((rng.random((80, 60, 3)) * 255).astype(np.uint8))
+    a, b = emb.embed_images([portrait, portrait.resize((32, 32), Image.Resampling.BICUBIC)])
+    assert float(a @ b) > 0.99
+    # what a centre crop would keep: a different picture, a different vector
+    crop = portrait.crop((0, 10, 60, 70)).resize((32, 32), Image.Resampling.BICUBIC)
+    assert float(a @ emb.embed_images([crop])[0]) < float(a @ b)
+    # a model that asks for padding keeps it, and its vectors are another model's
+    emb.model.visual.preprocess_cfg = {**emb.model.visual.preprocess_cfg, "resize_mode": "longest"}
+    padded = ClipEmbedder(emb.model, emb.transform, emb.tokenizer, spec="padded")
+    assert padded.geometry == "longest" and padded.fingerprint != emb.fingerprint
