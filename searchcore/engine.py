@@ -338,8 +338,6 @@ class SearchEngine:
             allowed = allowed & self.filter_mask(filters, view.catalog)
         lex = view.lexical.search(text, depth, allowed, filters)  # type: ignore[union-attr]
         clock.lap("lexical")
-        query = self._text_vector(text)
-        clock.lap("embed_text")
         if not lex.words:
             result.notes.append(
                 "none of these words can be looked up (only common words or symbols)"
@@ -347,6 +345,8 @@ class SearchEngine:
             )
             if mode == "lexical":
                 return []
+        query = self._text_vector(text)
+        clock.lap("embed_text")
         vec_rows: list[int] = []
         cosine: dict[int, float] = {}
         if mode == "hybrid":

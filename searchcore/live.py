@@ -289,7 +289,10 @@ class LiveShop:
             if change is not None:
                 change(index)
             meta = {k: v for k, v in self._manifest.items() if k in ("model", "build", "skipped")}
-            meta["lexical"] = lexical.save(self.folder)
+            entry = self._manifest.get("lexical")
+            if not isinstance(entry, dict) or entry.get("key") != lexical.key:
+                entry = lexical.save(self.folder)  # new words: new files (else the same ones)
+            meta["lexical"] = entry
             meta["catalog"] = {
                 **catalog_meta(self.catalog, None),
                 "snapshot": snapshot.name,

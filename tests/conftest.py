@@ -73,6 +73,15 @@ class ColourEmbedder:
         return np.stack(out)
 
 
+def png(rgb: tuple[int, int, int], size: int = 48) -> bytes:
+    """A plain-colour PNG's bytes (a live shop's new photo)."""
+    import io
+
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def write_catalog(
     folder: Path,
     rows: list[dict],

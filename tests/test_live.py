@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import shutil
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ColourEmbedder
+from conftest import ColourEmbedder, png
 from PIL import Image
 
 from searchcore.build import build_index
@@ -29,12 +28,6 @@ from searchcore.stores.hnsw import HnswIndex
 
 WRITER = Path(__file__).with_name("live_writer.py")
 SETTINGS = Settings(upscale=UpscaleSettings(mode="never"))
-
-
-def _png(rgb: tuple[int, int, int]) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (48, 48), rgb).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture
@@ -52,9 +45,9 @@ def test_changes_are_searchable_at_once_and_after_restart(folder: Path) -> None:
     shop = _open(folder)
     shop.add(
         [{"id": "new", "title": "Purple mug", "price": "12.00", "category": "mugs"}],
-        [_png((120, 0, 140))],
+        [png((120, 0, 140))],
     )
-    hit = shop.engine.search_image(_png((120, 0, 140)), k=1).hits[0]
+    hit = shop.engine.search_image(png((120, 0, 140)), k=1).hits[0]
     assert hit.id == "new" and hit.title == "Purple mug"
     shop.remove(["00000"])
     shop.update("00001", {"title": "Renamed", "price": "1.00"})
@@ -63,7 +56,7 @@ def test_changes_are_searchable_at_once_and_after_restart(folder: Path) -> None:
     again = _open(folder)
     assert check_invariants(again) == []
     assert "00000" not in again.live_ids and "new" in again.live_ids
-    assert again.engine.search_image(_png((120, 0, 140)), k=1).hits[0].id == "new"
+    assert again.engine.search_image(png((120, 0, 140)), k=1).hits[0].id == "new"
     row = again.catalog.df.set_index("id").loc["00001"]
     assert row["title"] == "Renamed" and row["price"] == "1.00"
     stored = again.catalog.df.set_index("id").loc["new"]
@@ -73,8 +66,8 @@ def test_changes_are_searchable_at_once_and_after_restart(folder: Path) -> None:
 
 def test_update_photo_moves_the_product(folder: Path) -> None:
     shop = _open(folder)
-    shop.update("00002", image=_png((10, 200, 200)))
-    assert shop.engine.search_image(_png((10, 200, 200)), k=1).hits[0].id == "00002"
+    shop.update("00002", image=png((10, 200, 200)))
+    assert shop.engine.search_image(png((10, 200, 200)), k=1).hits[0].id == "00002"
     assert check_invariants(_open(folder)) == []
 
 
@@ -84,7 +77,7 @@ def test_removed_slots_are_reused(folder: Path) -> None:
     for i in range(30):
         victim = shop.live_ids[0]
         shop.remove([victim])
-        shop.add([{"id": f"n{i}", "title": f"New {i}"}], [_png((i * 8, 50, 90))])
+        shop.add([{"id": f"n{i}", "title": f"New {i}"}], [png((i * 8, 50, 90))])
     assert len(shop.catalog.df) == rows_before  # tombstones were reused, nothing grew
     assert shop.engine.index.capacity <= 1024 and len(shop.engine.index) == 24
     assert check_invariants(_open(folder)) == []
@@ -93,12 +86,12 @@ def test_removed_slots_are_reused(folder: Path) -> None:
 @pytest.mark.parametrize(
     ("product", "image", "error"),
     [
-        ({"id": "00003", "title": "dup"}, _png((1, 2, 3)), CatalogError),
-        ({"id": "x", "title": " "}, _png((1, 2, 3)), CatalogError),
-        ({"id": "x", "title": "t", "price": "free"}, _png((1, 2, 3)), CatalogError),
-        ({"id": "x", "title": "bad\x00"}, _png((1, 2, 3)), CatalogError),
-        ({"id": "x", "title": "t" * 20_000}, _png((1, 2, 3)), CatalogError),
-        ({"id": "x", "title": "t", "_removed": "1"}, _png((1, 2, 3)), CatalogError),
+        ({"id": "00003", "title": "dup"}, png((1, 2, 3)), CatalogError),
+        ({"id": "x", "title": " "}, png((1, 2, 3)), CatalogError),
+        ({"id": "x", "title": "t", "price": "free"}, png((1, 2, 3)), CatalogError),
+        ({"id": "x", "title": "bad\x00"}, png((1, 2, 3)), CatalogError),
+        ({"id": "x", "title": "t" * 20_000}, png((1, 2, 3)), CatalogError),
+        ({"id": "x", "title": "t", "_removed": "1"}, png((1, 2, 3)), CatalogError),
         ({"id": "x", "title": "t"}, b"<html>not a photo</html>", ImageError),
         ({"id": "x", "title": "t"}, b"", ImageError),
     ],
@@ -128,7 +121,7 @@ def _files(folder: Path) -> dict[str, bytes]:
         lambda shop: shop.remove(["00003", "00003"]),  # the same id twice
         lambda shop: shop.remove(["00003", "nope"]),  # one unknown id: nothing is removed
         lambda shop: shop.add(
-            [{"id": "n1", "title": "a"}, {"id": "n1", "title": "b"}], [_png((1, 2, 3))] * 2
+            [{"id": "n1", "title": "a"}, {"id": "n1", "title": "b"}], [png((1, 2, 3))] * 2
         ),
         lambda shop: shop.update("00004", {"id": "other"}),  # ids never change
         lambda shop: shop.update("00004", {"image": "../../etc/passwd"}),
@@ -152,7 +145,7 @@ def test_refused_requests_are_one_line_and_change_no_byte(folder: Path, change) 
 def test_catalog_check_finds_a_missing_photo_row_or_vector(folder: Path) -> None:
     """What `searchcore catalog check` reports (check_invariants) when a change went wrong."""
     shop = _open(folder)
-    shop.add([{"id": "new", "title": "Purple mug"}], [_png((120, 0, 140))])
+    shop.add([{"id": "new", "title": "Purple mug"}], [png((120, 0, 140))])
     assert check_invariants(_open(folder)) == []
     photo = shop.catalog.root / shop.catalog.df.set_index("id").at["new", "image"]
     photo.rename(photo.with_suffix(".gone"))
@@ -190,7 +183,7 @@ def test_orphans_of_unacknowledged_changes_are_cleaned(folder: Path) -> None:
     live_dir = shop.catalog.root / LIVE_DIR
     live_dir.mkdir(parents=True, exist_ok=True)
     for name in ("orphan.png", "recent.png", ".half.png.tmp"):
-        (live_dir / name).write_bytes(_png((1, 1, 1)))
+        (live_dir / name).write_bytes(png((1, 1, 1)))
     hour_ago = time.time() - 3600
     os.utime(live_dir / "orphan.png", (hour_ago, hour_ago))
     (folder / ".catalog-x.csv.1.tmp").write_text("half")
@@ -217,7 +210,7 @@ def test_readers_and_writers_at_once(folder: Path) -> None:
     shop = _open(folder)
     with readers(shop.engine, k=5, n=3) as (errors, queries):
         for i in range(25):
-            shop.add([{"id": f"c{i}", "title": f"C {i}"}], [_png((i * 9, i * 3, 200))])
+            shop.add([{"id": f"c{i}", "title": f"C {i}"}], [png((i * 9, i * 3, 200))])
             if i % 2:
                 shop.remove([f"c{i - 1}"])
     assert not errors and queries[0] > 0
@@ -537,7 +530,7 @@ def test_a_follower_serves_other_writers_changes_whole(folder: Path) -> None:
         follower.start()
         try:
             for i in range(15):
-                writer.add([{"id": f"f{i}", "title": f"F {i}"}], [_png((10 * i, 200, 30))])
+                writer.add([{"id": f"f{i}", "title": f"F {i}"}], [png((10 * i, 200, 30))])
                 if i % 3 == 2:
                     writer.remove([f"f{i - 1}"])
             assert _wait(
@@ -552,7 +545,7 @@ def test_a_follower_serves_other_writers_changes_whole(folder: Path) -> None:
         finally:
             follower.stop()
     assert not errors and queries[0] > 0, errors[:1]
-    hit = served.search_image(_png((140, 200, 30)), k=1).hits[0]
+    hit = served.search_image(png((140, 200, 30)), k=1).hits[0]
     assert hit.id == "f14" and served.view.version == writer.engine.view.version
     assert not follower.check()  # nothing new
 

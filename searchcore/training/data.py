@@ -92,6 +92,16 @@ def test_mask(df: pd.DataFrame, fraction: float, seed: int, split_by: str = "id"
     return newest_mask(df[split_by].astype(str).tolist(), fraction)
 
 
+def sample(n: int, limit: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of at most ``limit`` of ``n`` items, sorted (all of them when ``n <= limit``)."""
+    return np.arange(n) if n <= limit else np.sort(rng.choice(n, limit, replace=False))
+
+
+def labels(values: Sequence[str]) -> np.ndarray:
+    """Catalog values as labels to compare: case-folded, white space collapsed."""
+    return np.array([" ".join(str(v).casefold().split()) for v in values], dtype=object)
+
+
 def attribute_columns(df: pd.DataFrame, requested: Sequence[str] | None = None) -> list[str]:
     """The attribute columns texts are built from.
 

@@ -34,8 +34,10 @@ from searchcore.training import metrics, text_eval
 from searchcore.training.data import (
     DEFAULT_QUERY_ATTRS,
     DEFAULT_SIMILAR_ATTRS,
+    labels,
     load_photos,
     present,
+    sample,
     test_mask,
 )
 from searchcore.training.degrade import DEFAULT_CONDITIONS, Degradation, degrade
@@ -166,11 +168,14 @@ def evaluate(
     say("text search: vector / lexical / hybrid")
     report["text_search"] = text_eval.run(df.iloc[gallery.rows], gallery.vectors, embedder, config)
     say("image -> similar product")
-    report["similar"] = _similar_task(df, gallery, config, rng)
-    g_rows = gallery.rows
-    labels = {c: _norm(df[c].iloc[g_rows].tolist()) for c in present(df, config.similar_attrs)}
+    columns = {c: labels(df[c].iloc[gallery.rows]) for c in present(df, config.similar_attrs)}
+    pick = sample(len(gallery.rows), config.max_queries, rng)
+    report["similar"] = {
+        "queries": len(pick),
+        **_similar(gallery.vectors[pick] @ gallery.vectors.T, pick, columns),
+    }
     report["exact"], ranks, report["similar_shop"] = _exact_task(
-        gallery, embedder, strategies, config, say, {} if cache is None else cache, labels
+        gallery, embedder, strategies, config, say, {} if cache is None else cache, columns
     )
     say("upscaler quality")
     report["upscaler_quality"] = _quality_task(gallery, strategies, config)
@@ -180,29 +185,17 @@ def evaluate(
     return report
 
 
-def _sample(n: int, limit: int, rng: np.random.Generator) -> np.ndarray:
-    return np.arange(n) if n <= limit else np.sort(rng.choice(n, limit, replace=False))
-
-
-def _norm(values: Sequence[str]) -> np.ndarray:
-    return np.array([" ".join(str(v).casefold().split()) for v in values], dtype=object)
-
-
-def _similar_task(
-    df: Any, g: _Gallery, config: EvalConfig, rng: np.random.Generator
+def _similar(
+    scores: np.ndarray, pick: np.ndarray, columns: dict[str, np.ndarray]
 ) -> dict[str, Any]:
-    pick = _sample(len(g.rows), config.max_queries, rng)
-    scores = g.vectors[pick] @ g.vectors.T
-    self_mask = np.zeros_like(scores, dtype=bool)
-    self_mask[np.arange(len(pick)), pick] = True
-    out: dict[str, Any] = {"queries": len(pick)}
-    for col in present(df, config.similar_attrs):
-        labels = _norm(df[col].iloc[g.rows].tolist())
-        out[col] = {
-            f"P@{k}": metrics.precision_at_k(scores, labels[pick], labels, k, self_mask)
-            for k in (1, 10)
-        }
-    return out
+    """P@1/P@10 of "more like this" per column: gallery product ``pick[i]`` queried with the
+    scores of row ``i``, the product itself left out."""
+    own = np.zeros_like(scores, dtype=bool)
+    own[np.arange(len(pick)), pick] = True
+    return {
+        col: {f"P@{k}": metrics.precision_at_k(scores, lab[pick], lab, k, own) for k in (1, 10)}
+        for col, lab in columns.items()
+    }
 
 
 def _apply(
@@ -244,18 +237,18 @@ def _exact_task(
     config: EvalConfig,
     say: Callable[[str], None],
     cache: dict[Any, Any],
-    labels: dict[str, np.ndarray] | None = None,
+    columns: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, Any], dict[tuple[str, str], np.ndarray], dict[str, Any]]:
     """Metrics per condition and strategy, and each query's rank (for paired comparisons).
 
     On the first condition (the headline: shoppers' photos at shop shapes), the photos embedded
-    as they are also query for *similar* products: P@1/P@10 of each ``labels`` column, the
+    as they are also query for *similar* products: P@1/P@10 of each of ``columns``, the
     product itself left out (the third value returned)."""
     out: dict[str, Any] = {}
     all_ranks: dict[tuple[str, str], np.ndarray] = {}
     similar: dict[str, Any] = {}
     rng = np.random.default_rng([config.seed, 1])
-    pick = _sample(len(g.rows), config.max_queries, rng)
+    pick = sample(len(g.rows), config.max_queries, rng)
     relevant = np.zeros((len(pick), len(g.rows)), dtype=bool)
     relevant[np.arange(len(pick)), pick] = True
     for ci, (name, d) in enumerate(config.conditions):
@@ -292,15 +285,13 @@ def _exact_task(
                 cond[s.name]["by_width"] = _by_width(ranks, widths, config.ks)
             if s.skip_reason:
                 cond[s.name]["note"] = s.skip_reason
-            if ci == 0 and s.upscaler is None and labels:
-                own = np.zeros_like(scores, dtype=bool)
-                own[np.arange(len(pick)), pick] = True
-                similar = {"condition": name, "query_size": size, "queries": len(pick)}
-                for col, lab in labels.items():
-                    similar[col] = {
-                        f"P@{k}": metrics.precision_at_k(scores, lab[pick], lab, k, own)
-                        for k in (1, 10)
-                    }
+            if ci == 0 and s.upscaler is None and columns:
+                similar = {
+                    "condition": name,
+                    "query_size": size,
+                    "queries": len(pick),
+                    **_similar(scores, pick, columns),
+                }
         out[name] = cond
     return out, all_ranks, similar
 
@@ -320,7 +311,7 @@ def _quality_task(
     scale = getattr(next(iter(ups.values())), "scale", 4)
     ups.setdefault("bicubic", BicubicUpscaler(scale))
     rng = np.random.default_rng([config.seed, 2])
-    pick = _sample(len(g.rows), config.quality_images, rng)
+    pick = sample(len(g.rows), config.quality_images, rng)
     out: dict[str, Any] = {}
     for ci, (name, d) in enumerate(config.conditions):
         if d.geometric or not d.shrinks or not len(pick):

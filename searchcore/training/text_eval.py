@@ -39,13 +39,14 @@ from searchcore.fsutil import read_json
 from searchcore.fusion import LEXICAL_WEIGHT, fuse
 from searchcore.stores.lexical import LexicalIndex
 from searchcore.training import metrics
-from searchcore.training.data import attribute_phrase
+from searchcore.training.data import attribute_phrase, labels, sample
 
 DEPTH = 100  # each side's list, as the engine fetches it for k <= 50
 GENDER_WORDS = {"men", "women", "woman", "man", "boys", "girls", "unisex", "kids"}
-# name: (fusion, weight of the lexical side); the weighted fusion at three weights and the one
-# the engine serves by default (Settings.fusion, fusion.LEXICAL_WEIGHT), named SERVED
-MODES = {
+# The columns scored, name: (fusion, weight of the lexical side); the weighted fusion at three
+# weights and the one the engine serves by default (Settings.fusion, fusion.LEXICAL_WEIGHT),
+# named SERVED
+VARIANTS = {
     "vector": (None, 0.0),
     "lexical": (None, 1.0),
     "hybrid (rrf)": ("rrf", 0.5),
@@ -137,7 +138,7 @@ def build_families(
     names = np.array([b.casefold() for b in brands(gallery)], dtype=object)
     counts = pd.Series(names).value_counts()
     wanted = [b for b in counts.index if counts[b] >= 2 and len(b) >= 3 and b]
-    wanted = [wanted[i] for i in _sample(len(wanted), max_queries, rng)]
+    wanted = [wanted[i] for i in sample(len(wanted), max_queries, rng)]
     if wanted:
         shown = {b.casefold(): b for b in brands(gallery)}
         out["brand"] = Family(
@@ -147,7 +148,7 @@ def build_families(
     if attrs:
         values = gallery[attrs].astype(str).apply(lambda col: col.str.strip().str.casefold())
         combos = sorted({tuple(r) for r in values.itertuples(index=False) if all(r)})
-        combos = [combos[i] for i in _sample(len(combos), max_queries, rng)]
+        combos = [combos[i] for i in sample(len(combos), max_queries, rng)]
         if combos:
             keys = list(values.itertuples(index=False, name=None))
             relevant = np.array([[k == c for k in keys] for c in combos])
@@ -205,7 +206,7 @@ def text_search_task(
         lists = {"lexical": [lexical.search(q, DEPTH) for q in fam.queries]}
         scores = embed_texts(fam.queries) @ vectors.T if embed_texts is not None else None
         row: dict[str, Any] = {"queries": len(fam.queries), "examples": fam.queries[:3]}
-        for mode, (method, weight) in MODES.items():
+        for mode, (method, weight) in VARIANTS.items():
             if mode != "lexical" and scores is None:
                 continue
             ranked = []
@@ -249,9 +250,9 @@ def vector_tasks(
     out: dict[str, Any] = {}
     attrs = [c for c in config.query_attrs if c in gallery]
     if attrs:
-        keys = list(zip(*(_norms(gallery[c]) for c in attrs), strict=True))
+        keys = list(zip(*(labels(gallery[c]) for c in attrs), strict=True))
         combos = sorted({k for k in keys if all(k)})
-        combos = [combos[i] for i in _sample(len(combos), config.max_queries, rng)]
+        combos = [combos[i] for i in sample(len(combos), config.max_queries, rng)]
         if combos:
             key_arr = np.empty(len(keys), dtype=object)
             key_arr[:] = keys
@@ -268,8 +269,8 @@ def vector_tasks(
                 "P@10_queries": int(full.sum()),
             }
     titles = gallery["title"].astype(str).tolist()
-    pick = _sample(len(titles), config.max_queries, rng)
-    norm = _norms(gallery["title"])
+    pick = sample(len(titles), config.max_queries, rng)
+    norm = labels(gallery["title"])
     relevant = norm[pick][:, None] == norm[None, :]
     scores = embedder.embed_texts([titles[i] for i in pick]) @ vectors.T
     out["titles"] = {
@@ -277,10 +278,6 @@ def vector_tasks(
         **metrics.retrieval(scores, relevant, config.ks),
     }
     return out
-
-
-def _norms(values: pd.Series) -> np.ndarray:
-    return np.array([" ".join(str(v).casefold().split()) for v in values], dtype=object)
 
 
 def run(gallery: pd.DataFrame, vectors: np.ndarray, embedder: Any, config: Any) -> dict[str, Any]:
@@ -309,10 +306,6 @@ def _metrics(ranked: list[list[int]], relevant: np.ndarray, ks: Sequence[int]) -
     return out
 
 
-def _sample(n: int, limit: int, rng: np.random.Generator) -> np.ndarray:
-    return np.arange(n) if n <= limit else np.sort(rng.choice(n, limit, replace=False))
-
-
 HEADLINE = {  # what each family is judged on in the report's table
     "title": ("R@1", "R@10"),
     "partial title": ("R@10",),
@@ -323,7 +316,7 @@ HEADLINE = {  # what each family is judged on in the report's table
 
 
 def markdown_table(task: dict[str, Any]) -> list[str]:
-    modes = [m for m in MODES if any(m in row for row in task.values())]
+    modes = [m for m in VARIANTS if any(m in row for row in task.values())]
     names = [f"**{m}, served**" if m == SERVED else m for m in modes]
     lines = [
         "| family (queries) | metric | " + " | ".join(names) + " |",
