@@ -248,3 +248,77 @@ def _search_cli(index: Path, args: list[str]) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def test_milvus_searches_words_with_its_own_bm25(shop: Path, tmp_path: Path) -> None:
+    pytest.importorskip("pymilvus")
+    from searchcore.stores.milvus import MilvusLexical
+
+    catalog = load_catalog(shop.parent / "products.csv")
+    db = tmp_path / "shop.db"
+    build_index(catalog, ColourEmbedder(), db)
+    engine = open_engine(SETTINGS, str(db), embedder=ColourEmbedder())
+    assert isinstance(engine.lexical, MilvusLexical)  # Milvus answers the words itself
+    lexical = engine.search(text="Fossil watches", k=5, mode="lexical")
+    assert _ids(lexical)[0] == "p04" and set(_ids(lexical)) == {"p03", "p04"}
+    assert all(h.matched == ("lexical",) and h.lexical > 0 for h in lexical.hits)
+    assert _ids(engine.search(text="creme cafe t-shirts", k=1, mode="lexical")) == ["p05"]
+    bags = engine.search(text="black", k=5, mode="lexical", filters=Filters(category="bags"))
+    assert _ids(bags) == ["p09"]  # the filter is pushed down to Milvus's BM25 search too
+    assert engine.search(text="the of", k=3, mode="lexical").hits == []
+    hybrid = engine.search(text="Fossil watches", k=4)
+    assert "p04" in _ids(hybrid) and len(hybrid.hits) == 4
+
+
+def test_query_families_are_what_shoppers_type(tmp_path: Path) -> None:
+    import numpy as np
+
+    from searchcore.training.text_eval import (
+        brands,
+        build_families,
+        load_text_queries,
+        text_search_task,
+    )
+
+    df = pd.DataFrame(
+        [
+            {"id": p, "title": t, "category": c, "colour": col, "gender": "Men"}
+            for p, t, c, col in PRODUCTS
+        ]
+    )
+    df.loc[1, "title"] = df.loc[0, "title"]  # two products share a title: both count
+    assert brands(df.iloc[:2]) == ["Puma", "Puma"]
+    assert (
+        brands(pd.DataFrame({"title": ["Nordwind red cap", "Red cap"], "colour": ["red"] * 2}))[1]
+        == ""
+    )  # a colour is no brand
+    queries = tmp_path / "q.json"
+    queries.write_text(
+        json.dumps(
+            {
+                "queries": [
+                    {"family": "synonym", "query": "timepiece", "title_has": ["watch"]},
+                    {"family": "synonym", "query": "umbrella", "title_has": ["umbrella"]},
+                    {"family": "paraphrase", "query": "keep my hands warm", "title_has": ["x y"]},
+                ]
+            }
+        )
+    )
+    fixed = load_text_queries(queries)
+    fams = build_families(
+        df, np.random.default_rng(0), max_queries=50, query_attrs=("colour",), fixed=fixed
+    )
+    title = fams["title"]
+    assert title.relevant[0, 0] and title.relevant[0, 1] and title.relevant.sum(axis=1)[0] == 2
+    for q, t in zip(fams["typo title"].queries, df["title"], strict=True):
+        assert q != t and len(q.split()) == len(t.split())  # one word, one edit
+    assert all(len(q.split()) == 3 for q in fams["partial title"].queries)
+    assert "Puma" in fams["brand"].queries
+    assert fams["synonym"].queries == ["timepiece"]  # nothing relevant: the query is left out
+    assert fams["synonym"].relevant[0].sum() == 2 and "paraphrase" not in fams
+    task = text_search_task(df, None, None, fams)  # no text tower: the lexical side alone
+    assert task["title"]["lexical"]["R@1"] == 1.0 and "vector" not in task["title"]
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"queries": [{"family": 3}]}')
+    with pytest.raises(ConfigError, match="not a text query file"):
+        load_text_queries(bad)
