@@ -15,7 +15,7 @@ from pathlib import Path
 from searchcore.build import rebuild_command
 from searchcore.catalog import Catalog, load_catalog
 from searchcore.config import Settings, usable_cpus
-from searchcore.embed import ClipEmbedder, Embedder, PixelEmbedder, load_embedder
+from searchcore.embed import ClipEmbedder, Embedder, PixelEmbedder, load_embedder, recorded_spec
 from searchcore.engine import SearchEngine, View
 from searchcore.errors import CatalogError, IndexMismatchError, SearchError
 from searchcore.stores.base import VectorStore, is_milvus
@@ -167,7 +167,7 @@ def open_engine(
             f"the manifest of {location} does not name its model; rebuild the index"
         )
     fix = rebuild_command(catalog, model_meta["spec"], location)
-    embedder = embedder or make_embedder(settings, model_meta["spec"])
+    embedder = embedder or make_embedder(settings, recorded_spec(model_meta["spec"]))
     if embedder.fingerprint != model_meta.get("fingerprint"):
         raise IndexMismatchError(
             f"model {model_meta['spec']!r} has other weights than when index {location} was built; "

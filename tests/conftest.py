@@ -151,7 +151,7 @@ def demo_shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_clip() -> str:
     from searchcore.embed import register_architecture
 
-    return register_architecture(TINY_CLIP_CONFIG, name=TINY_CLIP)
+    return "random:" + register_architecture(TINY_CLIP_CONFIG, name=TINY_CLIP)
 
 
 def needs_shared(path: Path):

@@ -25,13 +25,17 @@ def test_spec_parsing(tmp_path: Path) -> None:
         "pretrained", "ViT-B-32", "openai", "ViT-B-32:openai"
     )
     assert ModelSpec.parse("RN50").kind == "arch"
+    assert ModelSpec.parse("random:RN50") == ModelSpec("random", "RN50", raw="random:RN50")
+    for bad in ("random:", "random:RN50:openai", "random:a/b"):
+        with pytest.raises(ConfigError, match="random:ARCH"):
+            ModelSpec.parse(bad)
     assert (
         ModelSpec.parse("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K").name
         == "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"
     )
     assert ModelSpec.parse(str(tmp_path)).kind == "local"
     assert ModelSpec.parse("local-dir:models/x").name == "models/x"
-    assert ModelSpec.parse("default").kind in ("local", "arch")
+    assert ModelSpec.parse("default").kind == "local"  # the shipped model, or an error
     with pytest.raises(ConfigError):
         ModelSpec.parse("  ")
 
@@ -94,6 +98,36 @@ def test_pretrained_weights_are_not_downloaded_unless_allowed(tmp_path: Path) ->
     with pytest.raises(ConfigError, match="unknown model"):
         load_embedder("no-such-arch")
     assert not any(tmp_path.rglob("*.bin")) and not any(tmp_path.rglob("*.safetensors"))
+
+
+def test_an_architecture_alone_is_refused_with_what_to_write_instead(tiny_clip: str) -> None:
+    # ViT-B-32 as people write it would be random weights: noise that looks like results.
+    with pytest.raises(ConfigError, match=r"without weights.*ViT-B-32:openai.*random:ViT-B-32"):
+        load_embedder("ViT-B-32")
+    with pytest.raises(ConfigError, match=r"finetune --base sc-small.*random:sc-small"):
+        load_embedder("sc-small")
+    assert load_embedder("random:sc-small").spec == "random:sc-small"
+    assert tiny_clip.startswith("random:")
+
+
+def test_default_without_the_shipped_model_is_an_error_not_a_random_model(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import searchcore.embed.spec as spec
+
+    monkeypatch.setattr(spec, "DEFAULT_MODEL_DIR", tmp_path / "absent")
+    with pytest.raises(ConfigError, match="shipped model .* is not installed"):
+        load_embedder("default")
+
+
+def test_an_index_recorded_with_a_bare_architecture_still_opens(tiny_clip: str) -> None:
+    from searchcore.embed import recorded_spec
+
+    # Before random:ARCH, a manifest said "sc-test-tiny" for the same random weights.
+    bare = tiny_clip.removeprefix("random:")
+    assert recorded_spec(bare) == tiny_clip
+    assert load_embedder(recorded_spec(bare)).fingerprint == load_embedder(tiny_clip).fingerprint
+    assert recorded_spec("ViT-B-32:openai") == "ViT-B-32:openai"
 
 
 def test_importing_the_package_is_light() -> None:

@@ -36,9 +36,21 @@ def test_open_or_build_rebuilds_for_another_model(
     index = str(tmp_path / "ix")
     open_or_build(settings, colour_catalog, index, progress=False)
     said: list[str] = []
-    other = settings.with_(model="sc-small")
+    other = settings.with_(model="random:sc-small")
     engine = open_or_build(other, colour_catalog, index, say=said.append, progress=False)
-    assert any("built for model" in m for m in said) and engine.embedder.spec == "sc-small"
+    assert any("built for model" in m for m in said) and engine.embedder.spec == "random:sc-small"
+
+
+def test_an_index_whose_manifest_records_a_bare_architecture_opens(
+    settings: Settings, colour_catalog: Path, tmp_path: Path
+) -> None:
+    index = tmp_path / "ix"
+    open_or_build(settings, colour_catalog, str(index), progress=False)
+    manifest = json.loads((index / "manifest.json").read_text())
+    manifest["model"]["spec"] = settings.model.removeprefix("random:")  # as written before
+    (index / "manifest.json").write_text(json.dumps(manifest))
+    engine = open_engine(settings, index)
+    assert engine.embedder.spec == settings.model and len(engine.index) == 24
 
 
 def test_open_or_build_draws_the_demo_shop(settings: Settings, tmp_path: Path, monkeypatch) -> None:

@@ -3,11 +3,13 @@
 Model specs (``--model`` / ``SEARCHCORE_MODEL``):
 
 ==============================  ==========================================================
-``default``                     the project's shipped model in ``assets/models/clip-default``
-                                when present, else ``sc-small`` with random weights (seed 0)
-``NAME``                        an open_clip architecture (``ViT-B-32``, ``RN50``...) or one
+``default``                     the project's shipped model (``clip-default``, package data);
+                                an error, never a stand-in, where it is not installed
+``random:NAME``                 an open_clip architecture (``ViT-B-32``, ``RN50``...) or one
                                 of this package's (``sc-small``), randomly initialised with a
-                                fixed seed: deterministic, useful offline and in tests
+                                fixed seed: deterministic, for tests and speed measurements.
+                                A bare ``NAME`` is refused (it would search with noise), except
+                                as the starting point of ``finetune --base``
 ``NAME:TAG``                    a pretrained open_clip tag (``ViT-B-32:openai``,
                                 ``ViT-B-32:laion2b_s34b_b79k``), downloaded into the cache dir
                                 when downloads are allowed; TAG may also be a weights file
@@ -36,17 +38,16 @@ from searchcore.embed.clip import (
 from searchcore.embed.pixels import PixelEmbedder
 from searchcore.embed.protocols import BatchEmbedder, Embedder
 from searchcore.embed.spec import (
-    FALLBACK_ARCH,
     PACKAGE_CONFIGS,
     ModelSpec,
     model_config,
+    recorded_spec,
     register_architecture,
 )
 
 __all__ = [
     "ASSETS",
     "DEFAULT_MODEL_DIR",
-    "FALLBACK_ARCH",
     "PACKAGE_CONFIGS",
     "BatchEmbedder",
     "BatchTransform",
@@ -57,6 +58,7 @@ __all__ = [
     "load_embedder",
     "model_config",
     "pick_device",
+    "recorded_spec",
     "register_architecture",
     "save_model",
 ]

@@ -285,11 +285,13 @@ def load_embedder(
             else:
                 if parsed.name not in open_clip.list_models():
                     raise ConfigError(
-                        f"unknown model {parsed.name!r}; use an open_clip architecture "
-                        f"({', '.join(open_clip.list_models()[:6])}, ...), one of this package's "
-                        f"({', '.join(registered_architectures()) or 'none'}), NAME:TAG, "
-                        "hf-hub:ORG/REPO or a model folder"
+                        f"unknown model {parsed.name!r}; use NAME:TAG (a pretrained open_clip "
+                        "model, e.g. ViT-B-32:openai), hf-hub:ORG/REPO, a model folder, or "
+                        "random:NAME for an architecture with random weights "
+                        f"({', '.join(open_clip.list_models()[:6])}, ..., or this package's "
+                        f"{', '.join(registered_architectures()) or 'none'})"
                     )
+                _check_has_weights(parsed)
                 if (
                     parsed.tag
                     and not Path(parsed.tag).is_file()
@@ -319,6 +321,27 @@ def load_embedder(
         raise WeightsError(f"cannot load model {spec!r}: {first_line(exc)}{offline}") from None
     return ClipEmbedder(
         model, preprocess, tokenizer, spec=spec, device=device, batch_size=batch_size
+    )
+
+
+def _check_has_weights(parsed: ModelSpec) -> None:
+    """A bare architecture has no weights: building, searching or serving with one would
+    return noise that looks like results. Say which weights exist instead."""
+    if parsed.kind != "arch":
+        return
+    import open_clip
+
+    tags = open_clip.list_pretrained_tags_by_model(parsed.name)
+    pretrained = (
+        f"a pretrained tag ({', '.join(f'{parsed.name}:{t}' for t in tags[:4])}"
+        + (", ..." if len(tags) > 4 else "")
+        + ")"
+        if tags
+        else f"a model folder trained from it (`searchcore finetune --base {parsed.name}`)"
+    )
+    raise ConfigError(
+        f"model {parsed.raw!r} names an architecture without weights: use {pretrained}, "
+        f"or say random:{parsed.name} for random weights (tests and speed measurements only)"
     )
 
 

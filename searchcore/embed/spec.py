@@ -11,7 +11,6 @@ from searchcore.demo.assets import DEFAULT_MODEL_DIR
 from searchcore.errors import ConfigError
 
 PACKAGE_CONFIGS = Path(__file__).resolve().parents[1] / "model_configs"
-FALLBACK_ARCH = "sc-small"
 DEFAULT_SEED = 0
 
 _registry_lock = threading.Lock()
@@ -22,20 +21,32 @@ _registered: set[str] = set()
 class ModelSpec:
     """A parsed ``--model`` value."""
 
-    kind: str  # "arch" | "pretrained" | "hub" | "local"
+    kind: str  # "arch" | "random" | "pretrained" | "hub" | "local"
     name: str  # architecture name, hub id or folder
     tag: str | None = None
     raw: str = ""
 
     @classmethod
     def parse(cls, spec: str) -> ModelSpec:
+        """Parse a spec. ``arch`` (a bare architecture) parses, but only training starts from
+        one: :func:`searchcore.embed.load_embedder` wants weights (a tag, a folder, the hub)
+        or an explicit ``random:ARCH``."""
         raw = spec.strip()
         if not raw:
             raise ConfigError("empty model spec")
         if raw == "default":
-            if (DEFAULT_MODEL_DIR / "open_clip_config.json").is_file():
-                return cls("local", str(DEFAULT_MODEL_DIR), raw=raw)
-            return cls("arch", FALLBACK_ARCH, raw=raw)
+            if not (DEFAULT_MODEL_DIR / "open_clip_config.json").is_file():
+                raise ConfigError(
+                    "the shipped model (--model default) is not installed with this copy of "
+                    f"searchcore (looked in {DEFAULT_MODEL_DIR}); reinstall the package, or "
+                    "pass --model with a model folder or a pretrained tag (ViT-B-32:openai)"
+                )
+            return cls("local", str(DEFAULT_MODEL_DIR), raw=raw)
+        if raw.startswith("random:"):
+            name = raw[len("random:") :].strip()
+            if not name or ":" in name or "/" in name:
+                raise ConfigError(f"random:ARCH needs an architecture name, not {raw!r}")
+            return cls("random", name, raw=raw)
         if raw.startswith("hf-hub:"):
             return cls("hub", raw[len("hf-hub:") :], raw=raw)
         if raw.startswith("local-dir:"):
@@ -44,6 +55,17 @@ class ModelSpec:
             return cls("local", raw, raw=raw)
         name, _, tag = raw.partition(":")
         return cls("pretrained" if tag else "arch", name, tag or None, raw=raw)
+
+
+def recorded_spec(spec: str) -> str:
+    """A spec an index manifest recorded, as :func:`~searchcore.embed.load_embedder` takes it
+    now: indexes built before ``random:ARCH`` was required recorded a bare architecture, and
+    that meant random weights (the fingerprint check still proves they are the same)."""
+    try:
+        parsed = ModelSpec.parse(spec)
+    except ConfigError:
+        return spec  # loading says what is wrong
+    return f"random:{parsed.name}" if parsed.kind == "arch" else spec
 
 
 def register_architecture(

@@ -128,8 +128,13 @@ def load_base(
     from searchcore.embed import load_embedder, model_config
 
     spec = ModelSpec.parse(base)
+    # Training may start from an architecture alone (from scratch): random weights, asked for.
     embedder = load_embedder(
-        base, device=device, seed=seed, allow_download=allow_download, cache_dir=cache_dir
+        f"random:{spec.name}" if spec.kind == "arch" else base,
+        device=device,
+        seed=seed,
+        allow_download=allow_download,
+        cache_dir=cache_dir,
     )
     if spec.kind == "local":
         cfg = json.loads((Path(spec.name) / "open_clip_config.json").read_text("utf-8"))[
@@ -144,7 +149,7 @@ def load_base(
     else:
         cfg = (
             model_config(spec.name)
-            if spec.kind == "arch"
+            if spec.kind in ("arch", "random")
             else open_clip.get_model_config(spec.name)
         )
     return embedder, dict(cfg)

@@ -335,10 +335,10 @@ def about_text(engine: SearchEngine, gate: MatchGate, catalog: Path) -> str:
     spec = engine.embedder.spec
     kind = ModelSpec.parse(spec).kind
     model = f"`{Path(spec).name}` (a model folder)" if kind == "local" else f"`{spec}`"
-    if kind == "arch":
+    if kind == "random":
         model += (
-            " with **random weights** (a stand-in until the trained model ships): the page "
-            "works end to end, but which products come back is not meaningful yet"
+            " with **random weights**, as asked (for tests and speed measurements): the page "
+            "works end to end, but which products come back is not meaningful"
         )
     up = engine.upscaler
     weights = getattr(up, "weights", None)
