@@ -32,6 +32,7 @@ from searchcore.errors import SearchError
 from searchcore.fusion import MODES
 from searchcore.query import ALL_CATEGORIES as ALL
 from searchcore.query import MAX_RESULTS, MAX_TEXT
+from searchcore.web.guard import QueryQueue
 from searchcore.web.page import CSS, Page, about_text
 
 ROOT = Path(__file__).resolve().parent
@@ -53,10 +54,15 @@ EXAMPLE_TEXTS = (
 
 
 def build_demo(
-    engine: SearchEngine, gate: MatchGate | None = None, about: str = "", currency: str = "€"
+    engine: SearchEngine,
+    gate: MatchGate | None = None,
+    about: str = "",
+    currency: str = "€",
+    queue: QueryQueue | None = None,
 ) -> gr.Blocks:
-    """The page around a ready engine. ``gate`` sets the "no good match" thresholds."""
-    page = Page(engine, gate or MatchGate(), currency)
+    """The page around a ready engine. ``gate`` sets the "no good match" thresholds; ``queue``
+    is the photo slot it shares with the REST API."""
+    page = Page(engine, gate or MatchGate(), currency, queue=queue)
     categories = [ALL, *engine.catalog.categories()]
     with gr.Blocks(title="Find it by photo", delete_cache=(300, 900)) as demo:
         gr.Markdown(
@@ -222,12 +228,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = serve.settings_from_args(args)
         engine, gate, catalog = serve.start(settings, DEMO_CATALOG, say)
-        demo = build_demo(engine, gate, about_text(engine, gate, catalog))
+        queue = QueryQueue(settings.serve.queue_size)
+        demo = build_demo(engine, gate, about_text(engine, gate, catalog), queue=queue)
     except SearchError as exc:
         say(f"error: {exc}")
         return exc.exit_code
     say(f"ready in {time.perf_counter() - started:.1f} s")
-    serve.launch(demo, settings, host=args.host, port=args.port, css=CSS)
+    serve.launch(demo, settings, engine, gate, queue, host=args.host, port=args.port, css=CSS)
     return 0
 
 

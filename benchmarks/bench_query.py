@@ -1,4 +1,5 @@
-"""Query latency: p50/p95 per stage and end to end, through the engine and the Gradio API.
+"""Query latency: p50/p95 per stage and end to end, through the engine, the Gradio API and
+the REST API.
 
 Scenarios, side by side in one run, for each torch thread count in ``--threads``:
 
@@ -14,8 +15,9 @@ Scenarios, side by side in one run, for each torch thread count in ``--threads``
 Stages are the engine's own timings (``SearchResult.timings_ms``): decode, upscale_check (the
 upscale decision), upscale, embed, embed_text, search, assemble (result assembly), total.
 The Gradio part starts ``app.py`` on a free port with the same index and calls its named
-endpoints (``/search_text``, ``/search_image``, ``/search_combined``) with gradio_client; the
-round trip includes the photo upload.
+endpoints (``/search_text``, ``/search_image``, ``/search_combined``) with gradio_client, then
+the same queries through the REST API of that same server (``POST /api/v1/search``, multipart,
+one kept-alive httpx client); each round trip includes the photo upload.
 
     python benchmarks/bench_query.py                      # ~3-5 min on 2 busy cores
     python benchmarks/bench_query.py --n 100 --threads 1,2 --upscaler-weights W.pth
@@ -55,6 +57,7 @@ SCENARIOS = (
     "image_text",
 )
 TARGETS_MS = {"image_large": 50.0, "text_cold": 15.0, "image_small_blurry": 300.0}
+REST_OVERHEAD_MS = 15.0  # REST round trip p50 of an image query <= engine total p50 + this
 K = 10
 
 
@@ -257,7 +260,28 @@ def gradio_call(client: Any) -> Callable[[Query], dict[str, Any]]:
     return call
 
 
-def run_gradio(
+def rest_call(url: str) -> Callable[[Query], dict[str, Any]]:
+    import httpx
+
+    http = httpx.Client(base_url=url.rstrip("/") + "/api/v1", timeout=120)
+
+    def call(q: Query) -> dict[str, Any]:
+        data: dict[str, Any] = {"k": K}
+        if q.text:
+            data["text"] = q.text
+        if q.image is None:
+            r = http.post("/search", data=data)
+        else:
+            data["upscale"] = "auto" if q.text else q.upscale
+            with open(q.image, "rb") as f:
+                r = http.post("/search", data=data, files={"image": (q.image.name, f)})
+        r.raise_for_status()
+        return r.json()
+
+    return call
+
+
+def run_api(
     call: Callable[[Query], dict[str, Any]], queries: list[Query], n_warmup: int, cap_s: float
 ) -> Outcome:
     out = Outcome()
@@ -468,7 +492,7 @@ def engine_table(results: dict[str, Any]) -> str:
     return C.md_table(["scenario", "threads", *STAGES, "n", "note"], rows)
 
 
-def gradio_table(results: dict[str, Any]) -> str:
+def api_table(results: dict[str, Any]) -> str:
     rows = []
     for t, by_scenario in results.items():
         for name, s in by_scenario.items():
@@ -520,6 +544,32 @@ def target_table(results: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return C.md_table(
         ["target (engine, end to end)", "threads", "p50 ms", "target ms", "verdict", "note"], rows
     ), verdicts
+
+
+def rest_target(results: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """REST round trip p50 of an image query against the engine's own total p50 + 15 ms."""
+    rows, verdicts = [], {}
+    for t, by_scenario in results.items():
+        for name in ("image_large", "image_small_blurry_auto"):
+            s = by_scenario.get(name, {})
+            if "round_trip_ms" not in s:
+                continue
+            rt, eng = s["round_trip_ms"]["p50"], s["stages_ms"]["total"]["p50"]
+            v = C.verdict(rt - eng, REST_OVERHEAD_MS, higher_is_better=False)
+            verdicts[f"rest_{name}@{t}"] = {
+                "round_trip_p50_ms": rt,
+                "engine_p50_ms": eng,
+                "overhead_ms": rt - eng,
+                "target_overhead_ms": REST_OVERHEAD_MS,
+                "verdict": v,
+            }
+            rows.append([name, t, C.fmt(rt), C.fmt(eng), C.fmt(rt - eng), v])
+    table = C.md_table(
+        ["REST target: image query", "threads", "round trip p50", "engine p50", "overhead",
+         f"<= +{REST_OVERHEAD_MS:g} ms"],
+        rows,
+    )  # fmt: skip
+    return table, verdicts
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -639,6 +689,7 @@ def main(argv: list[str] | None = None) -> int:
         del engine
 
     gradio_results: dict[str, Any] = {}
+    rest_results: dict[str, Any] = {}
     if args.no_gradio:
         run.skip("Gradio API", "--no-gradio")
     elif not (C.ROOT / "app.py").is_file():
@@ -650,21 +701,32 @@ def main(argv: list[str] | None = None) -> int:
                 with running_app(
                     args, weights, threads, args.work / f"app-{threads}.log"
                 ) as client:
-                    call = gradio_call(client)
-                    res = {}
-                    for name in SCENARIOS:
-                        qs = chunk("text_cold" if name == "text_warm" else name, i)
-                        if name == "text_warm":  # the app's engine saw these texts just before
-                            n_cold = res.get("text_cold", {}).get("n", 0)
-                            qs = qs[args.warmup :][:n_cold]
-                        if name == "image_small_blurry" and meta.get("upscaler") is None:
-                            res[name] = {"skipped": "no upscaler"}
-                            continue
-                        out = run_gradio(
-                            call, qs, 0 if name == "text_warm" else args.warmup, args.cap_seconds
-                        )
-                        res[name] = out.summary()
-                    gradio_results[str(threads)] = res
+                    # Each API gets fresh texts for text_cold (the app's cache serves repeats).
+                    for results, call, texts in (
+                        (gradio_results, gradio_call(client), i),
+                        (rest_results, rest_call(client.src), i + len(args.threads)),
+                    ):
+                        res = {}
+                        for name in SCENARIOS:
+                            qs = (
+                                chunk("text_cold", texts)
+                                if name.startswith("text_")
+                                else chunk(name, i)
+                            )
+                            if name == "text_warm":  # the app's engine saw these texts just before
+                                n_cold = res.get("text_cold", {}).get("n", 0)
+                                qs = qs[args.warmup :][:n_cold]
+                            if name == "image_small_blurry" and meta.get("upscaler") is None:
+                                res[name] = {"skipped": "no upscaler"}
+                                continue
+                            out = run_api(
+                                call,
+                                qs,
+                                0 if name == "text_warm" else args.warmup,
+                                args.cap_seconds,
+                            )
+                            res[name] = out.summary()
+                        results[str(threads)] = res
             except Exception as exc:
                 run.skip(f"Gradio API at {threads} threads", f"{type(exc).__name__}: {exc}")
 
@@ -685,9 +747,16 @@ def main(argv: list[str] | None = None) -> int:
     if gradio_results:
         run.section(
             "Through the Gradio API (gradio_client -> app.py)",
-            gradio_table(gradio_results)
+            api_table(gradio_results)
             + "\n\nRound trip = client call including the photo upload; API overhead = "
             "round trip p50 minus the engine's own total p50 inside the app.",
+        )
+    if rest_results:
+        rest_md, rest_verdicts = rest_target(rest_results)
+        verdicts.update(rest_verdicts)
+        run.section(
+            "Through the REST API (httpx -> POST /api/v1/search, same app.py)",
+            api_table(rest_results) + "\n\n" + rest_md,
         )
     if cand:
         run.section(
@@ -703,6 +772,7 @@ def main(argv: list[str] | None = None) -> int:
             "upscaler_weights": weights_from,
             "engine": engine_results,
             "gradio": gradio_results,
+            "rest": rest_results,
             "targets": verdicts,
             "candidates": cand,
         },

@@ -52,3 +52,11 @@ class LockTimeoutError(SearchError):
 
 class UpscaleError(SearchError):
     """The upscaler could not process an image."""
+
+
+class BusyError(SearchError):
+    """The server has as many queries waiting as it takes; the client should retry later."""
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

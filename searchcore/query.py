@@ -15,18 +15,32 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from searchcore.config import UPSCALE_MODES
-from searchcore.errors import ConfigError
+from searchcore.errors import ConfigError, SearchError
 from searchcore.fusion import MODES
 from searchcore.stores.base import Filters
 
 if TYPE_CHECKING:
-    from searchcore.engine import SearchResult
+    from searchcore.engine import SearchEngine, SearchResult
 
 ALL_CATEGORIES = "All categories"
 MAX_RESULTS = 48
 DEFAULT_RESULTS = 12
 MAX_TEXT = 300  # characters a description may have
 MAX_LABEL = 200  # characters of a category name
+
+
+# The query's fields, once: Query.parse takes exactly these, and the REST API's form and its
+# OpenAPI description are made from them (name -> (JSON type, what it means)).
+FIELDS: dict[str, tuple[str, str]] = {
+    "text": ("string", f"words: what the shopper wants, or how to change the photo (≤ {MAX_TEXT})"),
+    "text_weight": ("number", "share of the words in a photo + words query, 0..1 (0.5)"),
+    "k": ("integer", f"number of results, 1..{MAX_RESULTS} ({DEFAULT_RESULTS})"),
+    "category": ("string", "only this category (empty: all)"),
+    "min_price": ("number", "lowest price (empty or 0: no limit)"),
+    "max_price": ("number", "highest price (empty or 0: no limit)"),
+    "upscale": ("string", f"one of {', '.join(UPSCALE_MODES)} (the server's setting)"),
+    "mode": ("string", f"how words alone are matched: one of {', '.join(MODES)} (hybrid)"),
+}
 
 
 @dataclass(frozen=True)
@@ -80,6 +94,25 @@ class Query:
         return cls(
             text=text, text_weight=weight, k=_count(k), filters=filters, upscale=up, mode=how
         )
+
+
+def run(engine: SearchEngine, query: Query, image: Any = None) -> SearchResult:
+    """Search ``engine`` with a checked query and its photo (``None``, a path or bytes): the one
+    call of the page and the REST API."""
+    if image is None and not query.text:
+        raise SearchError("Add a photo, a description, or both.")
+    text = query.text
+    label = "photo" + (f" + {text!r}" if text else "") if image is not None else text
+    return engine.search(
+        image=image,
+        text=text or None,
+        text_weight=query.text_weight,
+        k=query.k,
+        filters=query.filters,
+        upscale=query.upscale,
+        query_label=label,
+        mode=query.mode,
+    )
 
 
 def good_match(result: SearchResult, threshold: float) -> bool:

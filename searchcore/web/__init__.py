@@ -1,3 +1,4 @@
-"""The web edge: the Gradio page's handlers (``page``), its start-up (``serve``) and the guards
-in front of it (``guard``). It imports Gradio; ``app.py`` imports it; nothing in the core does.
+"""The web edge: the Gradio page's handlers (``page``), the REST API beside it (``rest``, at
+``/api/v1`` on the same server), their start-up (``serve``) and the guards in front of both
+(``guard``). It imports Gradio and FastAPI; ``app.py`` imports it; nothing in the core does.
 """

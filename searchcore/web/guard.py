@@ -9,9 +9,12 @@ Three rules, each in one place:
   files of the catalog's live products (a set, rebuilt when the catalog changes), copied into
   the web server's cache on first use. Nothing else under the shop's folder is reachable, and
   copies of photos that left the catalog are deleted.
-- :class:`UploadGuard`: an ASGI middleware in front of the upload route that caps the files and
-  bytes of one request, the uploads a client may make per minute, and the bytes all clients
-  may leave in the upload folder within its clean-up window.
+- :class:`UploadGuard`: an ASGI middleware in front of the upload routes (the page's and the
+  REST API's search form) that caps the files and bytes of one request, the uploads a client
+  may make per minute, and the bytes all clients may leave in the upload folder within its
+  clean-up window.
+- :class:`QueryQueue`: how many queries wait at once, and one photo at a time, page and REST
+  API together.
 
 The module imports no web framework at import time (the middleware speaks plain ASGI).
 """
@@ -25,11 +28,11 @@ import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from searchcore.errors import ConfigError
+from searchcore.errors import BusyError, ConfigError
 from searchcore.fsutil import FileTooLargeError, atomic_write, is_regular_file, read_regular
 from searchcore.images import IMAGE_SUFFIXES
 
@@ -131,13 +134,53 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
+class QueryQueue:
+    """The queries one server takes at once: at most ``size`` waiting or running, and photo
+    queries one at a time (``photo_slots``), for the page and the REST API together.
+
+    On a 2-vCPU machine one photo already keeps torch busy on both cores, and the upscaler keeps
+    per-call state: the page's photo events (Gradio's ``concurrency_id="photo"``) and the REST
+    API's photo queries take the same slot here. A query that finds the queue full, or waits
+    longer than ``wait_s`` for the slot, gets :class:`~searchcore.errors.BusyError` (HTTP 503
+    with ``Retry-After`` at the REST edge).
+    """
+
+    def __init__(self, size: int = 16, *, photo_slots: int = 1, wait_s: float = 60.0) -> None:
+        self.size = int(size)
+        self.wait_s = float(wait_s)
+        self._photo = threading.BoundedSemaphore(photo_slots)
+        self._lock = threading.Lock()
+        self._inside = 0
+
+    @contextlib.contextmanager
+    def enter(self, *, photo: bool) -> Iterator[None]:
+        with self._lock:
+            if self._inside >= self.size:
+                raise BusyError(f"the server is busy ({self.size} queries waiting); try again")
+            self._inside += 1
+        try:
+            if not photo:
+                yield
+                return
+            if not self._photo.acquire(timeout=self.wait_s):
+                raise BusyError("the server is busy with photos; please try again")
+            try:
+                yield
+            finally:
+                self._photo.release()
+        finally:
+            with self._lock:
+                self._inside -= 1
+
+
 class UploadGuard:
     """ASGI middleware in front of the page: the limits Gradio's routes lack.
 
     Every other ``POST`` (API calls, queue joins) carries JSON parameters only: its body is
     capped at ``max_json_bytes`` (refused with 413 from ``Content-Length``, or cut off as a
     disconnect once a body without one passes it), so no request makes the server parse a
-    huge document. For ``POST .../upload``:
+    huge document. For ``POST .../upload``, and each path of ``forms`` (a form with a photo and
+    at most that many parts in all, such as the REST API's search):
 
     - ``max_in_flight`` uploads are read at once (each is held in memory up to its cap, so a
       crowd of slow clients cannot fill the server's memory);
@@ -166,9 +209,11 @@ class UploadGuard:
         max_in_flight: int = 8,
         max_json_bytes: int = 1024 * 1024,
         trust_forwarded: bool = False,
+        forms: Mapping[str, int] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.app = app
+        self.forms = dict(forms or {})
         self.max_request_bytes = int(max_request_bytes)
         self.max_files = int(max_files)
         self.per_minute = int(per_minute)
@@ -192,7 +237,9 @@ class UploadGuard:
             k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
         }
         length = headers.get("content-length", "")
-        if not str(scope.get("path", "")).rstrip("/").endswith("/upload"):
+        path = str(scope.get("path", "")).rstrip("/")
+        parts = self.forms.get(path, self.max_files if path.endswith("/upload") else None)
+        if parts is None:
             await self._capped(scope, receive, send, length)
             return
         if length.isdigit() and int(length) > self.max_request_bytes:
@@ -211,7 +258,7 @@ class UploadGuard:
                 await _refuse(send, 429, "the server is busy with uploads; please try again")
                 return
             boundary = _boundary(headers.get("content-type", ""))
-            body, problem = await self._read(receive, boundary)
+            body, problem = await self._read(receive, boundary, parts)
         if problem:
             await _refuse(send, 413, problem)
             return
@@ -287,7 +334,9 @@ class UploadGuard:
             self._accepted_bytes += n
             return True
 
-    async def _read(self, receive: Receive, boundary: bytes | None) -> tuple[bytes, str | None]:
+    async def _read(
+        self, receive: Receive, boundary: bytes | None, max_parts: int
+    ) -> tuple[bytes, str | None]:
         chunks: list[bytes] = []
         size = 0
         marker = b"--" + boundary if boundary else None
@@ -304,8 +353,8 @@ class UploadGuard:
                 window = tail + chunk
                 parts += window.count(marker) - tail.count(marker)
                 tail = window[-(len(marker) - 1) :] if len(marker) > 1 else b""
-                if parts - 1 > self.max_files:  # the last marker closes the form
-                    return b"", f"at most {self.max_files} file(s) per upload"
+                if parts - 1 > max_parts:  # the last marker closes the form
+                    return b"", f"at most {max_parts} part(s) per upload"
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks), None

@@ -24,8 +24,8 @@ from searchcore.calibrate import MatchGate
 from searchcore.catalog import parse_price
 from searchcore.engine import SearchEngine, SearchResult
 from searchcore.errors import SearchError
-from searchcore.query import Query, answer, good_match
-from searchcore.web.guard import ServedImages, upload_path
+from searchcore.query import Query, answer, good_match, run
+from searchcore.web.guard import QueryQueue, ServedImages, upload_path
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +67,12 @@ class Page:
         currency: str = "€",
         upload_dir: str | Path | None = None,
         served: ServedImages | None = None,
+        queue: QueryQueue | None = None,
     ) -> None:
         from gradio.utils import get_upload_folder
 
         self.engine = engine
+        self.queue = queue or QueryQueue()  # the photo slot, shared with the REST API
         self.gate = gate
         self.currency = currency
         self.upload_dir = Path(upload_dir or get_upload_folder())
@@ -101,21 +103,12 @@ class Page:
                 upscale=upscale,
                 mode=mode,
             )
-            text = query.text
-            if path is None and not text:
-                raise gr.Error("Add a photo, a description, or both.", print_exception=False)
-            label = "photo" + (f" + {text!r}" if text else "") if path else text
-            result = self.engine.search(
-                image=path,
-                text=text or None,
-                text_weight=query.text_weight,
-                k=query.k,
-                filters=query.filters,
-                upscale=query.upscale,
-                query_label=label,
-                mode=query.mode,
-            )
-        return result, self.gate.threshold(path is not None, bool(text), query.text_weight)
+            if path is None:
+                result = run(self.engine, query)
+            else:  # the photo slot the REST API shares: one photo at a time on this server
+                with self.queue.enter(photo=True):
+                    result = run(self.engine, query, path)
+        return result, self.gate.threshold(path is not None, bool(query.text), query.text_weight)
 
     def api(self, result: SearchResult, threshold: float) -> dict[str, Any]:
         return answer(result, threshold)

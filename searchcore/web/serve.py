@@ -20,7 +20,7 @@ from typing import Any
 from searchcore.calibrate import MatchGate, calibrate
 from searchcore.config import ServeSettings, Settings
 from searchcore.engine import SearchEngine
-from searchcore.web.guard import UploadGuard
+from searchcore.web.guard import QueryQueue, UploadGuard
 
 SERVE_FLAGS = tuple(f.name for f in fields(ServeSettings) if f.name != "follow_seconds")
 
@@ -130,32 +130,53 @@ def start(
     return engine, gate, catalog
 
 
-def launch(demo: Any, settings: Settings, *, host: str | None, port: int | None, css: str) -> None:
-    """Serve ``demo``: a bounded queue, the upload guard in front, nothing served by path."""
+def launch(
+    demo: Any,
+    settings: Settings,
+    engine: SearchEngine,
+    gate: MatchGate,
+    queue: QueryQueue,
+    *,
+    host: str | None,
+    port: int | None,
+    css: str,
+) -> None:
+    """Serve the page at ``/`` and the REST API at ``/api/v1`` on one server: a bounded queue,
+    the upload guard in front of both, nothing served by path."""
     import gradio as gr
-    from starlette.middleware import Middleware
+    import uvicorn
+    from fastapi import FastAPI
+
+    from searchcore.web.rest import FORM_PARTS, PREFIX, SEARCH_PATH, create_api
 
     serve = settings.serve
     # Two workers for cheap events, photo events one at a time (their shared slot, app.py).
     demo.queue(max_size=serve.queue_size, default_concurrency_limit=2)
     max_bytes = settings.images.max_bytes
-    guard = Middleware(
+    server = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    server.add_middleware(
         UploadGuard,
-        max_request_bytes=max_bytes + 64 * 1024,  # the photo and its form's headers
+        max_request_bytes=max_bytes + 64 * 1024,  # the photo and its form's other fields
         per_minute=serve.uploads_per_minute,
         window_bytes=int(serve.upload_folder_mb * 1024 * 1024),
         trust_forwarded=bool(os.environ.get("SPACE_ID")),  # behind the Space's proxy
+        forms={SEARCH_PATH: FORM_PARTS},
     )
+    server.mount(PREFIX, create_api(engine, gate, queue, max_photo_bytes=max_bytes))
     # No allowed_paths: the page serves the catalog's photos as copies in Gradio's cache
     # (ServedImages), so nothing of the shop's folder is reachable by URL.
-    demo.launch(
-        server_name=host,
-        server_port=port,
+    gr.mount_gradio_app(
+        server,
+        demo,
+        path="",
         max_file_size=max_bytes,
         show_error=False,
         ssr_mode=False,
         theme=gr.themes.Soft(),
         css=css,
         footer_links=["api"],
-        app_kwargs={"middleware": [guard]},
     )
+    host = host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
+    port = port or int(os.environ.get("GRADIO_SERVER_PORT") or 7860)
+    print(f"* Running on http://{host}:{port} (REST API: {PREFIX}/docs)", flush=True)
+    uvicorn.run(server, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
