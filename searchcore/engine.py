@@ -377,7 +377,16 @@ class SearchEngine:
         if active and view.index.pushes_filters:
             return view.index.search(vec, k, filters=filters)
         allowed = self.filter_mask(filters, view.catalog) if active else None  # type: ignore[arg-type]
-        return view.index.search(vec, k, allowed=allowed)
+        found = view.index.search(vec, k, allowed=allowed)
+        ok = view.searchable
+        labels = np.asarray(found.labels, dtype=np.int64)
+        if ok is not None and len(labels):
+            inside = (labels >= 0) & (labels < len(ok))
+            if not (inside.all() and ok[labels].all()):
+                # A live commit changed the shared index after this view was taken: ask again
+                # within this view's own rows (rare: only queries that overlap a commit).
+                found = view.index.search(vec, k, allowed=ok if allowed is None else allowed & ok)
+        return found
 
     def _search_vector(
         self, view: View, vec: np.ndarray, k: int, filters: Filters | None, clock: _Clock

@@ -40,6 +40,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,7 @@ class LiveShop:
         self.folder = Path(folder)
         self.lock_timeout = lock_timeout
         self._write = threading.Lock()
-        _with_live_columns(engine.catalog)
+        engine.swap(replace(engine.view, catalog=_with_live_columns(engine.catalog)))
         self._manifest = read_manifest(self.folder)
         with self._locked():
             self.cleanup()
@@ -214,8 +215,7 @@ class LiveShop:
         view, manifest = load_state(Settings(), str(self.folder), attempts=1)
         if not isinstance(view.index, HnswIndex):
             raise SearchError("live catalog changes need an hnswlib index folder")
-        _with_live_columns(view.catalog)
-        self.engine.swap(view)
+        self.engine.swap(replace(view, catalog=_with_live_columns(view.catalog)))
         self._manifest = manifest
 
     def _live_rows(self, ids: list[str]) -> list[int]:
@@ -284,7 +284,10 @@ class LiveShop:
         lexical = self.engine.lexical
         if not isinstance(lexical, LexicalIndex) or texts_key(product_texts(new_df)) != lexical.key:
             lexical = LexicalIndex.build(new_df)  # the words changed: index them anew
-        self.catalog.df = new_df  # rows first: a reader never sees a label without its row
+        catalog = replace(self.catalog, df=new_df, sha256=sha)
+        # Rows first: readers get the new rows (not searchable until the commit) before the
+        # index holds any label for them, so a label never lacks its row.
+        self.engine.swap(View(catalog, index, self.engine.view.version, lexical))
         try:
             if change is not None:
                 change(index)
@@ -294,9 +297,9 @@ class LiveShop:
                 entry = lexical.save(self.folder)  # new words: new files (else the same ones)
             meta["lexical"] = entry
             meta["catalog"] = {
-                **catalog_meta(self.catalog, None),
+                **catalog_meta(catalog, None),
                 "snapshot": snapshot.name,
-                "root": relative(self.catalog.root, self.folder),
+                "root": relative(catalog.root, self.folder),
                 "sha256": sha,
                 "rows": len(new_df),
                 "column_map": [],
@@ -306,9 +309,8 @@ class LiveShop:
             # Nothing was committed: go back to what is on disk (the index may hold the change).
             self._reload()
             raise
-        self.catalog.sha256 = sha
         self._manifest = manifest
-        self.engine.swap(View(self.catalog, index, manifest_version(manifest), lexical))
+        self.engine.swap(View(catalog, index, manifest_version(manifest), lexical))
 
     def cleanup(self) -> list[Path]:
         """Remove what unacknowledged changes left (call under :meth:`_locked`): temp files,
@@ -466,11 +468,10 @@ def _refuse_repeats(ids: list[str]) -> None:
         seen.add(i)
 
 
-def _with_live_columns(catalog: Catalog) -> None:
-    """Give the catalog the shop's own columns (a new table: readers may hold the old one)."""
+def _with_live_columns(catalog: Catalog) -> Catalog:
+    """The catalog with the shop's own columns (a new object: readers may hold the old one)."""
     missing = {col: "" for col in (REMOVED, IMAGE_SHA) if col not in catalog.df}
-    if missing:
-        catalog.df = catalog.df.assign(**missing)
+    return replace(catalog, df=catalog.df.assign(**missing)) if missing else catalog
 
 
 def _extend_columns(df: pd.DataFrame, rows: list[Mapping[str, str]]) -> pd.DataFrame:

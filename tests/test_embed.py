@@ -116,7 +116,7 @@ def test_default_without_the_shipped_model_is_an_error_not_a_random_model(
     import searchcore.embed.spec as spec
 
     monkeypatch.setattr(spec, "DEFAULT_MODEL_DIR", tmp_path / "absent")
-    with pytest.raises(ConfigError, match="shipped model .* is not installed"):
+    with pytest.raises(ConfigError, match=r"shipped model .* is not installed"):
         load_embedder("default")
 
 

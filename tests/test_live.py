@@ -178,6 +178,25 @@ def _shop_with(shop: LiveShop, df) -> LiveShop:
     return shop
 
 
+def test_a_view_taken_before_a_commit_answers_from_its_own_rows(folder: Path) -> None:
+    """Commits swap new views in, but the hnswlib index is shared and changes in place: a query
+    still reading an older view must never get a label beyond its catalog (a new product), nor
+    a reused tombstone's label read as the removed product."""
+    shop = _open(folder)
+    engine, purple = shop.engine, png((120, 0, 140))
+    before = engine.view
+    shop.add([{"id": "new", "title": "Purple mug"}], [purple])
+    engine.swap(before)  # as a reader that took the view before the commit sees it
+    assert "new" not in {h.id for h in engine.search_image(purple, k=30).hits}
+    shop._reload()
+    shop.remove(["new"])
+    removed = engine.view
+    shop.add([{"id": "newer", "title": "Purple cap"}], [purple])  # reuses the tombstone's label
+    engine.swap(removed)
+    hits = engine.search_image(purple, k=30).hits
+    assert {"new", "newer"}.isdisjoint(h.id for h in hits) and len(hits) == 24
+
+
 def test_orphans_of_unacknowledged_changes_are_cleaned(folder: Path) -> None:
     shop = _open(folder)
     live_dir = shop.catalog.root / LIVE_DIR
@@ -225,10 +244,10 @@ def readers(engine, *, k: int, n: int):
     def read() -> None:
         try:
             while not stop.is_set():
-                view = engine.view
-                hits = engine.search_text("green", k=k).hits
-                assert len(hits) == k and all(h.title for h in hits)
-                assert len(view.index) <= len(view.catalog)
+                result = engine.search_text("green", k=k, mode="vector")
+                hits = result.hits + engine.search_text("green", k=k).hits
+                assert len(hits) == 2 * k and all(h.title for h in hits)
+                assert len({h.id for h in result.hits}) == k
                 queries[0] += 1
         except BaseException as exc:
             errors.append(exc)
