@@ -9,7 +9,9 @@ lanes: bench_indexing.py). On a GPU, or with one torch thread, photos are decode
 thread pool while the model embeds the previous batch.
 
 A photo that is missing or undecodable is skipped, listed in the manifest, counted in the
-report, and never stops the build.
+report, and never stops the build; nor do the catalog rows that loading left out (listed too).
+Only more than ``max_bad_fraction`` of the catalog's rows bad (left out, or skipped for their
+photo) refuses the build, before anything is written.
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ from typing import Any
 import numpy as np
 
 from searchcore import __version__
-from searchcore.catalog import Catalog
+from searchcore.catalog import (
+    MAX_BAD_FRACTION,
+    Catalog,
+    Problem,
+    check_bad_fraction,
+    check_fraction,
+)
 from searchcore.config import IndexSettings
 from searchcore.console import progress_bar
 from searchcore.embed import BatchEmbedder, Embedder
@@ -47,6 +55,9 @@ class BuildReport:
     indexed: int
     skipped: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    # catalog rows left out for their problems: {"row" (as in the file), "id", "reason"}
+    left_out: list[dict[str, Any]] = field(default_factory=list)
+    rows: int = 0  # the catalog file's rows
 
     @property
     def images_per_s(self) -> float:
@@ -62,6 +73,17 @@ class BuildReport:
             text += "".join(f"\n  {s['id']}: {s['reason']}" for s in self.skipped[:20])
             if len(self.skipped) > 20:
                 text += f"\n  ... and {len(self.skipped) - 20} more (listed in the manifest)"
+        if self.left_out:
+            text += (
+                f"\nleft out {len(self.left_out)} of {self.rows} catalog rows with problems "
+                "(--strict refuses the catalog instead):"
+            )
+            for r in self.left_out[:20]:
+                who = f" (id {r['id']})" if r["id"] else ""
+                text += f"\n  row {r['row']}{who}: {r['reason']}"
+            if len(self.left_out) > 20:
+                more = len(self.left_out) - 20
+                text += f"\n  ... and {more} more (`searchcore catalog validate` lists them all)"
         return text
 
 
@@ -100,6 +122,7 @@ def build_index(
     shard: tuple[int, int] = (0, 1),
     collection: str = "products",
     token: str | None = None,
+    max_bad_fraction: float | None = MAX_BAD_FRACTION,
 ) -> BuildReport:
     """Embed the catalog's photos into an index folder, or into a Milvus collection.
 
@@ -109,8 +132,11 @@ def build_index(
     ``*.db`` file. With Milvus,
     ``shard=(i, n)`` embeds only rows ``r`` with ``r % n == i``, so ``n`` jobs can fill one
     collection in parallel, and a rerun skips products already stored with the same model.
+    More than ``max_bad_fraction`` of the catalog file's rows bad (left out by loading, or
+    without a usable photo) raises CatalogError before the index is written (None: no limit).
     """
     settings = settings or IndexSettings()
+    check_fraction(max_bad_fraction)
     i, n = shard
     if not (n >= 1 and 0 <= i < n):
         raise ConfigError(f"shard must be i/n with 0 <= i < n, not {i}/{n}")
@@ -127,6 +153,7 @@ def build_index(
             shard=shard,
             collection=collection,
             token=token,
+            max_bad_fraction=max_bad_fraction,
         )
     if n != 1:
         raise ConfigError(
@@ -155,13 +182,30 @@ def build_index(
     )
     if len(index) == 0:
         raise SearchError(f"no product of {catalog.source} has a usable image; nothing to index")
+    _check_bad(catalog, skipped, max_bad_fraction)
     seconds = time.perf_counter() - started
     meta = _meta(catalog, embedder, out, skipped, seconds)
     lexical = LexicalIndex.build(catalog)  # the words of every row, for text search
     with folder_lock(out):  # the same lock as live writers: a build is one more commit
         meta["lexical"] = lexical.save(out)
         commit_folder(out, index, meta, current_manifest(out))
-    return BuildReport(folder=out, indexed=len(index), skipped=skipped, seconds=seconds)
+    return _report(out, len(index), skipped, seconds, catalog)
+
+
+def _report(
+    folder: Path, indexed: int, skipped: list[dict[str, Any]], seconds: float, catalog: Catalog
+) -> BuildReport:
+    rows = catalog.report.rows if catalog.report is not None else len(catalog)
+    left_out = [p.record() for p in catalog.left_out]
+    return BuildReport(folder, indexed, skipped, seconds, left_out, rows)
+
+
+def _check_bad(catalog: Catalog, skipped: list[dict[str, Any]], limit: float | None) -> None:
+    """Refuse the build when too many of the catalog's rows are bad (see load_catalog)."""
+    if catalog.report is None:
+        return
+    photos = [Problem("image", s["reason"], None, s["id"]) for s in skipped]
+    check_bad_fraction(catalog.report, [*catalog.left_out, *photos], limit)
 
 
 def _meta(
@@ -173,7 +217,12 @@ def _meta(
 ) -> dict[str, Any]:
     return {
         "model": {"spec": embedder.spec, "fingerprint": embedder.fingerprint, "dim": embedder.dim},
-        "catalog": catalog_meta(catalog, out),
+        # the catalog as loaded: strictly or not, and the rows left out (the same on every load)
+        "catalog": {
+            **catalog_meta(catalog, out),
+            "strict": catalog.strict,
+            "left_out": catalog.left_out_meta(),
+        },
         "skipped": skipped,
         "build": {"seconds": round(seconds, 3), "searchcore_version": __version__},
     }
@@ -192,6 +241,7 @@ def _build_milvus(
     shard: tuple[int, int],
     collection: str,
     token: str | None,
+    max_bad_fraction: float | None,
 ) -> BuildReport:
     from searchcore.stores.milvus import MilvusStore
 
@@ -228,13 +278,12 @@ def _build_milvus(
         progress=progress,
         lanes=lanes,
     )
+    _check_bad(catalog, skipped, max_bad_fraction)  # (a shard's job sees its own photos)
     seconds = time.perf_counter() - started
     meta = _meta(catalog, embedder, None, skipped[:1000], seconds)
     meta["shards"] = n
     store.save(meta)
-    return BuildReport(
-        folder=Path(uri), indexed=len(rows) - len(skipped), skipped=skipped, seconds=seconds
-    )
+    return _report(Path(uri), len(rows) - len(skipped), skipped, seconds, catalog)
 
 
 def _embed_rows(

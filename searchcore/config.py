@@ -113,6 +113,11 @@ class Settings:
 
     catalog: Path | None = None
     column_map: tuple[tuple[str, str], ...] = ()
+    # A row with a problem (empty title, bad price, unsafe image path...) is left out of the
+    # index; strict refuses the whole catalog instead. More than max_bad_fraction of the rows
+    # bad (left out, or without a usable photo) refuses a build in either mode.
+    strict_catalog: bool = False
+    max_bad_fraction: float = 0.5
     model: str = "default"
     # An index folder (hnswlib) or a Milvus URI / Milvus Lite *.db file (see searchcore.stores).
     index_dir: str | None = None
@@ -155,6 +160,10 @@ class Settings:
             values["catalog"] = Path(v)
         if (v := get("MAP")) is not None:
             values["column_map"] = parse_column_map(v.split(","))
+        if (v := get("STRICT_CATALOG")) is not None:
+            values["strict_catalog"] = v.lower() in ("1", "true", "yes", "on")
+        if (v := get("MAX_BAD_FRACTION")) is not None:
+            values["max_bad_fraction"] = _number("SEARCHCORE_MAX_BAD_FRACTION", v, float)
         if (v := get("MODEL")) is not None:
             values["model"] = v
         if (v := get("INDEX")) is not None:

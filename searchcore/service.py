@@ -45,7 +45,12 @@ def make_embedder(settings: Settings, spec: str | None = None) -> ClipEmbedder |
 
 
 def catalog_for_index(location: str, manifest: dict) -> Catalog:
-    """The catalog an index was built from, refused if it changed since."""
+    """The catalog an index was built from, refused if it changed since.
+
+    Loaded as the build loaded it (strictly or not: older manifests, built strictly, leave out
+    nothing either way), with no bad-row limit (the build applied its own), and refused unless
+    it leaves out the very rows the build left out: labels are catalog rows.
+    """
     meta = manifest.get("catalog") or {}
     if meta.get("snapshot"):  # a live shop: the catalog is a snapshot inside the index folder
         return _snapshot_catalog(Path(location), manifest)
@@ -61,8 +66,16 @@ def catalog_for_index(location: str, manifest: dict) -> Catalog:
             f"the catalog of index {location} is gone ({meta.get('path')}); rebuild with "
             f"`searchcore index build --catalog FILE --out {location}`"
         )
-    catalog = load_catalog(source, column_map)
-    if catalog.sha256 != meta.get("sha256") or len(catalog) != meta.get("rows"):
+    catalog = load_catalog(
+        source, column_map, strict=meta.get("strict") is True, max_bad_fraction=None
+    )
+    left_out = meta.get("left_out")
+    digest = left_out.get("digest") if isinstance(left_out, dict) else None
+    if (
+        catalog.sha256 != meta.get("sha256")
+        or len(catalog) != meta.get("rows")
+        or (digest is not None and catalog.left_out_meta()["digest"] != digest)
+    ):
         raise IndexMismatchError(
             f"catalog {source} changed since index {location} was built; rebuild with "
             f"`{rebuild_command(catalog, manifest['model']['spec'], location)}`"
@@ -80,7 +93,9 @@ def _snapshot_catalog(folder: Path, manifest: dict) -> Catalog:
     path = folder / name
     if not path.is_file():
         raise IndexMismatchError(f"catalog snapshot {path} is missing; the index folder is damaged")
-    catalog = load_catalog(path, root=(folder / str(meta.get("root", ".."))))
+    # A live shop writes only rows it checked: strict, as ever (a row left out would move labels).
+    root = folder / str(meta.get("root", ".."))
+    catalog = load_catalog(path, strict=True, max_bad_fraction=None, root=root)
     if catalog.sha256 != meta.get("sha256") or len(catalog) != meta.get("rows"):
         raise IndexMismatchError(f"catalog snapshot {path} does not match its manifest")
     return catalog
@@ -229,18 +244,25 @@ def open_or_build(
         return open_engine(settings, index_dir)
     except IndexMismatchError as exc:
         say(f"building the index in {index_dir} ({exc}) ...")
+        loaded = load_catalog(  # refused (strict, too many bad rows) before the model loads
+            catalog,
+            settings.column_map,
+            strict=settings.strict_catalog,
+            max_bad_fraction=settings.max_bad_fraction,
+        )
         embedder = make_embedder(settings)
         # Nothing is served yet, so the build takes every core, one lane each (the app serves
         # one torch thread per request, which would otherwise make it a single lane).
         lanes = usable_cpus() if runs_in_lanes(embedder) else None
         report = build_index(
-            load_catalog(catalog, settings.column_map),
+            loaded,
             embedder,
             index_dir,
             progress=progress,
             lanes=lanes,
             collection=settings.milvus_collection,
             token=settings.milvus_token,
+            max_bad_fraction=settings.max_bad_fraction,
         )
         say(report.summary())
         return open_engine(settings, index_dir)

@@ -105,11 +105,15 @@ def test_refused_rows(tmp_path: Path, change: dict, kind: str) -> None:
     rows[2].update(change)
     path = _shop(tmp_path, rows)
     with pytest.raises(CatalogError) as info:
-        load_catalog(path)
+        load_catalog(path, strict=True)
     assert kind in _kinds(info.value)
     assert "catalog validate" in str(info.value)
-    report = load_catalog(path, strict=False).report
+    # not strict (the default): the row is left out and listed, the rest loads
+    cat = load_catalog(path)
+    report = cat.report
     assert not report.ok and any(p.row == 2 for p in report.errors)
+    assert [(p.row, p.kind) for p in report.left_out] == [(2, kind)]
+    assert cat.df["id"].tolist() == ["00000", "00001"] and len(cat.left_out) == 1
 
 
 def test_symlink_out_of_the_catalog_is_refused(tmp_path: Path) -> None:
@@ -122,8 +126,10 @@ def test_symlink_out_of_the_catalog_is_refused(tmp_path: Path) -> None:
     rows.append({"id": "x", "title": "t", "image": "images/link.png", "price": ""})
     pd.DataFrame(rows).to_csv(path, index=False)
     with pytest.raises(CatalogError) as info:
-        load_catalog(path)
+        load_catalog(path, strict=True)
     assert "symlink" in str(info.value.report.errors[0])
+    cat = load_catalog(path)  # not strict: the row is left out, the photo never opened
+    assert "x" not in cat.df["id"].tolist() and "symlink" in cat.left_out[0].message
 
 
 def test_symlink_inside_the_catalog_is_fine(tmp_path: Path) -> None:

@@ -197,6 +197,19 @@ def test_a_view_taken_before_a_commit_answers_from_its_own_rows(folder: Path) ->
     assert {"new", "newer"}.isdisjoint(h.id for h in hits) and len(hits) == 24
 
 
+def test_an_id_removed_then_added_again_reopens(folder: Path) -> None:
+    """The tombstone keeps the old row (label == row) beside the new one with the same id:
+    only live rows must have distinct ids."""
+    shop = _open(folder)
+    shop.remove(["00003"])
+    shop.add([{"id": "00003", "title": "Back again"}], [png((120, 0, 140))])
+    again = _open(folder)
+    assert again.engine.search_image(png((120, 0, 140)), k=1).hits[0].title == "Back again"
+    assert again.catalog.rows_for_ids(["00003"]) == [24]  # the product on sale, not its tombstone
+    assert again.engine.similar("00003", k=3).hits
+    assert check_invariants(again) == []
+
+
 def test_orphans_of_unacknowledged_changes_are_cleaned(folder: Path) -> None:
     shop = _open(folder)
     live_dir = shop.catalog.root / LIVE_DIR

@@ -8,8 +8,29 @@ import json
 from pathlib import Path
 
 from searchcore.cli.common import Handler, catalog_args, settings_from_args
-from searchcore.config import UpscaleSettings, parse_column_map
-from searchcore.errors import ConfigError, SearchError
+from searchcore.config import Settings, UpscaleSettings, parse_column_map
+from searchcore.errors import CatalogError, ConfigError, SearchError
+
+VALIDATE_HELP = (
+    "check a catalog and its images: lists every problem. Rows with problems (empty title, "
+    "bad price, unsafe image path, duplicate id...) are left out of an index, so this exits "
+    "0 unless the catalog cannot be read, or more than --max-bad-fraction of its rows are bad "
+    "(the build would be refused), or, with --strict, anything at all is wrong"
+)
+
+
+def bad_row_args(p: argparse.ArgumentParser, strict_help: str) -> None:
+    """``--strict`` and ``--max-bad-fraction`` (over SEARCHCORE_STRICT_CATALOG and
+    SEARCHCORE_MAX_BAD_FRACTION)."""
+    p.add_argument("--strict", action="store_true", default=None, help=strict_help)
+    p.add_argument(
+        "--max-bad-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="refuse the catalog when more than this fraction of its rows are bad: left out, "
+        "or without a usable photo (default 0.5)",
+    )
 
 
 def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None], Handler]:
@@ -21,10 +42,16 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
     gen.add_argument("--n", type=int, default=1200)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--size", type=int, default=192, help="image side in pixels (128-256)")
-    val = cat.add_parser("validate", help="check a catalog and its images")
+    val = cat.add_parser(
+        "validate", help="check a catalog and its images", description=VALIDATE_HELP
+    )
     catalog_args(val)
     val.add_argument("--no-decode", action="store_true", help="only check that image files exist")
     val.add_argument("--json", action="store_true")
+    bad_row_args(
+        val,
+        "exit 1 on any problem at all, missing or undecodable photos included",
+    )
 
     for action, text in (
         ("add", "add a product (with its photo) to a live index"),
@@ -67,15 +94,39 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from searchcore.catalog import load_catalog
+    """Print the report; exit 1 when a build would refuse the catalog (or, --strict, on any
+    problem at all), else 0."""
+    from searchcore.catalog import bad_fraction_problem, check_fraction, load_catalog
 
-    catalog = load_catalog(
-        args.catalog, parse_column_map(args.map), strict=False, check_images=not args.no_decode
-    )
-    report = catalog.report
+    settings = Settings.from_env(strict_catalog=args.strict, max_bad_fraction=args.max_bad_fraction)
+    limit = settings.max_bad_fraction
+    check_fraction(limit)
+    try:
+        catalog = load_catalog(
+            args.catalog,
+            parse_column_map(args.map),
+            strict=settings.strict_catalog,
+            max_bad_fraction=None,
+            check_images=not args.no_decode,
+        )
+    except CatalogError as exc:
+        if exc.report is None:  # unreadable: one line, as every user error
+            raise
+        report, refused, listed = exc.report, str(exc), True  # the summary lists why
+    else:
+        report, refused, listed = catalog.report, None, False
     assert report is not None
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
-    return 0 if report.ok else 1
+    if refused is None and settings.strict_catalog and not report.ok:
+        refused = "--strict: the catalog has problems (listed in the report)"
+    refused = refused or bad_fraction_problem(report, report.bad, limit)
+    if args.json:
+        out = {**report.to_dict(), "max_bad_fraction": limit, "refused": refused}
+        print(json.dumps(out, indent=2))
+    else:
+        print(report.summary())
+        if refused and not listed:
+            print(f"refused: {refused}")
+    return 1 if refused else 0
 
 
 def _live_shop(args: argparse.Namespace):

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from searchcore.cli.catalog import bad_row_args
 from searchcore.cli.common import (
     Handler,
     catalog_args,
@@ -60,6 +61,11 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
         "torch thread on the CPU, 1 on a GPU)",
     )
     b.add_argument("--no-progress", action="store_true")
+    bad_row_args(
+        b,
+        "refuse the whole catalog when any row has a problem (default: leave such "
+        "rows out of the index and list them)",
+    )
 
     s = sub.add_parser("search", help="query an index")
     s.add_argument("--index", required=True, help="index folder or Milvus URI / *.db file")
@@ -118,9 +124,19 @@ def cmd_build(args: argparse.Namespace) -> int:
     from searchcore.catalog import load_catalog
     from searchcore.service import make_embedder
 
-    settings = settings_from_args(args, milvus_collection=args.collection)
+    settings = settings_from_args(
+        args,
+        milvus_collection=args.collection,
+        strict_catalog=args.strict,
+        max_bad_fraction=args.max_bad_fraction,
+    )
     shard = _parse_shard(args.shard)
-    catalog = load_catalog(args.catalog, parse_column_map(args.map))
+    catalog = load_catalog(
+        args.catalog,
+        parse_column_map(args.map),
+        strict=settings.strict_catalog,
+        max_bad_fraction=settings.max_bad_fraction,
+    )
     embedder = make_embedder(settings)
     index_settings = IndexSettings(
         m=args.m, ef_construction=args.ef_construction, ef_search=args.ef_search
@@ -137,6 +153,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         shard=shard,
         collection=settings.milvus_collection,
         token=settings.milvus_token,
+        max_bad_fraction=settings.max_bad_fraction,
     )
     print(report.summary())
     return 0
