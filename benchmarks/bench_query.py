@@ -219,6 +219,10 @@ def running_app(
         "SEARCHCORE_MODEL": args.model,
         "SEARCHCORE_UPSCALER": args.upscaler,
         "SEARCHCORE_THREADS": str(threads),
+        # One client sends every photo here: lift the per-client upload limits (a measurement,
+        # not a stranger's flood).
+        "SEARCHCORE_UPLOADS_PER_MINUTE": "1000000",
+        "SEARCHCORE_UPLOAD_FOLDER_MB": "100000",
         "GRADIO_ANALYTICS_ENABLED": "False",
     }
     if weights is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -42,6 +43,9 @@ def test_the_wheels_package_list_is_the_tree() -> None:
     assert tool["package-dir"] == {"searchcore.assets": "assets"}
 
 
+_caches = shutil.ignore_patterns("__pycache__", "*.pyc")
+
+
 @pytest.mark.slow
 def test_a_wheel_installed_outside_the_checkout_serves_the_shipped_model(
     colour_catalog: Path, tmp_path: Path
@@ -58,8 +62,14 @@ def test_a_wheel_installed_outside_the_checkout_serves_the_shipped_model(
     run = lambda *a, **kw: subprocess.run(  # noqa: E731
         [str(x) for x in a], capture_output=True, text=True, timeout=600, **kw
     )
+    # Built from a copy of what the wheel is made of: setuptools writes build/ where it builds.
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "searchcore", "assets"):
+        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy2
+        copy(ROOT / name, source / name, **({"ignore": _caches} if name == "searchcore" else {}))
     built = run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                "-q", "-w", wheels, ROOT)  # fmt: skip
+                "-q", "-w", wheels, source)  # fmt: skip
     assert built.returncode == 0, built.stderr
     (wheel,) = wheels.glob("searchcore-*.whl")
     assert run(sys.executable, "-m", "venv", "--without-pip", venv).returncode == 0

@@ -167,7 +167,15 @@ def test_photos_take_the_slot_the_page_holds(engine) -> None:
     assert ok.status_code == 200 and ok.json()["results"][0]["colour"] == "red"
 
 
-def test_the_query_fields_are_the_parsers() -> None:
+def test_the_query_fields_are_the_parsers_and_the_clis() -> None:
+    """One query, three doors: Query.parse (the page's API and REST) and `searchcore search`."""
+    import argparse
     import inspect
 
+    from searchcore.cli.main import build_parser
+
     assert list(FIELDS) == list(inspect.signature(Query.parse).parameters)
+    parser, _ = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    flags = {o for a in sub.choices["search"]._actions for o in a.option_strings}
+    assert {"--" + name.replace("_", "-") for name in FIELDS} <= flags

@@ -9,6 +9,8 @@ override them.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import os
 import time
 import warnings
@@ -179,4 +181,15 @@ def launch(
     host = host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
     port = port or int(os.environ.get("GRADIO_SERVER_PORT") or 7860)
     print(f"* Running on http://{host}:{port} (REST API: {PREFIX}/docs)", flush=True)
-    uvicorn.run(server, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+    # The page's open event streams never end by themselves: on shutdown uvicorn waits for
+    # them, then cancels them. That is the expected end of a stream, not an error to report.
+    logging.getLogger("uvicorn.error").addFilter(_StreamsCancelledAtShutdown())
+    uvicorn.run(server, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
+
+
+class _StreamsCancelledAtShutdown(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        cancelled = record.exc_info is not None and isinstance(
+            record.exc_info[1], asyncio.CancelledError
+        )
+        return not (cancelled or "graceful shutdown exceeded" in record.getMessage())
