@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
+from searchcore.degrade import Degradation, degrade
 from searchcore.engine import SearchEngine
 from searchcore.errors import ImageError, LockTimeoutError
 from searchcore.fsutil import folder_lock, read_json
@@ -67,11 +68,11 @@ NONSENSE_TEXT = (
 )
 
 
-def _degrade(img: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """A catalog photo as a shopper might send it: smaller and softer."""
-    side = int(rng.integers(48, 112))
-    img = img.resize((side, side), Image.Resampling.BILINEAR)
-    return img.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.0, 1.5))))
+def _shopper_photo(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A catalog photo as a shopper might send it: 48-111 px wide (its shape kept) and softened
+    by a blur drawn per photo; the shopper degradation training and evaluation use."""
+    softer = Degradation(min_width=48, max_width=111, blur=round(float(rng.uniform(0, 1.5)), 3))
+    return degrade(img, softer, rng)
 
 
 def _nonsense_image(rng: np.random.Generator, side: int = 96) -> Image.Image:
@@ -113,7 +114,7 @@ def calibrate(
             "percentile": percentile,
             "model": engine.embedder.fingerprint,
             "n": n,
-            "version": 1,
+            "version": 2,  # 2: the shared shopper degradation (searchcore.degrade)
         }
         try:
             saved = read_json(cache, 1 << 20)
@@ -127,7 +128,7 @@ def calibrate(
     photos = []
     for r in rows:
         try:
-            photos.append(_degrade(decode_image(engine.catalog.image_path(int(r))), rng))
+            photos.append(_shopper_photo(decode_image(engine.catalog.image_path(int(r))), rng))
         except ImageError:  # a photo that went bad after indexing: calibrate without it
             continue
     titles = engine.catalog.df["title"].iloc[rows].tolist()

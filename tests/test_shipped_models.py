@@ -62,7 +62,7 @@ def test_default_spec_is_the_shipped_model_and_fp16_loads_into_fp32() -> None:
 
 
 def test_shipped_clip_finds_products_in_a_fresh_shop(fresh_shop) -> None:
-    from searchcore.training.degrade import DEFAULT_CONDITIONS
+    from searchcore.degrade import DEFAULT_CONDITIONS
     from searchcore.training.evaluate import EvalConfig, evaluate
 
     config = EvalConfig(
@@ -77,7 +77,7 @@ def test_shipped_clip_finds_products_in_a_fresh_shop(fresh_shop) -> None:
 
 
 def test_shipped_upscaler_beats_bicubic(fresh_shop) -> None:
-    from searchcore.training.degrade import DEFAULT_CONDITIONS
+    from searchcore.degrade import DEFAULT_CONDITIONS
     from searchcore.training.evaluate import EvalConfig, Strategy, evaluate
 
     spec, weights = load_upscaler_folder(SHIPPED_UPSCALER_DIR)

@@ -17,10 +17,7 @@ from PIL import Image
 from searchcore.catalog import load_catalog
 from searchcore.cli import main
 from searchcore.config import UpscaleSettings
-from searchcore.errors import ConfigError, WeightsError
-from searchcore.training import metrics
-from searchcore.training.data import attribute_columns, held_out_mask, training_text
-from searchcore.training.degrade import (
+from searchcore.degrade import (
     DEFAULT_CONDITIONS,
     Degradation,
     degrade,
@@ -28,6 +25,9 @@ from searchcore.training.degrade import (
     parse_degradation,
     sample_shopper,
 )
+from searchcore.errors import ConfigError, WeightsError
+from searchcore.training import metrics
+from searchcore.training.data import attribute_columns, held_out_mask, training_text
 from searchcore.training.evaluate import EvalConfig, Strategy, evaluate
 from searchcore.training.report import write_report
 from searchcore.upscale import UpscalePolicy

@@ -12,10 +12,10 @@ from PIL import Image
 
 from searchcore.catalog import load_catalog
 from searchcore.cli import main
+from searchcore.degrade import Degradation, degrade, parse_condition, sample_shopper
 from searchcore.errors import ConfigError
 from searchcore.training import metrics
 from searchcore.training.data import held_out_mask
-from searchcore.training.degrade import Degradation, degrade, parse_condition, sample_shopper
 from searchcore.training.evaluate import EvalConfig, Strategy, evaluate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

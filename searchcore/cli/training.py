@@ -411,9 +411,9 @@ def cmd_train_upscaler(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from searchcore.degrade import DEFAULT_CONDITIONS, parse_condition
     from searchcore.service import make_embedder
     from searchcore.training.data import trained_rows
-    from searchcore.training.degrade import DEFAULT_CONDITIONS, parse_condition
     from searchcore.training.evaluate import EvalConfig, evaluate
     from searchcore.training.report import write_report
     from searchcore.training.strategies import build_strategies
@@ -465,7 +465,7 @@ def _text_queries(args: argparse.Namespace) -> tuple[dict, ...]:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from searchcore.training.degrade import parse_condition
+    from searchcore.degrade import parse_condition
     from searchcore.training.tune import SHOPPER_CONDITIONS, TuneConfig, parse_floats, tune
 
     settings = settings_from_args(args)

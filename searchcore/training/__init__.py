@@ -1,7 +1,7 @@
 """Training and evaluation: the code that made the shipped models, usable on any shop's catalog.
 
-* :mod:`~searchcore.training.degrade` - shopper-like photo degradations (one implementation,
-  shared by training's degraded view and evaluation's queries);
+* shopper-like photo degradations live in the core (:mod:`searchcore.degrade`: training's
+  degraded view, evaluation's queries and the match gate's calibration share them);
 * :mod:`~searchcore.training.data` - product splits, texts built from titles and attributes,
   photo loading, a model's training record (which rows it trained on);
 * :mod:`~searchcore.training.batches` - finetune's batches (clean and shopper views);

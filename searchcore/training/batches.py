@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageEnhance
 
+from searchcore.degrade import degrade, sample_shopper
 from searchcore.training.data import training_text
-from searchcore.training.degrade import degrade, sample_shopper
 
 
 def clean_view(img: Image.Image, rng: np.random.Generator, config: Any) -> Image.Image:

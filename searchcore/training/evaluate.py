@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from searchcore.catalog import Catalog
+from searchcore.degrade import DEFAULT_CONDITIONS, Degradation, degrade
 from searchcore.errors import ConfigError, SearchError
 from searchcore.training import metrics, text_eval
 from searchcore.training.data import (
@@ -40,7 +41,6 @@ from searchcore.training.data import (
     sample,
     test_mask,
 )
-from searchcore.training.degrade import DEFAULT_CONDITIONS, Degradation, degrade
 
 KS = (1, 5, 10)
 # Query photos of conditions with a width range are also scored per width band: where does

@@ -33,6 +33,7 @@ import numpy as np
 
 from searchcore.catalog import Catalog
 from searchcore.console import progress_bar
+from searchcore.degrade import DEFAULT_CONDITIONS
 from searchcore.embed import ModelSpec, pick_device
 from searchcore.errors import ConfigError, SearchError
 from searchcore.training.batches import Batches
@@ -44,7 +45,6 @@ from searchcore.training.common import (
     seed_everything,
 )
 from searchcore.training.data import TRAINING_FILE, attribute_columns, load_photos, split_masks
-from searchcore.training.degrade import DEFAULT_CONDITIONS
 from searchcore.training.evaluate import EvalConfig, Strategy, evaluate
 
 VAL_CONDITIONS = ("x4-blur", "shopper")

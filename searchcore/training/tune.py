@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from searchcore.catalog import Catalog
+from searchcore.degrade import Degradation, parse_condition
 from searchcore.errors import ConfigError
 from searchcore.training.data import HASH, TRAINING_FILE, split_masks
-from searchcore.training.degrade import Degradation, parse_condition
 from searchcore.training.evaluate import EvalConfig, evaluate
 from searchcore.training.finetune import FinetuneConfig, finetune
 from searchcore.training.report import VARIANT_FINETUNED, headline, write_comparison

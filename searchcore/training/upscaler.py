@@ -27,13 +27,13 @@ from PIL import Image
 
 from searchcore.catalog import Catalog
 from searchcore.console import progress_bar
+from searchcore.degrade import DEFAULT_CONDITIONS, Degradation, degrade
 from searchcore.embed import pick_device
 from searchcore.errors import ConfigError, WeightsError
 from searchcore.fsutil import atomic_write, file_sha256, write_json_atomic
 from searchcore.training import metrics
 from searchcore.training.common import count_params, hardware, lr_at, seed_everything
 from searchcore.training.data import held_out_mask, load_photos
-from searchcore.training.degrade import DEFAULT_CONDITIONS, Degradation, degrade
 from searchcore.upscale import FOLDER_CONFIG
 
 WEIGHTS_FILE = "model.safetensors"
