@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import os
 import re
 import shutil
@@ -62,11 +63,18 @@ def _stemmer() -> Any:
     return Stemmer.Stemmer("english")
 
 
-def tokenize(texts: Sequence[str]) -> list[list[str]]:
-    """Words of each text as the index sees them: normalised, stop words out, stemmed."""
+def _bm25s() -> Any:
+    """bm25s, imported on first use. It sets its own logger to DEBUG on import, so every build
+    would print "Building index from tokens" through an application's handlers: warnings only."""
     import bm25s
 
-    return bm25s.tokenize(
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+
+def tokenize(texts: Sequence[str]) -> list[list[str]]:
+    """Words of each text as the index sees them: normalised, stop words out, stemmed."""
+    return _bm25s().tokenize(
         [normalise(t) for t in texts],
         stopwords="en",
         stemmer=_stemmer(),
@@ -138,7 +146,7 @@ class LexicalIndex:
 
     @classmethod
     def build(cls, catalog: Catalog | pd.DataFrame) -> LexicalIndex:
-        import bm25s
+        bm25s = _bm25s()
 
         df = catalog.df if isinstance(catalog, Catalog) else catalog
         texts = product_texts(df)
@@ -245,7 +253,7 @@ class LexicalIndex:
     @classmethod
     def load(cls, folder: Path, entry: Any, *, fix: str) -> LexicalIndex:
         """Open the lexical index a manifest names, refusing anything it does not vouch for."""
-        import bm25s
+        bm25s = _bm25s()
 
         if (
             not isinstance(entry, dict)
