@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Every benchmark once, with its defaults (about 25 minutes on 2 busy cores); extra arguments
+# Every benchmark once, with its defaults (about 35 minutes on 2 busy cores); extra arguments
 # (e.g. --tag idle) go to each script. Results land in benchmarks/results/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python}
 status=0
-for script in bench_query bench_indexing bench_ann bench_upscale bench_backends bench_text; do
+for script in bench_query bench_indexing bench_ann bench_upscale bench_backends bench_text bench_runtime; do
     echo "== $script ($(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?') load)"
     "$python" "benchmarks/$script.py" "$@" || status=1
 done

@@ -18,7 +18,15 @@ from typing import Any
 import _common as C
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-ORDER = ("query_latency", "indexing_throughput", "ann", "upscale_cost", "backends", "text_search")
+ORDER = (
+    "query_latency",
+    "indexing_throughput",
+    "ann",
+    "upscale_cost",
+    "backends",
+    "text_search",
+    "runtime",
+)
 
 
 def load(results: Path, name: str) -> dict[str, Any] | None:
@@ -143,6 +151,11 @@ def glance(results: Path, names: list[str]) -> str:
                     "text_search",
                 ]
             )
+    runtime = load(results, "runtime")  # bench_runtime.py states its own targets
+    for t in (runtime or {}).get("results", {}).get("targets", []):
+        measured = t["measured"]
+        shown = f"{measured:.7f}" if "cosine" in t["target"] else C.fmt(measured)
+        rows.append([t["target"], t["setting"], shown, t["goal"], t["verdict"], "runtime"])
     return C.md_table(["target", "setting", "measured", "target", "verdict", "details"], rows)
 
 

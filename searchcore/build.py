@@ -216,7 +216,12 @@ def _meta(
     seconds: float,
 ) -> dict[str, Any]:
     return {
-        "model": {"spec": embedder.spec, "fingerprint": embedder.fingerprint, "dim": embedder.dim},
+        "model": {
+            "spec": embedder.spec,
+            "fingerprint": embedder.fingerprint,
+            "dim": embedder.dim,
+            "runtime": getattr(embedder, "runtime", "torch"),
+        },
         # the catalog as loaded: strictly or not, and the rows left out (the same on every load)
         "catalog": {
             **catalog_meta(catalog, out),

@@ -16,6 +16,9 @@ from typing import Any
 from searchcore.errors import ConfigError
 
 UPSCALE_MODES = ("auto", "always", "never")
+# How the model runs (searchcore.embed.onnx): torch; a model folder's ONNX export (fp32, or
+# int8 with a fingerprint of its own); auto = the folder's verified fp32 export, else torch.
+RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
 
 
 def usable_cpus() -> int:
@@ -138,6 +141,16 @@ class Settings:
     # How text queries fuse the lexical and vector rankings (searchcore.fusion): "rrf" or
     # "weighted" (measured side by side by `searchcore eval`).
     fusion: str = "weighted"
+    # "auto": a model folder's ONNX export where `searchcore model export` wrote a verified
+    # one (faster on a CPU, same fingerprint), else torch; see RUNTIMES.
+    runtime: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(
+                f"runtime (SEARCHCORE_RUNTIME, --runtime) must be one of {', '.join(RUNTIMES)}, "
+                f"not {self.runtime!r}"
+            )
 
     @property
     def columns(self) -> dict[str, str]:
@@ -188,6 +201,8 @@ class Settings:
             values["upscale"] = UpscaleSettings(mode=v)
         if (v := get("FUSION")) is not None:
             values["fusion"] = v
+        if (v := get("RUNTIME")) is not None:
+            values["runtime"] = v
         serve = {}
         for f in fields(ServeSettings):
             if (v := get(f.name.upper())) is not None:

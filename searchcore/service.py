@@ -34,13 +34,17 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def make_embedder(settings: Settings, spec: str | None = None) -> ClipEmbedder | PixelEmbedder:
+def make_embedder(
+    settings: Settings, spec: str | None = None, runtime: str | None = None
+) -> ClipEmbedder | PixelEmbedder | Embedder:
+    """The model ``spec`` (default: the settings') on ``runtime`` (default: the settings')."""
     return load_embedder(
         spec or settings.model,
         cache_dir=settings.cache_dir,
         allow_download=settings.allow_download,
         device=settings.device,
         batch_size=settings.batch_size,
+        runtime=runtime or settings.runtime,
     )
 
 
@@ -182,11 +186,16 @@ def open_engine(
             f"the manifest of {location} does not name its model; rebuild the index"
         )
     fix = rebuild_command(catalog, model_meta["spec"], location)
-    embedder = embedder or make_embedder(settings, recorded_spec(model_meta["spec"]))
+    # int8 has weights of its own: an index built with it is served with it unless told otherwise
+    runtime = settings.runtime
+    if runtime == "auto" and model_meta.get("runtime") == "onnx-int8":
+        runtime = "onnx-int8"
+    embedder = embedder or make_embedder(settings, recorded_spec(model_meta["spec"]), runtime)
     if embedder.fingerprint != model_meta.get("fingerprint"):
+        built, now = model_meta.get("runtime", "torch"), getattr(embedder, "runtime", "torch")
         raise IndexMismatchError(
-            f"model {model_meta['spec']!r} has other weights than when index {location} was built; "
-            f"rebuild with `{fix}`"
+            f"model {model_meta['spec']!r} ({now}) has other weights than when index {location} "
+            f"was built ({built}); rebuild with `{fix}`"
         )
     if store.dim != embedder.dim:
         raise IndexMismatchError(

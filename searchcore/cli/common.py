@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from searchcore.config import Settings
+from searchcore.config import RUNTIMES, Settings
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -27,6 +27,17 @@ def model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int)
     p.add_argument("--device", default=None)
     p.add_argument("--allow-download", action="store_true", default=None)
+    runtime_arg(p)
+
+
+def runtime_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default=None,
+        help="torch, a model folder's ONNX export (onnx, onnx-int8), or auto: the folder's "
+        "verified ONNX export when it has one, else torch (default auto; env SEARCHCORE_RUNTIME)",
+    )
 
 
 def upscaler_args(p: argparse.ArgumentParser) -> None:
@@ -41,7 +52,15 @@ def settings_from_args(args: argparse.Namespace, **extra: object) -> Settings:
 
     fields = {
         name: getattr(args, name, None)
-        for name in ("model", "device", "threads", "allow_download", "upscaler", "upscaler_weights")
+        for name in (
+            "model",
+            "device",
+            "threads",
+            "allow_download",
+            "upscaler",
+            "upscaler_weights",
+            "runtime",
+        )
     }
     settings = Settings.from_env(**fields, **extra)
     set_threads(settings.threads)

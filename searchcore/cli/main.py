@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from searchcore.cli import catalog, search, training
+from searchcore.cli import catalog, model, search, training
 from searchcore.cli.common import Handler
 from searchcore.errors import SearchError
 
@@ -24,7 +24,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[tuple[str, str | None]
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = p.add_subparsers(dest="command", required=True)
     handlers: dict[tuple[str, str | None], Handler] = {}
-    for add in (catalog.add_commands, search.add_commands, training.add_commands, search.add_demo):
+    for add in (
+        catalog.add_commands,
+        search.add_commands,
+        training.add_commands,
+        model.add_commands,
+        search.add_demo,
+    ):
         handlers.update(add(sub))
     return p, handlers
 

@@ -12,6 +12,7 @@ from searchcore.cli.common import (
     Handler,
     catalog_args,
     model_args,
+    runtime_arg,
     settings_from_args,
     upscaler_args,
 )
@@ -94,6 +95,7 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
     s.add_argument("--json", action="store_true", help="one JSON object per query per line")
     upscaler_args(s)
     s.add_argument("--threads", type=int)
+    runtime_arg(s)  # the index's model, on torch or its ONNX export
 
     u = sub.add_parser("upscale", help="upscale one photo with Real-ESRGAN")
     u.add_argument("input", type=Path)

@@ -22,9 +22,15 @@ Model specs (``--model`` / ``SEARCHCORE_MODEL``):
 Custom architectures are open_clip JSON configs (``model_configs/*.json`` here, or any file
 passed to :func:`register_architecture`). Embeddings are float32, L2-normalised, ``(n, dim)``.
 
+Runtimes (``--runtime`` / ``SEARCHCORE_RUNTIME``): ``torch``; ``onnx`` and ``onnx-int8``, a
+model folder's ONNX export (``searchcore model export``, :mod:`.onnx`); ``auto``, the folder's
+verified fp32 export when it has one, else torch. fp32 ONNX keeps the weights' fingerprint
+(indexes serve with either runtime), int8 gets its own.
+
 Layout: :mod:`.protocols` (what callers may rely on), :mod:`.spec` (model specs and this
-package's architectures), :mod:`.clip` (the open_clip embedder), :mod:`.pixels` (the baseline).
-Anything in searchcore may import it; torch and open_clip load when a model does.
+package's architectures), :mod:`.clip` (the open_clip embedder), :mod:`.onnx` (its ONNX export
+and runtime), :mod:`.pixels` (the baseline). Anything in searchcore may import it; torch,
+open_clip and onnxruntime load when a model does.
 """
 
 from searchcore.demo.assets import ASSETS, DEFAULT_MODEL_DIR
@@ -35,6 +41,7 @@ from searchcore.embed.clip import (
     pick_device,
     save_model,
 )
+from searchcore.embed.onnx import FIDELITY_TOLERANCE, OnnxEmbedder, export_onnx
 from searchcore.embed.pixels import PixelEmbedder
 from searchcore.embed.protocols import BatchEmbedder, Embedder
 from searchcore.embed.spec import (
@@ -48,13 +55,16 @@ from searchcore.embed.spec import (
 __all__ = [
     "ASSETS",
     "DEFAULT_MODEL_DIR",
+    "FIDELITY_TOLERANCE",
     "PACKAGE_CONFIGS",
     "BatchEmbedder",
     "BatchTransform",
     "ClipEmbedder",
     "Embedder",
     "ModelSpec",
+    "OnnxEmbedder",
     "PixelEmbedder",
+    "export_onnx",
     "load_embedder",
     "model_config",
     "pick_device",

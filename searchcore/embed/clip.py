@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from searchcore.config import RUNTIMES
 from searchcore.embed.pixels import PixelEmbedder
+from searchcore.embed.protocols import BatchEmbedder
 from searchcore.embed.spec import (
     DEFAULT_SEED,
     ModelSpec,
@@ -111,6 +113,7 @@ class ClipEmbedder:
     """An open_clip model with its preprocessing and tokenizer, ready for inference."""
 
     has_text = True
+    runtime = "torch"
 
     def __init__(
         self,
@@ -249,11 +252,22 @@ def load_embedder(
     device: str = "cpu",
     batch_size: int = 32,
     seed: int = DEFAULT_SEED,
-) -> ClipEmbedder | PixelEmbedder:
-    """Build an embedder from a spec string (see the module docstring)."""
+    runtime: str = "torch",
+) -> ClipEmbedder | PixelEmbedder | BatchEmbedder:
+    """Build an embedder from a spec string (see the module docstring).
+
+    ``runtime``: ``torch``; ``onnx`` or ``onnx-int8``, a model folder's ONNX export (written by
+    ``searchcore model export``); ``auto``, the folder's fp32 export when it is there, current
+    and verified, else torch (:func:`searchcore.embed.onnx.with_runtime`).
+    """
     import torch
 
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
+    onnx_only = runtime in ("onnx", "onnx-int8")
     if spec == "pixels" or spec.startswith("pixels:"):
+        if onnx_only:
+            raise ConfigError(f"{spec} is not a model: it has no ONNX runtime (use torch)")
         size = spec.partition(":")[2] or "16"
         w, x, h = size.partition("x")
         if not w.isdigit() or (x and not h.isdigit()):
@@ -263,7 +277,14 @@ def load_embedder(
     from searchcore._compat import hf_hub_offline
 
     parsed = ModelSpec.parse(spec)
+    if onnx_only and parsed.kind != "local":
+        raise ConfigError(
+            f"runtime {runtime} runs a model folder's ONNX export, and {spec!r} is not a folder: "
+            f"run `searchcore model export --model {spec} --out DIR`, then use --model DIR"
+        )
     device = pick_device(device)
+    if onnx_only and device != "cpu":
+        raise ConfigError(f"runtime {runtime} runs on the CPU, not on {device}")
     import open_clip
 
     ensure_package_configs()
@@ -319,9 +340,14 @@ def load_embedder(
             )
         )
         raise WeightsError(f"cannot load model {spec!r}: {first_line(exc)}{offline}") from None
-    return ClipEmbedder(
+    embedder = ClipEmbedder(
         model, preprocess, tokenizer, spec=spec, device=device, batch_size=batch_size
     )
+    if runtime == "torch" or parsed.kind != "local" or device != "cpu":
+        return embedder  # auto: only a model folder on the CPU can have an ONNX export
+    from searchcore.embed.onnx import with_runtime
+
+    return with_runtime(embedder, Path(parsed.name), runtime)
 
 
 def _check_has_weights(parsed: ModelSpec) -> None:

@@ -1,0 +1,170 @@
+"""``searchcore model export``: a model's towers as ONNX files in a model folder.
+
+Handlers import torch, open_clip and onnxruntime when they run, so ``searchcore --help`` stays
+fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+from typing import Any
+
+from searchcore.cli.common import Handler, settings_from_args
+from searchcore.errors import ConfigError, ImageError, WeightsError
+
+
+def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None], Handler]:
+    grp = sub.add_parser("model", help="model folders: export to ONNX").add_subparsers(
+        dest="action", required=True
+    )
+    ex = grp.add_parser(
+        "export",
+        help="write a model's image and text towers as ONNX files (and a fidelity report) "
+        "into a model folder, for --runtime onnx / auto",
+    )
+    ex.add_argument(
+        "--model",
+        required=True,
+        help="a model folder (written into when --out is the same folder), 'default', a "
+        "pretrained NAME:TAG or random:ARCH (a model folder is written at --out first)",
+    )
+    ex.add_argument("--out", type=Path, required=True, help="the model folder to write")
+    ex.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write dynamically quantised int8 towers (--runtime onnx-int8; a fingerprint "
+        "of their own: indexes are built with them to be served with them)",
+    )
+    ex.add_argument(
+        "--catalog", type=Path, help="check fidelity on this catalog's photos and titles"
+    )
+    ex.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="CANONICAL=COLUMN",
+        help="the catalog's own headers, e.g. --map title=productDisplayName",
+    )
+    ex.add_argument("--samples", type=int, default=24, help="sample photos for the fidelity check")
+    ex.add_argument("--threads", type=int)
+    ex.add_argument("--allow-download", action="store_true", default=None)
+    return {("model", "export"): cmd_export}
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from searchcore.embed import ClipEmbedder, ModelSpec
+    from searchcore.embed.onnx import ONNX_MANIFEST, export_onnx
+    from searchcore.service import make_embedder
+
+    if args.samples < 2:
+        raise ConfigError("--samples must be at least 2")
+    settings = settings_from_args(args).with_(device="cpu", runtime="torch")
+    parsed = ModelSpec.parse(args.model)
+    embedder = make_embedder(settings)
+    if not isinstance(embedder, ClipEmbedder):
+        raise ConfigError(f"{args.model} is not a CLIP model: there is nothing to export")
+    out: Path = args.out
+    if parsed.kind == "local":
+        source = Path(parsed.name)
+        if out.resolve() != source.resolve():
+            print(f"copying model folder {source} to {out}")
+            shutil.copytree(
+                source,
+                out,
+                dirs_exist_ok=True,
+                ignore=shutil.ignore_patterns("*.onnx", ONNX_MANIFEST, ".*.tmp"),
+            )
+            embedder = make_embedder(settings, str(out))
+    else:
+        embedder = _write_folder(embedder, parsed, out, settings)
+    photos, texts = _catalog_samples(args) if args.catalog else (None, None)
+    print(f"exporting {args.model} to ONNX in {out} (fidelity on sample photos and texts) ...")
+    try:
+        manifest = export_onnx(
+            embedder, out, int8=args.int8, photos=photos, texts=texts, samples=args.samples
+        )
+    except OSError as exc:
+        raise WeightsError(f"cannot write the ONNX export into {out}: {exc}") from None
+    print(report_text(manifest, out))
+    return 0
+
+
+def _write_folder(embedder: Any, parsed: Any, out: Path, settings: Any) -> Any:
+    """A model folder at ``out`` for a spec that is not one (pretrained tag, random:ARCH), then
+    that folder loaded: the ONNX files are checked against what the folder itself serves."""
+    from searchcore.embed import model_config, save_model
+    from searchcore.service import make_embedder
+
+    if parsed.kind == "hub":
+        raise ConfigError(
+            "an hf-hub: model is exported from a folder: download it into one first "
+            "(`huggingface-cli download ORG/REPO --local-dir DIR`), then --model DIR"
+        )
+    print(f"writing model folder {out} for {parsed.raw}")
+    card = f"# {parsed.raw}\n\nWritten by `searchcore model export` from `{parsed.raw}`.\n"
+    save_model(embedder, out, model_config(parsed.name), card=card)
+    return make_embedder(settings, str(out))
+
+
+def _catalog_samples(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
+    """Up to ``--samples`` photos spread over the catalog, and their titles."""
+    from searchcore.catalog import load_catalog
+    from searchcore.config import parse_column_map
+    from searchcore.images import decode_image
+
+    catalog = load_catalog(args.catalog, parse_column_map(args.map))
+    paths = catalog.image_paths()
+    step = max(1, len(paths) // args.samples)
+    photos, texts = [], []
+    for row in range(0, len(paths), step):
+        try:
+            photos.append(decode_image(paths[row]))
+        except ImageError:
+            continue
+        texts.append(str(catalog.df["title"].iloc[row]))
+        if len(photos) == args.samples:
+            break
+    if len(photos) < 2:
+        raise ConfigError(f"catalog {args.catalog} has fewer than 2 readable photos")
+    return photos, texts
+
+
+def report_text(manifest: dict[str, Any], out: Path) -> str:
+    """The files written and the fidelity of each variant, for a person."""
+    tol = manifest["tolerance"]
+    lines = [f"wrote {out / 'onnx.json'}"]
+    for variant, entry in manifest["variants"].items():
+        for tower, f in entry["files"].items():
+            lines.append(
+                f"wrote {out / f['path']} ({f['bytes'] / 2**20:.1f} MiB, sha256 "
+                f"{f['sha256'][:12]}...)  [{variant} {tower}]"
+            )
+    lines.append(
+        f"fidelity: cosine to torch on {manifest['samples']['photos']} photos and "
+        f"{manifest['samples']['texts']} texts (min / mean; batch of 1 min)"
+    )
+    for variant, entry in manifest["variants"].items():
+        fid = entry["fidelity"]
+        parts = [
+            f"{t} {fid[t]['min_cosine']:.7f} / {fid[t]['mean_cosine']:.7f}; "
+            f"{fid[t]['batch_of_1_min_cosine']:.7f}"
+            for t in ("image", "text")
+        ]
+        agree = (
+            f"top-1 agreement text->photo {fid['text_to_photo_top1_agreement']:.0%}, "
+            f"photo->photo {fid['photo_to_photo_top1_agreement']:.0%}"
+        )
+        if variant == "fp32":
+            verdict = (
+                f"within {tol}: serves indexes built with torch (same fingerprint)"
+                if entry["within_tolerance"]
+                else f"BELOW {tol}: not used by --runtime auto; own fingerprint"
+            )
+        else:
+            verdict = "own fingerprint: build the index with --runtime onnx-int8 to serve it"
+        lines.append(f"  {variant}: {'  '.join(parts)}  {agree}")
+        lines.append(f"    {verdict}")
+    lines.append(f"use it: --model {out} --runtime onnx (or auto; SEARCHCORE_RUNTIME for the app)")
+    return "\n".join(lines)

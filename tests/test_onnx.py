@@ -1,0 +1,214 @@
+"""ONNX Runtime beside torch: export, load, parity and the fingerprint rules, on a tiny model.
+
+One tiny model folder is exported once for the module (fp32 and int8); tests that change a
+folder work on a copy of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY_CLIP_CONFIG
+from PIL import Image
+
+from searchcore.config import Settings, UpscaleSettings
+from searchcore.embed import (
+    FIDELITY_TOLERANCE,
+    ClipEmbedder,
+    OnnxEmbedder,
+    export_onnx,
+    load_embedder,
+    save_model,
+)
+from searchcore.embed.onnx import ONNX_MANIFEST, sample_photos
+from searchcore.errors import ConfigError, IndexMismatchError, WeightsError
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TEXTS = ["red sneakers with white soles", "navy t-shirt", "", "a mug " * 20, "blue dress"]
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_clip: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("onnx") / "model"
+    save_model(load_embedder(tiny_clip, seed=3), folder, TINY_CLIP_CONFIG)
+    export_onnx(load_embedder(str(folder)), folder, int8=True, samples=8)
+    return folder
+
+
+@pytest.fixture
+def copy(exported: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(exported, tmp_path / "model"))
+
+
+def photos() -> list[Image.Image]:
+    return [*sample_photos(4, 80, seed=7), Image.new("RGB", (30, 50), (200, 30, 30))]
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1)
+
+
+def test_onnx_embeds_like_torch_under_the_same_fingerprint(exported: Path) -> None:
+    torch_emb = load_embedder(str(exported))
+    onnx_emb = load_embedder(str(exported), runtime="onnx", batch_size=2)  # batches of 2, 2, 1
+    assert isinstance(onnx_emb, OnnxEmbedder) and onnx_emb.runtime == "onnx"
+    assert torch_emb.runtime == "torch" and onnx_emb.spec == torch_emb.spec == str(exported)
+    assert onnx_emb.fingerprint == torch_emb.fingerprint and onnx_emb.dim == torch_emb.dim == 16
+    imgs = photos()
+    a, b = torch_emb.embed_images(imgs), onnx_emb.embed_images(imgs)
+    assert b.dtype == np.float32 and b.shape == (5, 16)
+    assert np.allclose(np.linalg.norm(b, axis=1), 1, atol=1e-5)
+    assert cosines(a, b).min() >= FIDELITY_TOLERANCE
+    ta, tb = torch_emb.embed_texts(TEXTS), onnx_emb.embed_texts(TEXTS)
+    assert tb.shape == (5, 16) and cosines(ta, tb).min() >= FIDELITY_TOLERANCE
+    # one photo at a time (a query) and five at once (a build) give the same vectors
+    ones = np.concatenate([onnx_emb.embed_images([im]) for im in imgs])
+    assert np.abs(ones - onnx_emb.embed_pixels(onnx_emb.preprocess_images(imgs))).max() < 1e-5
+    assert onnx_emb.embed_images([]).shape == (0, 16) and onnx_emb.embed_texts([]).shape == (0, 16)
+
+
+def test_auto_picks_onnx_and_onnx_json_records_files_and_fidelity(exported: Path) -> None:
+    assert isinstance(load_embedder(str(exported), runtime="auto"), OnnxEmbedder)
+    manifest = json.loads((exported / ONNX_MANIFEST).read_text())
+    torch_emb = load_embedder(str(exported))
+    assert manifest["model"]["torch_fingerprint"] == torch_emb.fingerprint
+    assert manifest["opset"] >= 17 and manifest["tolerance"] == FIDELITY_TOLERANCE
+    fp32, int8 = manifest["variants"]["fp32"], manifest["variants"]["int8"]
+    assert fp32["within_tolerance"] is True and fp32["fidelity"]["min_cosine"] >= 0.9999
+    for tower in ("image", "text"):
+        f = fp32["files"][tower]
+        assert hashlib.sha256((exported / f["path"]).read_bytes()).hexdigest() == f["sha256"]
+        assert fp32["fidelity"][tower]["batch_of_1_min_cosine"] >= 0.9999
+    # int8's cost is reported, not hidden: below fp32's, and measured on the same samples
+    assert 0.9 < int8["fidelity"]["min_cosine"] < fp32["fidelity"]["min_cosine"]
+    assert int8["files"]["image"]["path"] == "image.int8.onnx"
+
+
+def test_int8_loads_under_a_fingerprint_of_its_own(exported: Path) -> None:
+    torch_emb = load_embedder(str(exported))
+    int8 = load_embedder(str(exported), runtime="onnx-int8")
+    assert isinstance(int8, OnnxEmbedder) and int8.runtime == "onnx-int8"
+    assert int8.fingerprint != torch_emb.fingerprint
+    imgs = photos()
+    assert cosines(torch_emb.embed_images(imgs), int8.embed_images(imgs)).min() > 0.95
+
+
+def test_a_changed_onnx_file_is_refused(copy: Path) -> None:
+    path = copy / "image.onnx"
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    for runtime in ("onnx", "auto"):
+        with pytest.raises(WeightsError, match=r"not the file onnx\.json recorded"):
+            load_embedder(str(copy), runtime=runtime)
+    (copy / ONNX_MANIFEST).write_text("{not json")
+    with pytest.raises(WeightsError, match="damaged"):
+        load_embedder(str(copy), runtime="auto")
+
+
+def test_onnx_files_from_other_weights_fall_back_to_torch_or_are_refused(
+    tiny_clip: str, copy: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    save_model(load_embedder(tiny_clip, seed=4), copy, TINY_CLIP_CONFIG)  # new weights, old ONNX
+    with caplog.at_level(logging.WARNING, logger="searchcore.embed.onnx"):
+        auto = load_embedder(str(copy), runtime="auto")
+    assert isinstance(auto, ClipEmbedder) and auto.runtime == "torch"
+    assert "exported from other weights" in caplog.text and "model export" in caplog.text
+    with pytest.raises(WeightsError, match="re-run `searchcore model export"):
+        load_embedder(str(copy), runtime="onnx")
+
+
+def test_where_there_is_no_onnx_export(tiny_clip: str, tmp_path: Path) -> None:
+    folder = save_model(load_embedder(tiny_clip), tmp_path / "plain", TINY_CLIP_CONFIG)
+    assert isinstance(load_embedder(str(folder), runtime="auto"), ClipEmbedder)
+    with pytest.raises(ConfigError, match="no ONNX export; run `searchcore model export"):
+        load_embedder(str(folder), runtime="onnx")
+    assert isinstance(load_embedder(tiny_clip, runtime="auto"), ClipEmbedder)
+    with pytest.raises(ConfigError, match="not a folder"):
+        load_embedder(tiny_clip, runtime="onnx")
+    with pytest.raises(ConfigError, match="runtime must be one of"):
+        load_embedder(tiny_clip, runtime="tensorrt")
+    with pytest.raises(ConfigError, match="no ONNX runtime"):
+        load_embedder("pixels", runtime="onnx")
+    export_onnx(load_embedder(str(folder)), folder, samples=3)  # fp32 only
+    with pytest.raises(ConfigError, match=r"no int8 ONNX export.*--int8"):
+        load_embedder(str(folder), runtime="onnx-int8")
+
+
+def test_the_runtime_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().runtime == "auto"
+    assert Settings.from_env({"SEARCHCORE_RUNTIME": "onnx-int8"}).runtime == "onnx-int8"
+    with pytest.raises(ConfigError, match="auto, torch, onnx, onnx-int8"):
+        Settings.from_env({"SEARCHCORE_RUNTIME": "bogus"})
+    from searchcore.cli import main
+
+    monkeypatch.setenv("SEARCHCORE_RUNTIME", "bogus")
+    assert main(["model", "export", "--model", "random:RN50", "--out", "unused"]) == 2
+
+
+def test_an_index_built_with_torch_serves_with_onnx(
+    exported: Path, colour_catalog: Path, tmp_path: Path
+) -> None:
+    from searchcore.build import build_index
+    from searchcore.catalog import load_catalog
+    from searchcore.service import open_engine
+    from searchcore.stores.manifest import read_manifest
+
+    index = tmp_path / "ix"
+    build_index(load_catalog(colour_catalog), load_embedder(str(exported)), index, lanes=2)
+    assert read_manifest(index)["model"]["runtime"] == "torch"
+    base = Settings(model=str(exported), upscale=UpscaleSettings(mode="never"))
+    by_torch = open_engine(base.with_(runtime="torch"), index)
+    by_onnx = open_engine(base.with_(runtime="onnx"), index)
+    assert by_onnx.embedder.runtime == "onnx" and by_torch.embedder.runtime == "torch"
+    photo = sorted((colour_catalog.parent / "images").iterdir())[5]
+    for query in ({"image": photo}, {"text": "red cap", "mode": "vector"}):
+        a, b = by_torch.search(k=8, **query), by_onnx.search(k=8, **query)
+        assert [h.id for h in a.hits] == [h.id for h in b.hits]
+        assert np.allclose([h.score for h in a.hits], [h.score for h in b.hits], atol=1e-4)
+    # an index built with int8 says so, and torch does not serve it
+    int8_index = tmp_path / "ix8"
+    build_index(
+        load_catalog(colour_catalog),
+        load_embedder(str(exported), runtime="onnx-int8"),
+        int8_index,
+        lanes=2,  # two lanes share one single-threaded session
+    )
+    assert read_manifest(int8_index)["model"]["runtime"] == "onnx-int8"
+    assert open_engine(base.with_(runtime="onnx-int8"), int8_index).embedder.runtime == "onnx-int8"
+    # auto serves an int8 index with int8 (its weights), never a silent rebuild in fp32
+    assert open_engine(base.with_(runtime="auto"), int8_index).embedder.runtime == "onnx-int8"
+    with pytest.raises(IndexMismatchError, match=r"\(torch\) has other weights .* \(onnx-int8\)"):
+        open_engine(base.with_(runtime="torch"), int8_index)
+
+
+def test_cli_exports_a_model_folder_and_builds_with_the_runtime_flag(
+    tiny_clip: str, colour_catalog: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from searchcore.cli import main
+    from searchcore.stores.manifest import read_manifest
+
+    out = tmp_path / "exported"
+    assert main(["model", "export", "--model", tiny_clip, "--out", str(out), "--samples", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "fidelity: cosine to torch on 4 photos" in printed and "fp32: image 0.99999" in printed
+    assert "serves indexes built with torch" in printed and "image.onnx" in printed
+    assert (out / "open_clip_config.json").is_file() and (out / ONNX_MANIFEST).is_file()
+    assert load_embedder(str(out)).fingerprint == load_embedder(tiny_clip).fingerprint
+    # a model folder, exported in place with --int8, checked on a catalog's photos and titles
+    argv = ["model", "export", "--model", str(out), "--out", str(out), "--int8"]
+    assert main([*argv, "--catalog", str(colour_catalog), "--samples", "6"]) == 0
+    manifest = json.loads((out / ONNX_MANIFEST).read_text())
+    assert manifest["samples"] == {"photos": 6, "texts": 6} and "int8" in manifest["variants"]
+    assert "own fingerprint" in capsys.readouterr().out
+    ix = tmp_path / "ix"
+    argv = ["index", "build", "--catalog", str(colour_catalog), "--model", str(out)]
+    assert main([*argv, "--runtime", "onnx-int8", "--out", str(ix)]) == 0
+    assert read_manifest(ix)["model"]["runtime"] == "onnx-int8"
