@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ from searchcore.images import DRAFT, decode_image
 from searchcore.stores.base import is_milvus
 from searchcore.stores.hnsw import HnswIndex, commit_folder
 from searchcore.stores.lexical import LexicalIndex
-from searchcore.stores.manifest import current_manifest
+from searchcore.stores.manifest import CatalogRecord, ModelRecord, current_manifest
 
 READ_AHEAD_BYTES = 256 * 2**20  # prepared photos waiting for the model, at most (about)
 
@@ -92,7 +92,9 @@ def rebuild_command(catalog: Catalog, model: str, out: str | Path) -> str:
     return f"searchcore index build --catalog {catalog.source}{maps} --model {model} --out {out}"
 
 
-def catalog_meta(catalog: Catalog, folder: Path | None) -> dict[str, Any]:
+def catalog_record(catalog: Catalog, folder: Path | None, **fields: Any) -> CatalogRecord:
+    """What an index records of ``catalog``: its file (absolute, and relative to the index
+    ``folder`` where there is one), hash, rows and column mapping; ``fields`` add or replace."""
     src = Path(catalog.source).resolve() if catalog.source else None
     rel = None
     if src is not None and folder is not None:
@@ -100,13 +102,14 @@ def catalog_meta(catalog: Catalog, folder: Path | None) -> dict[str, Any]:
             rel = str(Path(relative(src, folder)))
         except ValueError:
             rel = None
-    return {
-        "path": str(src) if src else None,
-        "relative_path": rel,
-        "sha256": catalog.sha256,
-        "rows": len(catalog),
-        "column_map": [list(p) for p in catalog.column_map],
-    }
+    record = CatalogRecord(
+        sha256=catalog.sha256,
+        rows=len(catalog),
+        path=str(src) if src else None,
+        relative_path=rel,
+        column_map=tuple(catalog.column_map),
+    )
+    return replace(record, **fields)
 
 
 def build_index(
@@ -215,19 +218,14 @@ def _meta(
     skipped: list[dict[str, Any]],
     seconds: float,
 ) -> dict[str, Any]:
+    model = ModelRecord(
+        embedder.spec, embedder.fingerprint, embedder.dim, getattr(embedder, "runtime", "torch")
+    )
+    # the catalog as loaded: strictly or not, and the rows left out (the same on every load)
+    record = catalog_record(catalog, out, strict=catalog.strict, left_out=catalog.left_out_meta())
     return {
-        "model": {
-            "spec": embedder.spec,
-            "fingerprint": embedder.fingerprint,
-            "dim": embedder.dim,
-            "runtime": getattr(embedder, "runtime", "torch"),
-        },
-        # the catalog as loaded: strictly or not, and the rows left out (the same on every load)
-        "catalog": {
-            **catalog_meta(catalog, out),
-            "strict": catalog.strict,
-            "left_out": catalog.left_out_meta(),
-        },
+        "model": model.to_dict(),
+        "catalog": record.to_dict(),
         "skipped": skipped,
         "build": {"seconds": round(seconds, 3), "searchcore_version": __version__},
     }

@@ -108,9 +108,9 @@ def calibrate(
     cache = (
         None if index_dir is None or is_milvus(index_dir) else Path(index_dir) / CALIBRATION_FILE
     )
-    if cache is not None:  # keyed by the index file's checksum: a rebuilt index recalibrates
+    if cache is not None:  # keyed by the committed state: a rebuilt or changed index recalibrates
         key = {
-            "index": read_manifest(Path(index_dir))["index_sha256"],
+            "index": read_manifest(Path(index_dir)).version,
             "percentile": percentile,
             "model": engine.embedder.fingerprint,
             "n": n,

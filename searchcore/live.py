@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from searchcore.build import catalog_meta
+from searchcore.build import catalog_record
 from searchcore.catalog import (
     IMAGE_SHA,
     MANAGED,
@@ -65,13 +65,7 @@ from searchcore.fsutil import atomic_write, file_sha256, folder_lock, is_regular
 from searchcore.images import decode_image
 from searchcore.stores.hnsw import HnswIndex, commit_folder
 from searchcore.stores.lexical import LexicalIndex, product_texts, texts_key
-from searchcore.stores.manifest import (
-    MANIFEST,
-    manifest_files,
-    manifest_version,
-    prune_folder,
-    read_manifest,
-)
+from searchcore.stores.manifest import MANIFEST, manifest_files, prune_folder, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +198,7 @@ class LiveShop:
     def _refresh(self) -> None:
         """Re-read the committed state when another writer moved the manifest on."""
         manifest = read_manifest(self.folder)
-        if manifest_version(manifest) != self.engine.view.version:  # what the engine serves
+        if manifest.version != self.engine.view.version:  # what the engine serves
             self._reload()
         else:
             self._manifest = manifest
@@ -291,26 +285,25 @@ class LiveShop:
         try:
             if change is not None:
                 change(index)
-            meta = {k: v for k, v in self._manifest.items() if k in ("model", "build", "skipped")}
-            entry = self._manifest.get("lexical")
+            meta = self._manifest.carried()  # model, skipped photos, build info
+            entry = self._manifest.lexical
             if not isinstance(entry, dict) or entry.get("key") != lexical.key:
                 entry = lexical.save(self.folder)  # new words: new files (else the same ones)
             meta["lexical"] = entry
-            meta["catalog"] = {
-                **catalog_meta(catalog, None),
-                "snapshot": snapshot.name,
-                "root": relative(catalog.root, self.folder),
-                "sha256": sha,
-                "rows": len(new_df),
-                "column_map": [],
-            }
+            meta["catalog"] = catalog_record(
+                catalog,
+                None,
+                snapshot=snapshot.name,
+                root=relative(catalog.root, self.folder),
+                column_map=(),
+            ).to_dict()
             manifest = commit_folder(self.folder, index, meta, self._manifest)  # the commit point
         except BaseException:
             # Nothing was committed: go back to what is on disk (the index may hold the change).
             self._reload()
             raise
         self._manifest = manifest
-        self.engine.swap(View(catalog, index, manifest_version(manifest), lexical))
+        self.engine.swap(View(catalog, index, manifest.version, lexical))
 
     def cleanup(self) -> list[Path]:
         """Remove what unacknowledged changes left (call under :meth:`_locked`): temp files,
@@ -368,12 +361,13 @@ class Follower:
 
         try:
             manifest = read_manifest(self.folder)
-            if manifest_version(manifest) == self.engine.view.version:
+            if manifest.version == self.engine.view.version:
                 self._seen = seen
                 return False
             view, manifest = load_state(self.settings, str(self.folder))
-            model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
-            if model.get("fingerprint") != self.engine.embedder.fingerprint:
+            if manifest.model is None or (
+                manifest.model.fingerprint != self.engine.embedder.fingerprint
+            ):
                 raise IndexMismatchError("it was rebuilt for another model; restart to serve it")
         except SearchError as exc:
             log.warning("not following the change in %s: %s", self.folder.name, exc)
@@ -384,7 +378,7 @@ class Follower:
         log.info(
             "serving %s generation %s (%d products)",
             self.folder.name,
-            manifest.get("generation", 0),
+            manifest.generation,
             len(view.index),
         )
         return True
@@ -450,7 +444,7 @@ def check_invariants(shop: LiveShop) -> list[str]:
         texts_key(product_texts(df)),
     ):
         problems.append("the lexical index does not hold the catalog's words")
-    entry = shop._manifest.get("lexical")
+    entry = shop._manifest.lexical
     if not isinstance(entry, dict) or entry.get("key") != lexical.key:
         problems.append("the manifest names another lexical index than the one served")
     for name in manifest_files(shop._manifest):

@@ -21,7 +21,7 @@ from searchcore.errors import CatalogError, IndexMismatchError, SearchError
 from searchcore.stores.base import VectorStore, is_milvus
 from searchcore.stores.hnsw import HnswIndex
 from searchcore.stores.lexical import LexicalIndex
-from searchcore.stores.manifest import manifest_version, read_manifest
+from searchcore.stores.manifest import CatalogRecord, IndexManifest, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -48,48 +48,43 @@ def make_embedder(
     )
 
 
-def catalog_for_index(location: str, manifest: dict) -> Catalog:
+def catalog_for_index(location: str, manifest: IndexManifest) -> Catalog:
     """The catalog an index was built from, refused if it changed since.
 
     Loaded as the build loaded it (strictly or not: older manifests, built strictly, leave out
     nothing either way), with no bad-row limit (the build applied its own), and refused unless
     it leaves out the very rows the build left out: labels are catalog rows.
     """
-    meta = manifest.get("catalog") or {}
-    if meta.get("snapshot"):  # a live shop: the catalog is a snapshot inside the index folder
-        return _snapshot_catalog(Path(location), manifest)
-    candidates = []
-    if meta.get("relative_path") and not is_milvus(location):
-        candidates.append((Path(location) / meta["relative_path"]).resolve())
-    if meta.get("path"):
-        candidates.append(Path(meta["path"]))
-    source = next((p for p in candidates if p.is_file()), None)
-    column_map = tuple(tuple(p) for p in meta.get("column_map", []))
+    record = manifest.catalog
+    if record.snapshot:  # a live shop: the catalog is a snapshot inside the index folder
+        return _snapshot_catalog(Path(location), record)
+    folder = None if is_milvus(location) else Path(location)
+    source = next((p for p in record.sources(folder) if p.is_file()), None)
     if source is None:
         raise IndexMismatchError(
-            f"the catalog of index {location} is gone ({meta.get('path')}); rebuild with "
+            f"the catalog of index {location} is gone ({record.path}); rebuild with "
             f"`searchcore index build --catalog FILE --out {location}`"
         )
-    catalog = load_catalog(
-        source, column_map, strict=meta.get("strict") is True, max_bad_fraction=None
-    )
-    left_out = meta.get("left_out")
-    digest = left_out.get("digest") if isinstance(left_out, dict) else None
+    catalog = load_catalog(source, record.column_map, strict=record.strict, max_bad_fraction=None)
+    digest = (record.left_out or {}).get("digest")
     if (
-        catalog.sha256 != meta.get("sha256")
-        or len(catalog) != meta.get("rows")
+        catalog.sha256 != record.sha256
+        or len(catalog) != record.rows
         or (digest is not None and catalog.left_out_meta()["digest"] != digest)
     ):
         raise IndexMismatchError(
             f"catalog {source} changed since index {location} was built; rebuild with "
-            f"`{rebuild_command(catalog, manifest['model']['spec'], location)}`"
+            f"`{rebuild_command(catalog, _spec(manifest), location)}`"
         )
     return catalog
 
 
-def _snapshot_catalog(folder: Path, manifest: dict) -> Catalog:
-    meta = manifest["catalog"]
-    name = str(meta["snapshot"])
+def _spec(manifest: IndexManifest) -> str:
+    return manifest.model.spec if manifest.model is not None else "MODEL"
+
+
+def _snapshot_catalog(folder: Path, record: CatalogRecord) -> Catalog:
+    name = str(record.snapshot)
     if "/" in name or "\\" in name or not name.startswith("catalog-"):
         raise IndexMismatchError(
             f"{folder}/manifest.json names an invalid catalog snapshot {name!r}"
@@ -98,14 +93,13 @@ def _snapshot_catalog(folder: Path, manifest: dict) -> Catalog:
     if not path.is_file():
         raise IndexMismatchError(f"catalog snapshot {path} is missing; the index folder is damaged")
     # A live shop writes only rows it checked: strict, as ever (a row left out would move labels).
-    root = folder / str(meta.get("root", ".."))
-    catalog = load_catalog(path, strict=True, max_bad_fraction=None, root=root)
-    if catalog.sha256 != meta.get("sha256") or len(catalog) != meta.get("rows"):
+    catalog = load_catalog(path, strict=True, max_bad_fraction=None, root=folder / record.root)
+    if catalog.sha256 != record.sha256 or len(catalog) != record.rows:
         raise IndexMismatchError(f"catalog snapshot {path} does not match its manifest")
     return catalog
 
 
-def open_store(settings: Settings, location: str) -> tuple[VectorStore, dict]:
+def open_store(settings: Settings, location: str) -> tuple[VectorStore, IndexManifest]:
     """The vector store at ``location`` (folder or Milvus URI) and its manifest."""
     fix = f"searchcore index build --catalog FILE --out {location}"
     if is_milvus(location):
@@ -118,7 +112,7 @@ def open_store(settings: Settings, location: str) -> tuple[VectorStore, dict]:
     return HnswIndex.load(Path(location), fix=fix)
 
 
-def load_state(settings: Settings, location: str, attempts: int = 5) -> tuple[View, dict]:
+def load_state(settings: Settings, location: str, attempts: int = 5) -> tuple[View, IndexManifest]:
     """The committed state at ``location``: its catalog, vector and lexical index (one
     :class:`View`) and its manifest, consistent.
 
@@ -139,30 +133,29 @@ def load_state(settings: Settings, location: str, attempts: int = 5) -> tuple[Vi
             log.info("index %s changed while it was being opened; opening the new state", location)
     labels = store.live_labels()
     if len(labels) and int(labels.max()) >= len(catalog):  # label == catalog row, or nothing
-        model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
-        fix = rebuild_command(catalog, str(model.get("spec", "MODEL")), location)
+        fix = rebuild_command(catalog, _spec(manifest), location)
         raise IndexMismatchError(
             f"index {location} has labels beyond the catalog's {len(catalog)} rows; "
             f"rebuild with `{fix}`"
         )
-    view = View(catalog, store, manifest_version(manifest), lexical)
+    view = View(catalog, store, manifest.version, lexical)
     return view.complete(), manifest
 
 
-def _lexical(location: str, manifest: dict) -> LexicalIndex | None:
+def _lexical(location: str, manifest: IndexManifest) -> LexicalIndex | None:
     """The lexical index the manifest names; None where it names none (a folder written before
     text search had one, or Milvus): the view then builds one from its catalog."""
-    if is_milvus(location) or "lexical" not in manifest:
+    if is_milvus(location) or manifest.lexical is None:
         return None
     fix = f"searchcore index build --catalog FILE --out {location}"
-    return LexicalIndex.load(Path(location), manifest["lexical"], fix=fix)
+    return LexicalIndex.load(Path(location), manifest.lexical, fix=fix)
 
 
 def _version(location: str) -> str | None:
     if is_milvus(location):
         return None
     try:
-        return manifest_version(read_manifest(Path(location)))
+        return read_manifest(Path(location)).version
     except IndexMismatchError:
         return None
 
@@ -180,22 +173,22 @@ def open_engine(
         raise SearchError("no index given: pass --index DIR or set SEARCHCORE_INDEX")
     view, manifest = load_state(settings, location)
     store, catalog = view.index, view.catalog
-    model_meta = manifest.get("model")
-    if not isinstance(model_meta, dict) or not isinstance(model_meta.get("spec"), str):
+    model = manifest.model
+    if model is None:
         raise IndexMismatchError(
             f"the manifest of {location} does not name its model; rebuild the index"
         )
-    fix = rebuild_command(catalog, model_meta["spec"], location)
+    fix = rebuild_command(catalog, model.spec, location)
     # int8 has weights of its own: an index built with it is served with it unless told otherwise
     runtime = settings.runtime
-    if runtime == "auto" and model_meta.get("runtime") == "onnx-int8":
+    if runtime == "auto" and model.runtime == "onnx-int8":
         runtime = "onnx-int8"
-    embedder = embedder or make_embedder(settings, recorded_spec(model_meta["spec"]), runtime)
-    if embedder.fingerprint != model_meta.get("fingerprint"):
-        built, now = model_meta.get("runtime", "torch"), getattr(embedder, "runtime", "torch")
+    embedder = embedder or make_embedder(settings, recorded_spec(model.spec), runtime)
+    if embedder.fingerprint != model.fingerprint:
+        now = getattr(embedder, "runtime", "torch")
         raise IndexMismatchError(
-            f"model {model_meta['spec']!r} ({now}) has other weights than when index {location} "
-            f"was built ({built}); rebuild with `{fix}`"
+            f"model {model.spec!r} ({now}) has other weights than when index {location} "
+            f"was built ({model.runtime}); rebuild with `{fix}`"
         )
     if store.dim != embedder.dim:
         raise IndexMismatchError(
@@ -206,7 +199,7 @@ def open_engine(
     if upscaler is not None:  # did evaluation find that this upscaler does not help this model?
         from searchcore.upscale.verdict import auto_skip_reason
 
-        skip = auto_skip_reason(model_meta["spec"], upscaler.name)
+        skip = auto_skip_reason(model.spec, upscaler.name)
     return SearchEngine(
         catalog,
         embedder,
@@ -280,17 +273,14 @@ def open_or_build(
 def _check_asked_for(settings: Settings, catalog: Path, folder: Path) -> None:
     """open_engine trusts the index's own record of its catalog and model: check they are the
     ones asked for, so a changed --model or --catalog rebuilds instead of serving a stale index."""
-    meta = read_manifest(folder)
-    model = meta["model"].get("spec") if isinstance(meta.get("model"), dict) else None
+    manifest = read_manifest(folder)
+    model = manifest.model.spec if manifest.model is not None else None
     if model != settings.model:
         raise IndexMismatchError(f"it was built for model {model!r}, not {settings.model!r}")
-    cat = meta["catalog"] if isinstance(meta.get("catalog"), dict) else {}
-    if cat.get("snapshot"):  # a live shop: its catalog is the snapshot kept in the index folder
+    if manifest.catalog.snapshot:  # a live shop: its catalog is the snapshot in the index folder
         return
-    known = {Path(cat["path"])} if cat.get("path") else set()
-    if cat.get("relative_path"):  # a shop folder moved together with its index
-        known.add((folder / cat["relative_path"]).resolve())
-    if catalog.resolve() not in known:
+    # (a shop folder moved together with its index is found by its relative path)
+    if catalog.resolve() not in manifest.catalog.sources(folder):
         raise IndexMismatchError("it was built for another catalog")
 
 

@@ -243,7 +243,7 @@ def test_build_skips_broken_images(
     assert sorted(s["id"] for s in report.skipped) == ["00003", "00004"]
     assert "skipped 2" in report.summary()
     index, manifest = HnswIndex.load(tmp_path / "ix")
-    assert len(manifest["skipped"]) == 2 and 3 not in index.live_labels()
+    assert len(manifest.skipped) == 2 and 3 not in index.live_labels()
     assert np.array_equal(index.live_labels(), np.array([i for i in range(24) if i not in (3, 4)]))
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from searchcore.errors import IndexMismatchError, SearchError
 from searchcore.stores.hnsw import HnswIndex, commit_folder
-from searchcore.stores.manifest import MANIFEST
+from searchcore.stores.manifest import MANIFEST, ModelRecord
 
 
 def _unit(n: int, d: int, seed: int = 0) -> np.ndarray:
@@ -107,10 +107,12 @@ def test_bad_vectors_are_refused() -> None:
 
 def test_save_load_round_trip(tmp_path: Path, index: HnswIndex, data: np.ndarray) -> None:
     index.remove([7])
-    manifest = index.save(tmp_path / "idx", {"model": {"spec": "x"}})
-    assert manifest["count"] == 2999 and manifest["deleted"] == [7] and manifest["dim"] == 32
+    manifest = index.save(tmp_path / "idx", {"model": {"spec": "x"}, "build": {"by": "test"}})
+    store = manifest.store
+    assert store["count"] == 2999 and store["deleted"] == [7] and store["dim"] == 32
     loaded, m2 = HnswIndex.load(tmp_path / "idx")
-    assert m2["model"] == {"spec": "x"} and len(loaded) == 2999
+    assert m2.model == ModelRecord("x") and len(loaded) == 2999
+    assert m2.extra["build"] == {"by": "test"} and m2.to_dict()["build"] == {"by": "test"}
     q = _unit(1, 32, seed=5)[0]
     assert loaded.search(q, 10).labels.tolist() == index.search(q, 10).labels.tolist()
     assert 7 not in loaded.search(data[7], 3).labels
@@ -122,16 +124,13 @@ def test_save_load_round_trip(tmp_path: Path, index: HnswIndex, data: np.ndarray
     previous = HnswIndex.load(folder)[1]
     loaded.add(_unit(1, 32, seed=6), [5000])
     second = commit_folder(folder, loaded, {}, previous)
-    assert second["generation"] == 1 + previous.get("generation", 0)
-    assert {p.name for p in folder.glob("index-*.bin")} == first | {second["index_file"]}
+    assert second.generation == 1 + previous.generation
+    assert {p.name for p in folder.glob("index-*.bin")} == first | second.files
     assert not (folder / ".index-dead.tmp").exists()
     loaded.add(_unit(1, 32, seed=7), [5001])
     third = commit_folder(folder, loaded, {}, second)
-    assert {p.name for p in folder.glob("index-*.bin")} == {
-        second["index_file"],
-        third["index_file"],
-    }
-    assert HnswIndex.load(folder)[1]["generation"] == third["generation"]
+    assert {p.name for p in folder.glob("index-*.bin")} == second.files | third.files
+    assert HnswIndex.load(folder)[1].generation == third.generation
 
 
 def _saved(tmp_path: Path) -> Path:
@@ -236,8 +235,8 @@ def test_kill_during_save_leaves_a_loadable_index(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         loaded, manifest = HnswIndex.load(folder)  # must not raise
-        assert len(loaded) == manifest["count"] >= 2000
-        counts.add(manifest["count"])
+        assert len(loaded) == manifest.store["count"] >= 2000
+        counts.add(manifest.store["count"])
         assert loaded.search(_unit(1, 16)[0], 5).labels.size == 5
     assert max(counts) > 2000  # the writer did get saves through between kills
 

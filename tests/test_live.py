@@ -157,9 +157,7 @@ def test_catalog_check_finds_a_missing_photo_row_or_vector(folder: Path) -> None
     # a vector lost: the index no longer has a live product's label
     index, manifest = HnswIndex.load(folder)
     index.remove([int(np.flatnonzero(shop.catalog.df["id"] == "00002")[0])])
-    index.save(
-        folder, {k: manifest[k] for k in ("model", "catalog", "build", "skipped") if k in manifest}
-    )
+    index.save(folder, manifest.carried())
     assert any(
         "live rows without a label" in p and "00002" in p for p in check_invariants(_open(folder))
     )
@@ -599,7 +597,7 @@ def test_a_state_whose_labels_pass_its_catalog_is_refused(folder: Path) -> None:
     served = open_engine(SETTINGS, folder, embedder=ColourEmbedder())
     index, manifest = HnswIndex.load(folder)
     index.add(ColourEmbedder().embed_images([Image.new("RGB", (8, 8), "red")]), [30])
-    index.save(folder, {k: manifest[k] for k in ("model", "catalog", "build") if k in manifest})
+    index.save(folder, manifest.carried())
     with pytest.raises(IndexMismatchError, match="labels beyond the catalog's 24 rows"):
         open_engine(SETTINGS, folder, embedder=ColourEmbedder())
     before = served.view

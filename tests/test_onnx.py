@@ -163,7 +163,7 @@ def test_an_index_built_with_torch_serves_with_onnx(
 
     index = tmp_path / "ix"
     build_index(load_catalog(colour_catalog), load_embedder(str(exported)), index, lanes=2)
-    assert read_manifest(index)["model"]["runtime"] == "torch"
+    assert read_manifest(index).model.runtime == "torch"
     base = Settings(model=str(exported), upscale=UpscaleSettings(mode="never"))
     by_torch = open_engine(base.with_(runtime="torch"), index)
     by_onnx = open_engine(base.with_(runtime="onnx"), index)
@@ -181,7 +181,7 @@ def test_an_index_built_with_torch_serves_with_onnx(
         int8_index,
         lanes=2,  # two lanes share one single-threaded session
     )
-    assert read_manifest(int8_index)["model"]["runtime"] == "onnx-int8"
+    assert read_manifest(int8_index).model.runtime == "onnx-int8"
     assert open_engine(base.with_(runtime="onnx-int8"), int8_index).embedder.runtime == "onnx-int8"
     # auto serves an int8 index with int8 (its weights), never a silent rebuild in fp32
     assert open_engine(base.with_(runtime="auto"), int8_index).embedder.runtime == "onnx-int8"
@@ -211,4 +211,4 @@ def test_cli_exports_a_model_folder_and_builds_with_the_runtime_flag(
     ix = tmp_path / "ix"
     argv = ["index", "build", "--catalog", str(colour_catalog), "--model", str(out)]
     assert main([*argv, "--runtime", "onnx-int8", "--out", str(ix)]) == 0
-    assert read_manifest(ix)["model"]["runtime"] == "onnx-int8"
+    assert read_manifest(ix).model.runtime == "onnx-int8"

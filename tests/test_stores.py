@@ -160,7 +160,7 @@ def test_engine_builds_and_searches_on_either_backend(
         from searchcore.stores.milvus import MilvusStore
 
         store, manifest = MilvusStore.open(str(out), "products")
-        assert manifest["catalog"]["sha256"] == catalog.sha256
+        assert manifest.catalog.sha256 == catalog.sha256 and manifest.store["dim"] == 4
         # a rerun with the same model skips everything and changes nothing
         assert build_index(catalog, fake_embedder, out).indexed == 0 and len(store) == 24
     else:

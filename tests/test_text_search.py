@@ -174,8 +174,7 @@ def test_mode_is_checked_once() -> None:
 
 
 def test_lexical_index_is_in_the_manifest_and_checked(shop: Path) -> None:
-    manifest = read_manifest(shop)
-    entry = manifest["lexical"]
+    entry = read_manifest(shop).lexical
     assert (shop / entry["dir"]).is_dir() and entry["rows"] == len(PRODUCTS)
     assert set(entry["files"]) >= {"vocab.index.json", "params.index.json"}
     victim = shop / entry["dir"] / "vocab.index.json"
@@ -189,7 +188,7 @@ def test_lexical_index_is_in_the_manifest_and_checked(shop: Path) -> None:
 
 def test_live_changes_update_the_words_in_the_same_commit(shop: Path) -> None:
     live = LiveShop(_engine(shop), shop)
-    first = read_manifest(shop)["lexical"]["dir"]
+    first = read_manifest(shop).lexical["dir"]
     live.add(
         [{"id": "n1", "title": "Zephyr Orange Raincoat", "category": "coats", "price": "9"}],
         [png((250, 120, 20))],
@@ -200,9 +199,9 @@ def test_live_changes_update_the_words_in_the_same_commit(shop: Path) -> None:
     assert _ids(live.engine.search(text="quartzline", k=1)) == ["p04"]
     live.remove(["p01"])
     assert "p01" not in _ids(live.engine.search(text="puma running", k=12))
-    words = read_manifest(shop)["lexical"]["dir"]
+    words = read_manifest(shop).lexical["dir"]
     live.update("p02", {"price": "99.00"})  # no word changed: the same lexical folder
-    assert read_manifest(shop)["lexical"]["dir"] == words != first
+    assert read_manifest(shop).lexical["dir"] == words != first
     assert check_invariants(live) == []
     again = _engine(shop)  # what was committed is what a new process serves
     assert _ids(again.search(text="zephyr", k=1)) == ["n1"]
@@ -238,7 +237,7 @@ def _search_cli(index: Path, args: list[str]) -> str:
         "import sys; sys.path.insert(0, 'tests')\n"
         "from conftest import ColourEmbedder\n"
         "import searchcore.service as s\n"
-        "s.make_embedder = lambda settings, spec=None: ColourEmbedder()\n"
+        "s.make_embedder = lambda settings, spec=None, runtime=None: ColourEmbedder()\n"
         "from searchcore.cli.main import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )

@@ -28,6 +28,7 @@ from searchcore.stores.base import Filters, Neighbours
 from searchcore.stores.manifest import (
     FORMAT_VERSION,
     MANIFEST,
+    IndexManifest,
     manifest_files,
     prune_folder,
     read_manifest,
@@ -286,8 +287,9 @@ class HnswIndex:
         return v
 
     # -- persistence ------------------------------------------------------------------------
-    def save(self, folder: str | Path, meta: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Write the index and its manifest atomically; returns the manifest."""
+    def save(self, folder: str | Path, meta: dict[str, Any] | None = None) -> IndexManifest:
+        """Write the index and its manifest (with ``meta``: model, catalog... as
+        :meth:`IndexManifest.to_dict` writes them) atomically; returns the manifest."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".index-{uuid.uuid4().hex}.tmp"
@@ -324,17 +326,18 @@ class HnswIndex:
         write_json_atomic(folder / MANIFEST, manifest)
         # Superseded files stay: a reader may be opening them. Writers prune under the folder's
         # lock (prune_folder), keeping the previous state's files too.
-        return manifest
+        return IndexManifest.from_dict(manifest)
 
     @classmethod
     def load(
         cls, folder: str | Path, *, fix: str = "searchcore index build"
-    ) -> tuple[HnswIndex, dict]:
+    ) -> tuple[HnswIndex, IndexManifest]:
         """Load a folder written by :meth:`save`, refusing anything inconsistent."""
         import hnswlib
 
         folder = Path(folder)
-        manifest = read_manifest(folder, fix=fix)
+        record = read_manifest(folder, fix=fix)
+        manifest = record.store  # the folder's own fields, checked by read_manifest
         path = folder / manifest["index_file"]
         if not path.is_file():
             raise IndexMismatchError(
@@ -371,7 +374,7 @@ class HnswIndex:
             _index=index,
             _deleted=set(manifest["deleted"]),
         )
-        return obj, manifest
+        return obj, record
 
 
 # hnswlib's file (hnswalg.h, saveIndex/loadIndex): a header of six size_t, an int, a uint32,
@@ -458,15 +461,15 @@ def verify_hnsw_file(path: Path, manifest: dict[str, Any], fix: str) -> None:
 
 
 def commit_folder(
-    folder: Path, index: HnswIndex, meta: dict[str, Any], previous: dict[str, Any] | None
-) -> dict[str, Any]:
+    folder: Path, index: HnswIndex, meta: dict[str, Any], previous: IndexManifest | None
+) -> IndexManifest:
     """Save ``index`` with ``meta`` as the folder's next state after ``previous`` (the manifest
     the caller's change is based on), then prune what neither of the two needs.
 
     The caller holds the folder's writer lock (:func:`searchcore.fsutil.folder_lock`) from
     reading ``previous`` to here: that is what makes read-modify-commit safe across processes.
     """
-    generation = int((previous or {}).get("generation", 0)) + 1
+    generation = (previous.generation if previous is not None else 0) + 1
     manifest = index.save(folder, {**meta, "generation": generation})
     prune_folder(folder, manifest_files(manifest) | manifest_files(previous))
     return manifest

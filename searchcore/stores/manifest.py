@@ -1,15 +1,19 @@
-"""An index folder's manifest: what it holds, checked before anything else is read, and the
-commits and clean-up that move a folder from one state to the next.
+"""An index's manifest, typed (:class:`IndexManifest`: its :class:`ModelRecord` and
+:class:`CatalogRecord`), checked before anything else is read; and the commits and clean-up
+that move a folder from one state to the next.
 
 ``manifest.json`` records the format version, dim, space, HNSW parameters, counts, deleted
-labels, the index file and its sha256, a ``generation`` counting commits, and whatever the
-writer records about model and catalog. Writers hold the folder's lock
-(:func:`searchcore.fsutil.folder_lock`) from reading the manifest to committing the next one.
+labels, the index file and its sha256 (the folder's own fields, read by :mod:`.hnsw`), a
+``generation`` counting commits, the model and catalog records, the lexical index's entry and
+the photos skipped. A Milvus collection keeps the same records in its properties. Writers hold
+the folder's lock (:func:`searchcore.fsutil.folder_lock`) from reading the manifest to
+committing the next one.
 """
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,27 +39,158 @@ MANIFEST_TYPES: dict[str, type | tuple[type, ...]] = {
     "index_sha256": str,
     "index_bytes": int,
 }
+# The folder's own fields: MANIFEST_TYPES, and when it was saved.
+STORE_KEYS = (*MANIFEST_TYPES, "saved_at")
 
 
-def manifest_files(manifest: dict[str, Any] | None) -> set[str]:
-    """The file names a manifest needs in its folder (index file, catalog snapshot, the
-    lexical index's folder)."""
-    if not isinstance(manifest, dict):
-        return set()
-    names = {str(manifest.get("index_file", ""))} | lexical_files(manifest.get("lexical"))
-    catalog = manifest.get("catalog")
-    if isinstance(catalog, dict) and catalog.get("snapshot"):
-        names.add(str(catalog["snapshot"]))
-    return names - {""}
+@dataclass(frozen=True)
+class ModelRecord:
+    """The model an index was built with: what opening it loads and checks."""
+
+    spec: str
+    fingerprint: str = ""
+    dim: int = 0
+    runtime: str = "torch"  # torch, onnx or onnx-int8 (searchcore.embed.onnx)
+
+    @classmethod
+    def parse(cls, raw: Any) -> ModelRecord | None:
+        """None where ``raw`` names no model (a damaged or foreign manifest)."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("spec"), str):
+            return None
+        dim = raw.get("dim")
+        return cls(
+            raw["spec"],
+            str(raw.get("fingerprint") or ""),
+            dim if isinstance(dim, int) and not isinstance(dim, bool) else 0,
+            str(raw.get("runtime") or "torch"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
-def manifest_version(manifest: dict[str, Any]) -> str:
-    """Names one committed state of a folder: equal versions, equal index and catalog."""
-    catalog = manifest.get("catalog") if isinstance(manifest.get("catalog"), dict) else {}
-    return f"{manifest.get('generation', 0)}:{manifest.get('index_sha256')}:{catalog.get('sha256')}"
+@dataclass(frozen=True)
+class CatalogRecord:
+    """The catalog an index was built from: where it is, what it hashed to, how it was read.
+
+    A catalog file beside the index is found by ``relative_path`` (from the index folder: a
+    shop folder moved as a whole) or ``path``; a live shop's catalog is ``snapshot``, a file in
+    the index folder whose image paths start at ``root`` (relative to the folder).
+    """
+
+    sha256: str | None = None
+    rows: int | None = None
+    path: str | None = None
+    relative_path: str | None = None
+    column_map: tuple[tuple[str, str], ...] = ()
+    snapshot: str | None = None
+    root: str = ".."
+    strict: bool = False
+    left_out: dict[str, Any] | None = None  # {"count", "rows" (the first 100), "digest"}
+
+    @classmethod
+    def parse(cls, raw: Any) -> CatalogRecord:
+        raw = raw if isinstance(raw, dict) else {}
+        text = lambda k: str(raw[k]) if raw.get(k) else None  # noqa: E731
+        rows = raw.get("rows")
+        pairs = raw.get("column_map") if isinstance(raw.get("column_map"), list) else []
+        return cls(
+            sha256=text("sha256"),
+            rows=rows if isinstance(rows, int) and not isinstance(rows, bool) else None,
+            path=text("path"),
+            relative_path=text("relative_path"),
+            column_map=tuple((str(p[0]), str(p[1])) for p in pairs if len(p) == 2),
+            snapshot=text("snapshot"),
+            root=str(raw.get("root") or ".."),
+            strict=raw.get("strict") is True,
+            left_out=raw["left_out"] if isinstance(raw.get("left_out"), dict) else None,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["column_map"] = [list(p) for p in self.column_map]
+        return {k: v for k, v in out.items() if v is not None}
+
+    def sources(self, folder: Path | None) -> list[Path]:
+        """Where the catalog file may be, in order (``folder``: the index folder, if any)."""
+        found = []
+        if self.relative_path and folder is not None:
+            found.append((folder / self.relative_path).resolve())
+        if self.path:
+            found.append(Path(self.path))
+        return found
 
 
-def current_manifest(folder: Path) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class IndexManifest:
+    """One committed state of an index (a folder's ``manifest.json``, or a Milvus collection's
+    record), typed: what the rest of searchcore reads of it.
+
+    ``store`` holds the backend's own fields (for a folder: format version, dim, space, HNSW
+    parameters, counts, deleted labels, the index file and its sha256), read by the backend
+    only; ``extra`` what writers record without anyone interpreting it (build time, shards).
+    """
+
+    model: ModelRecord | None = None
+    catalog: CatalogRecord = field(default_factory=CatalogRecord)
+    generation: int = 0
+    lexical: Any = None  # as recorded: LexicalIndex.load checks it (a bad entry is refused)
+    skipped: tuple[dict[str, Any], ...] = ()
+    store: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> IndexManifest:
+        known = {"model", "catalog", "generation", "lexical", "skipped", *STORE_KEYS}
+        generation = raw.get("generation", 0)
+        skipped = raw.get("skipped") if isinstance(raw.get("skipped"), list) else []
+        return cls(
+            model=ModelRecord.parse(raw.get("model")),
+            catalog=CatalogRecord.parse(raw.get("catalog")),
+            generation=generation if isinstance(generation, int) else 0,
+            lexical=raw.get("lexical"),
+            skipped=tuple(s for s in skipped if isinstance(s, dict)),
+            store={k: raw[k] for k in STORE_KEYS if k in raw},
+            extra={k: v for k, v in raw.items() if k not in known},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {**self.store, **self.extra, "generation": self.generation}
+        out["catalog"] = self.catalog.to_dict()
+        out["skipped"] = list(self.skipped)
+        if self.model is not None:
+            out["model"] = self.model.to_dict()
+        if self.lexical is not None:
+            out["lexical"] = self.lexical
+        return out
+
+    def carried(self) -> dict[str, Any]:
+        """What a writer's next commit keeps of this state: model, skipped photos, build info,
+        lexical index (the writer replaces what its change touches)."""
+        out = {k: v for k, v in self.to_dict().items() if k not in STORE_KEYS}
+        out.pop("generation", None)
+        return out
+
+    @property
+    def version(self) -> str:
+        """Names one committed state: equal versions, equal index and catalog."""
+        return f"{self.generation}:{self.store.get('index_sha256')}:{self.catalog.sha256}"
+
+    @property
+    def files(self) -> set[str]:
+        """The file names this state needs in its folder (index file, catalog snapshot, the
+        lexical index's folder)."""
+        names = {str(self.store.get("index_file", ""))} | lexical_files(self.lexical)
+        if self.catalog.snapshot:
+            names.add(self.catalog.snapshot)
+        return names - {""}
+
+
+def manifest_files(manifest: IndexManifest | None) -> set[str]:
+    return manifest.files if manifest is not None else set()
+
+
+def current_manifest(folder: Path) -> IndexManifest | None:
     """The folder's manifest, or None where there is none (or none that can be read)."""
     try:
         return read_manifest(folder)
@@ -93,7 +228,9 @@ def prune_folder(folder: Path, keep: set[str]) -> list[Path]:
     return removed
 
 
-def read_manifest(folder: Path, *, fix: str = "searchcore index build") -> dict[str, Any]:
+def read_manifest(folder: Path, *, fix: str = "searchcore index build") -> IndexManifest:
+    """The folder's manifest, checked (types, format version, file name, sizes) before anything
+    else is read; :class:`IndexMismatchError` with ``fix`` where it cannot be used."""
     path = folder / MANIFEST
     if not folder.is_dir():
         raise IndexMismatchError(f"no index at {folder}; build one with `{fix}`")
@@ -126,4 +263,4 @@ def read_manifest(folder: Path, *, fix: str = "searchcore index build") -> dict[
         raise IndexMismatchError(f"{path} has invalid sizes; rebuild with `{fix}`")
     if not all(isinstance(x, int) and 0 <= x for x in manifest["deleted"]):
         raise IndexMismatchError(f"{path} has invalid deleted labels; rebuild with `{fix}`")
-    return manifest
+    return IndexManifest.from_dict(manifest)

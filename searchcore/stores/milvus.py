@@ -35,6 +35,7 @@ import numpy as np
 from searchcore.errors import ConfigError, IndexMismatchError, SearchError, first_line
 from searchcore.stores.base import Filters, Neighbours
 from searchcore.stores.lexical import LexicalHits, record_text, tokenize
+from searchcore.stores.manifest import IndexManifest
 
 PROPERTY = "searchcore.manifest"
 FORMAT_VERSION = 1
@@ -184,7 +185,7 @@ class MilvusStore:
         client: Any = None,
         require_manifest: bool = True,
         fix: str = "searchcore index build",
-    ) -> tuple[MilvusStore, dict[str, Any]]:
+    ) -> tuple[MilvusStore, IndexManifest]:
         client = client or connect(uri, token)
         if not client.has_collection(collection):
             raise IndexMismatchError(
@@ -219,9 +220,9 @@ class MilvusStore:
             uri=uri,
         )
         store.has_text = "sparse" in names
-        return store, manifest
+        return store, IndexManifest.from_dict(manifest)
 
-    def save(self, meta: dict[str, Any]) -> dict[str, Any]:
+    def save(self, meta: dict[str, Any]) -> IndexManifest:
         """Record the manifest in the collection's properties (after flushing the data)."""
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -236,7 +237,7 @@ class MilvusStore:
         with self._lock:
             self.client.flush(self.collection)
             self.client.alter_collection_properties(self.collection, properties={PROPERTY: text})
-        return manifest
+        return IndexManifest.from_dict(manifest)
 
     def drop(self) -> None:
         self.client.drop_collection(self.collection)
