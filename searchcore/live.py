@@ -296,6 +296,7 @@ class LiveShop:
                 snapshot=snapshot.name,
                 root=relative(catalog.root, self.folder),
                 column_map=(),
+                left_out=self._manifest.catalog.left_out,  # what the build left out, still
             ).to_dict()
             manifest = commit_folder(self.folder, index, meta, self._manifest)  # the commit point
         except BaseException:

@@ -224,6 +224,21 @@ def test_a_live_shop_over_a_forgiving_build_still_refuses_bad_products(messy: Pa
     assert check_invariants(again) == [] and again.live_ids == [*GOOD, "new"]
 
 
+def test_catalog_check_lists_the_rows_the_build_left_out_after_live_changes_too(
+    messy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = messy.parent / "index"
+    assert _build(["--catalog", str(messy), "--out", str(out)]) == 0
+    shop = LiveShop(open_engine(SETTINGS, out), out)
+    shop.add([{"id": "new", "title": "New mug"}], [png((200, 0, 90))])  # a live commit
+    capsys.readouterr()
+    assert main(["catalog", "check", "--index", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "9 products live; ok" in said
+    assert "4 catalog rows were left out when the index was built:" in said
+    assert "row 4 (id t): empty title" in said and "row 10 (id g0): duplicate id" in said
+
+
 def test_settings_from_the_environment() -> None:
     env = {"SEARCHCORE_STRICT_CATALOG": "1", "SEARCHCORE_MAX_BAD_FRACTION": "0.9"}
     settings = Settings.from_env(env)

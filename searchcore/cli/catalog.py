@@ -186,6 +186,7 @@ def cmd_live(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from searchcore.live import check_invariants
+    from searchcore.stores.manifest import read_manifest
 
     shop = _live_shop(args)
     problems = check_invariants(shop)
@@ -195,4 +196,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{len(shop.live_ids)} products live; "
         + ("ok" if not problems else f"{len(problems)} problems")
     )
+    left_out = read_manifest(Path(args.index)).catalog.left_out or {}
+    if left_out.get("count"):  # rows the build left out of the shop's catalog, and why
+        listed = left_out.get("rows", [])
+        print(f"{left_out['count']} catalog rows were left out when the index was built:")
+        for r in listed[:20]:
+            who = f" (id {r.get('id')})" if r.get("id") else ""
+            print(f"  row {r.get('row')}{who}: {r.get('reason')}")
+        if left_out["count"] > min(20, len(listed)):
+            print(f"  ... and {left_out['count'] - min(20, len(listed))} more")
     return 1 if problems else 0
