@@ -5,7 +5,7 @@ photos with Real-ESRGAN (:mod:`searchcore.upscale`), embed with a CLIP model
 (:mod:`searchcore.embed`), retrieve from an HNSW index (:mod:`searchcore.stores`) over a
 pandas catalog (:mod:`searchcore.catalog`); :class:`searchcore.engine.SearchEngine` ties them
 together. Around it: :mod:`searchcore.live` (changes while serving), :mod:`searchcore.web` (the
-page's edge), :mod:`searchcore.cli` (the command), :mod:`searchcore.training`, and
+page and the REST API), :mod:`searchcore.cli` (the command), :mod:`searchcore.training`, and
 :mod:`searchcore.demo` (the demo shop and shipped assets). Modules at the top level are the core;
 the packages around it import the core, and the core imports none of cli, web or training.
 
