@@ -279,6 +279,9 @@ def _check_asked_for(settings: Settings, catalog: Path, folder: Path) -> None:
         raise IndexMismatchError(f"it was built for model {model!r}, not {settings.model!r}")
     if manifest.catalog.snapshot:  # a live shop: its catalog is the snapshot in the index folder
         return
+    left_out = (manifest.catalog.left_out or {}).get("count", 0)
+    if settings.strict_catalog and left_out:  # built forgivingly; strict asked now: rebuild
+        raise IndexMismatchError(f"it was built leaving out {left_out} rows, and strict is asked")
     # (a shop folder moved together with its index is found by its relative path)
     if catalog.resolve() not in manifest.catalog.sources(folder):
         raise IndexMismatchError("it was built for another catalog")

@@ -120,6 +120,10 @@ def test_strict_refuses_the_whole_catalog(messy: Path, capsys) -> None:
     assert "catalog validate" in err and not (out / "manifest.json").exists()
     with pytest.raises(CatalogError, match="refused"):  # the app's start-up build too
         open_or_build(SETTINGS.with_(model="pixels:8", strict_catalog=True), messy, str(out))
+    # an index built forgivingly is not served once strict is asked: it is rebuilt, and refused
+    open_or_build(SETTINGS.with_(model="pixels:8"), messy, str(out))
+    with pytest.raises(CatalogError, match="refused"):
+        open_or_build(SETTINGS.with_(model="pixels:8", strict_catalog=True), messy, str(out))
 
 
 def test_too_many_bad_rows_refuse_the_catalog(tmp_path: Path, capsys) -> None:
