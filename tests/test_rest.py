@@ -167,6 +167,30 @@ def test_photos_take_the_slot_the_page_holds(engine) -> None:
     assert ok.status_code == 200 and ok.json()["results"][0]["colour"] == "red"
 
 
+@pytest.mark.parametrize("space", [None, "shop/search"])
+def test_behind_a_spaces_proxy_the_forwarded_scheme_is_trusted(engine, monkeypatch, space) -> None:
+    """A Space's proxy speaks https to the shopper and http to the app, from an address of its
+    own: on a Space (SPACE_ID) the server trusts X-Forwarded-Proto from any proxy, so image
+    URLs say https; elsewhere uvicorn's default (the local host only) holds."""
+    import gradio as gr
+    import uvicorn
+
+    from searchcore.config import Settings
+    from searchcore.web import serve
+
+    ran: dict = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.update(kw))
+    if space:
+        monkeypatch.setenv("SPACE_ID", space)
+    else:
+        monkeypatch.delenv("SPACE_ID", raising=False)
+    with gr.Blocks() as demo:
+        gr.Markdown("page")
+    serve.launch(demo, Settings(), engine, MatchGate(), QueryQueue(), host="h", port=1, css="")
+    assert ran["proxy_headers"] is True
+    assert ran["forwarded_allow_ips"] == ("*" if space else None)
+
+
 def test_the_query_fields_are_the_parsers_and_the_clis() -> None:
     """One query, three doors: Query.parse (the page's API and REST) and `searchcore search`."""
     import argparse

@@ -184,7 +184,18 @@ def launch(
     # The page's open event streams never end by themselves: on shutdown uvicorn waits for
     # them, then cancels them. That is the expected end of a stream, not an error to report.
     logging.getLogger("uvicorn.error").addFilter(_StreamsCancelledAtShutdown())
-    uvicorn.run(server, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
+    # Behind a Space's proxy the client's scheme and host come in X-Forwarded-* headers: trust
+    # them there, so the API's image URLs say https and the Space's own name.
+    on_space = bool(os.environ.get("SPACE_ID"))
+    uvicorn.run(
+        server,
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=2,
+        proxy_headers=True,
+        forwarded_allow_ips="*" if on_space else None,
+    )
 
 
 class _StreamsCancelledAtShutdown(logging.Filter):
