@@ -52,6 +52,16 @@ def running_app(
         yield app.url, app.log
 
 
+@contextmanager
+def serving(shop: dict[str, Path], *args: str) -> Iterator[dict]:
+    """``python app.py`` with ``args`` over ``shop``: its URL, REST API root, log and a
+    gradio_client Client."""
+    from gradio_client import Client
+
+    with running_app(shop, *args) as (url, log):
+        yield {"url": url, "api": url + "api/v1", "log": log, "client": Client(url, verbose=False)}
+
+
 def search_text(client, text: str, **kw):
     args = {"k": 5, "category": "All categories", "min_price": None, "max_price": None, **kw}
     return client.predict(text=text, api_name="/search_text", **args)

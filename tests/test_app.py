@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from apphelpers import make_shop, running_app, search_combined, search_image, search_text
+from apphelpers import make_shop, running_app, search_combined, search_image, search_text, serving
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,15 +33,8 @@ def shop(tmp_path_factory, tiny_clip: str) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def app(shop) -> Iterator[dict]:
-    from gradio_client import Client
-
-    with running_app(shop, "--max-upload-mb", "1") as (url, log):
-        yield {
-            "url": url,
-            "log": log,
-            "client": Client(url, verbose=False),
-            "df": pd.read_csv(shop["csv"], dtype=str, keep_default_na=False),
-        }
+    with serving(shop, "--max-upload-mb", "1") as served:
+        yield {**served, "df": pd.read_csv(shop["csv"], dtype=str, keep_default_na=False)}
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from apphelpers import make_shop, running_app, search_image, search_text
+from apphelpers import make_shop, search_image, search_text, serving
 from conftest import png
 
 from searchcore.build import build_index
@@ -29,10 +29,8 @@ def shop(tmp_path_factory, tiny_clip: str) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def app(shop) -> Iterator[dict]:
-    from gradio_client import Client
-
-    with running_app(shop, "--max-upload-mb", "1") as (url, log):
-        yield {"url": url, "api": url + "api/v1", "log": log, "client": Client(url, verbose=False)}
+    with serving(shop, "--max-upload-mb", "1") as served:
+        yield served
 
 
 def _same(rest: dict, gradio: dict) -> None:

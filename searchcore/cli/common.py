@@ -11,8 +11,10 @@ from searchcore.config import RUNTIMES, Settings
 Handler = Callable[[argparse.Namespace], int]
 
 
-def catalog_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--catalog", type=Path, required=True, help="CSV or Parquet file")
+def catalog_args(
+    p: argparse.ArgumentParser, *, required: bool = True, what: str = "CSV or Parquet file"
+) -> None:
+    p.add_argument("--catalog", type=Path, required=required, help=what)
     p.add_argument(
         "--map",
         action="append",

@@ -11,8 +11,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from searchcore.cli.common import Handler, settings_from_args
-from searchcore.errors import ConfigError, ImageError, WeightsError
+from searchcore.cli.common import Handler, catalog_args, settings_from_args
+from searchcore.errors import ConfigError, WeightsError
 
 
 def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None], Handler]:
@@ -37,16 +37,7 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
         help="also write dynamically quantised int8 towers (--runtime onnx-int8; a fingerprint "
         "of their own: indexes are built with them to be served with them)",
     )
-    ex.add_argument(
-        "--catalog", type=Path, help="check fidelity on this catalog's photos and titles"
-    )
-    ex.add_argument(
-        "--map",
-        action="append",
-        default=[],
-        metavar="CANONICAL=COLUMN",
-        help="the catalog's own headers, e.g. --map title=productDisplayName",
-    )
+    catalog_args(ex, required=False, what="check fidelity on this catalog's photos and titles")
     ex.add_argument("--samples", type=int, default=24, help="sample photos for the fidelity check")
     ex.add_argument("--threads", type=int)
     ex.add_argument("--allow-download", action="store_true", default=None)
@@ -112,20 +103,13 @@ def _catalog_samples(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
     """Up to ``--samples`` photos spread over the catalog, and their titles."""
     from searchcore.catalog import load_catalog
     from searchcore.config import parse_column_map
-    from searchcore.images import decode_image
+    from searchcore.training.data import load_photos
 
     catalog = load_catalog(args.catalog, parse_column_map(args.map))
-    paths = catalog.image_paths()
-    step = max(1, len(paths) // args.samples)
-    photos, texts = [], []
-    for row in range(0, len(paths), step):
-        try:
-            photos.append(decode_image(paths[row]))
-        except ImageError:
-            continue
-        texts.append(str(catalog.df["title"].iloc[row]))
-        if len(photos) == args.samples:
-            break
+    step = max(1, len(catalog) // args.samples)
+    rows, photos, _ = load_photos(catalog, list(range(0, len(catalog), step)))
+    photos = photos[: args.samples]
+    texts = [str(catalog.df["title"].iloc[row]) for row in rows[: args.samples]]
     if len(photos) < 2:
         raise ConfigError(f"catalog {args.catalog} has fewer than 2 readable photos")
     return photos, texts
