@@ -42,6 +42,7 @@ from searchcore.errors import ConfigError, ImageError, SearchError
 from searchcore.fsutil import folder_lock, relative
 from searchcore.images import DRAFT, decode_image
 from searchcore.stores.base import is_milvus
+from searchcore.stores.changelog import new_log_name
 from searchcore.stores.hnsw import HnswIndex, commit_folder
 from searchcore.stores.lexical import LexicalIndex
 from searchcore.stores.manifest import CatalogRecord, ModelRecord, current_manifest
@@ -189,6 +190,7 @@ def build_index(
     seconds = time.perf_counter() - started
     meta = _meta(catalog, embedder, out, skipped, seconds)
     lexical = LexicalIndex.build(catalog)  # the words of every row, for text search
+    meta["log"] = new_log_name()  # live changes to this snapshot go there (searchcore.live)
     with folder_lock(out):  # the same lock as live writers: a build is one more commit
         meta["lexical"] = lexical.save(out)
         commit_folder(out, index, meta, current_manifest(out))

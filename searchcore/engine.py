@@ -107,14 +107,18 @@ class View:
     # Rows a text query may return: on sale, and with a vector in the index (a product whose
     # photo could not be read is in the catalog but not in the index).
     searchable: np.ndarray | None = field(default=None, compare=False, repr=False)
+    # Where its folder's change log was replayed to: (byte offset, records).
+    log: tuple[int, int] = field(default=(0, 0), compare=False)
 
     def complete(self) -> View:
         """This view with its lexical side (the store's own, else one built from the catalog
-        where it has none that fits) and its searchable rows."""
+        where it has none that fits) and its searchable rows (kept where it has them)."""
         n = len(self.catalog)
         lexical = self.lexical or self.index.lexical()
         if lexical is None or (isinstance(lexical, LexicalIndex) and lexical.rows != n):
             lexical = LexicalIndex.build(self.catalog)
+        if self.searchable is not None and len(self.searchable) == n:
+            return replace(self, lexical=lexical)
         labels = np.asarray(self.index.live_labels(), dtype=np.int64)
         indexed = np.zeros(n, dtype=bool)
         indexed[labels[(labels >= 0) & (labels < n)]] = True

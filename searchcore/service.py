@@ -126,11 +126,25 @@ def load_state(settings: Settings, location: str, attempts: int = 5) -> tuple[Vi
             store, manifest = open_store(settings, location)
             catalog = catalog_for_index(location, manifest)
             lexical = _lexical(location, manifest)
-            break
+            _check_labels(store, catalog, manifest, location)
+            view = View(catalog, store, manifest.version, lexical)
+            if isinstance(store, HnswIndex):  # a folder: its change log is part of its state
+                from searchcore.live.state import replay
+
+                view = replay(view, Path(location), manifest)
+                _check_labels(view.index, view.catalog, manifest, location)
+            if before is None or attempt == attempts or _version(location) == before:
+                break  # (a compaction meanwhile may have cut the log short: open again)
         except (IndexMismatchError, CatalogError):
             if attempt == attempts or before is None or _version(location) == before:
                 raise
-            log.info("index %s changed while it was being opened; opening the new state", location)
+        log.info("index %s changed while it was being opened; opening the new state", location)
+    return view.complete(), manifest
+
+
+def _check_labels(
+    store: VectorStore, catalog: Catalog, manifest: IndexManifest, location: str
+) -> None:
     labels = store.live_labels()
     if len(labels) and int(labels.max()) >= len(catalog):  # label == catalog row, or nothing
         fix = rebuild_command(catalog, _spec(manifest), location)
@@ -138,8 +152,6 @@ def load_state(settings: Settings, location: str, attempts: int = 5) -> tuple[Vi
             f"index {location} has labels beyond the catalog's {len(catalog)} rows; "
             f"rebuild with `{fix}`"
         )
-    view = View(catalog, store, manifest.version, lexical)
-    return view.complete(), manifest
 
 
 def _lexical(location: str, manifest: IndexManifest) -> LexicalIndex | None:

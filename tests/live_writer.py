@@ -5,8 +5,10 @@ Prints ``BEGIN op id payload`` before and ``ACK op id payload`` after each commi
 A writer adds products ``w<SEED>-<n>`` and removes and updates only its own, so that several
 writers at once have disjoint histories the test can check one by one (their commits still
 interleave, reuse each other's tombstone rows and rewrite one shared catalog and index).
-``--unsafe`` replaces the atomic manifest write with a plain, slow, in-place write, and
-``--no-lock`` takes away the folder's writer lock: the negative controls the tests must catch.
+``--unsafe`` makes the writer append each change-log record in two halves, slowly, at the
+file's end without first cutting off a dead writer's torn record (and write manifests in place),
+and ``--no-lock`` takes away the folder's writer lock: the negative controls the tests must
+catch.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,11 +27,12 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import ColourEmbedder
 
-from searchcore import live as live_module
 from searchcore.config import Settings, UpscaleSettings
 from searchcore.live import LiveShop
+from searchcore.live import shop as live_module
 from searchcore.service import open_engine
 from searchcore.stores import hnsw as index_module
+from searchcore.stores.changelog import LOG_FORMAT, ChangeLog, frame
 
 
 def unsafe_write_json(path: Path, data: object) -> None:
@@ -38,6 +42,20 @@ def unsafe_write_json(path: Path, data: object) -> None:
         f.flush()
         time.sleep(0.05)
         f.write(text[len(text) // 2 :])
+
+
+def unsafe_append(self: ChangeLog, payload: dict, valid_end: int) -> int:
+    data = frame(payload)
+    if valid_end == 0:
+        data = frame({"log": LOG_FORMAT, "base": self.base}) + data
+    with open(self.path, "ab") as f:  # after whatever is there, a torn record included
+        f.write(data[: len(data) // 2])
+        f.flush()
+        time.sleep(0.05)
+        f.write(data[len(data) // 2 :])
+        f.flush()
+        os.fsync(f.fileno())
+        return f.tell()
 
 
 def photo(rng: np.random.Generator) -> tuple[bytes, list[int]]:
@@ -51,6 +69,7 @@ def main() -> None:
     folder, seed = sys.argv[1], int(sys.argv[2])
     if "--unsafe" in sys.argv:
         index_module.write_json_atomic = unsafe_write_json
+        ChangeLog.append = unsafe_append
     if "--no-lock" in sys.argv:
         live_module.folder_lock = lambda *a, **k: contextlib.nullcontext()
     settings = Settings(upscale=UpscaleSettings(mode="never"))

@@ -79,7 +79,10 @@ def test_removed_slots_are_reused(folder: Path) -> None:
         shop.remove([victim])
         shop.add([{"id": f"n{i}", "title": f"New {i}"}], [png((i * 8, 50, 90))])
     assert len(shop.catalog.df) == rows_before  # tombstones were reused, nothing grew
-    assert shop.engine.index.capacity <= 1024 and len(shop.engine.index) == 24
+    assert len(shop.engine.index) == 24 and check_invariants(_open(folder)) == []
+    shop.compact()  # the changes folded into the graph: its slots were reused too
+    graph = shop.engine.index.base
+    assert graph.capacity <= 1024 and len(graph) == 24 and shop.engine.index.changed == 0
     assert check_invariants(_open(folder)) == []
 
 
@@ -230,6 +233,7 @@ def test_orphans_of_unacknowledged_changes_are_cleaned(folder: Path) -> None:
 def test_a_damaged_snapshot_is_refused(folder: Path) -> None:
     shop = _open(folder)
     shop.remove(["00005"])
+    shop.compact()
     snapshot = next(folder.glob("catalog-*.csv"))
     snapshot.write_text(snapshot.read_text().replace("Red", "Blue"))
     with pytest.raises(IndexMismatchError, match="does not match"):
@@ -380,7 +384,7 @@ def test_crash_loop(folder: Path) -> None:
 
 
 def test_crash_loop_catches_a_non_atomic_writer(colour_catalog: Path, tmp_path: Path) -> None:
-    """Negative control: the same harness, a writer that overwrites the manifest in place."""
+    """Negative control: the same harness, a writer that appends after a torn record."""
     caught = False
     for attempt in range(4):
         copy = tmp_path / f"try{attempt}"
@@ -390,7 +394,7 @@ def test_crash_loop_catches_a_non_atomic_writer(colour_catalog: Path, tmp_path: 
         if crash_loop(folder, 15, unsafe=True, seed=attempt)["violations"]:
             caught = True
             break
-    assert caught, "the crash harness did not notice a writer that can tear its manifest"
+    assert caught, "the crash harness did not notice a writer that appends after a torn record"
 
 
 def test_recall_survives_churn_and_restart(tmp_path: Path) -> None:

@@ -187,6 +187,8 @@ def test_lexical_index_is_in_the_manifest_and_checked(shop: Path) -> None:
 
 
 def test_live_changes_update_the_words_in_the_same_commit(shop: Path) -> None:
+    """Each change reaches the words at once (the log's overlay); a snapshot indexes them anew
+    only when they changed."""
     live = LiveShop(_engine(shop), shop)
     first = read_manifest(shop).lexical["dir"]
     live.add(
@@ -199,8 +201,13 @@ def test_live_changes_update_the_words_in_the_same_commit(shop: Path) -> None:
     assert _ids(live.engine.search(text="quartzline", k=1)) == ["p04"]
     live.remove(["p01"])
     assert "p01" not in _ids(live.engine.search(text="puma running", k=12))
+    assert read_manifest(shop).lexical["dir"] == first  # the changed words are in the log
+    again = _engine(shop)  # what was committed is what a new process serves
+    assert _ids(again.search(text="quartzline", k=1)) == ["p04"]
+    live.compact()  # a snapshot: the words indexed anew
     words = read_manifest(shop).lexical["dir"]
-    live.update("p02", {"price": "99.00"})  # no word changed: the same lexical folder
+    live.update("p02", {"price": "99.00"})
+    live.compact()  # no word changed since: the same lexical folder
     assert read_manifest(shop).lexical["dir"] == words != first
     assert check_invariants(live) == []
     again = _engine(shop)  # what was committed is what a new process serves

@@ -74,6 +74,12 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
             )
     chk = cat.add_parser("check", help="check a live index's invariants")
     chk.add_argument("--index", required=True)
+    cmp = cat.add_parser(
+        "compact",
+        help="write a live index's changes as a new snapshot (writers do it every "
+        "1,000 changes; a quiet hour is a good time for it too)",
+    )
+    cmp.add_argument("--index", required=True)
 
     return {
         ("catalog", "generate"): cmd_generate,
@@ -82,6 +88,7 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
         ("catalog", "update"): cmd_live,
         ("catalog", "remove"): cmd_live,
         ("catalog", "check"): cmd_check,
+        ("catalog", "compact"): cmd_compact,
     }
 
 
@@ -181,6 +188,16 @@ def cmd_live(args: argparse.Namespace) -> int:
     else:
         shop.remove(args.ids)
     print(f"{args.action}: {', '.join(args.ids)} (committed; {len(shop.live_ids)} products live)")
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    shop = _live_shop(args)
+    manifest = shop.compact()
+    print(
+        f"compacted the change log into snapshot generation {manifest.generation} "
+        f"({len(shop.live_ids)} products live)"
+    )
     return 0
 
 

@@ -192,15 +192,23 @@ class HnswIndex:
             if self._deleted:  # replaced slots drop their old label
                 self._deleted &= set(self._all_labels().tolist())
 
+    def holds(self, labels: np.ndarray | list[int]) -> np.ndarray:
+        """Which of ``labels`` are live here (a boolean per label; O(m log n))."""
+        with self.lock.read():
+            return self._holds(np.asarray(labels, dtype=np.int64).ravel())
+
+    def _holds(self, labels: np.ndarray) -> np.ndarray:
+        stored = self._all_labels()
+        pos = np.minimum(np.searchsorted(stored, labels), max(len(stored) - 1, 0))
+        found = stored[pos] == labels if len(stored) else np.zeros(len(labels), dtype=bool)
+        return found & np.array([int(x) not in self._deleted for x in labels], dtype=bool)
+
     def remove(self, labels: np.ndarray | list[int]) -> None:
         """Mark labels deleted: they are never returned again (their slots can be reused)."""
         labels = [int(x) for x in np.asarray(labels, dtype=np.int64).ravel()]
         with self.lock.write():
-            stored = self._all_labels()
-            found = np.isin(np.asarray(labels, dtype=np.int64), stored)
-            unknown = [
-                x for x, ok in zip(labels, found, strict=True) if not ok or x in self._deleted
-            ]
+            found = self._holds(np.asarray(labels, dtype=np.int64))
+            unknown = [x for x, ok in zip(labels, found, strict=True) if not ok]
             if unknown:
                 raise SearchError(f"cannot remove labels not in the index: {unknown[:5]}")
             self._live_cache = None

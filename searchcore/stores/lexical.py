@@ -20,6 +20,7 @@ file with its sha256, checked when the folder is opened.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -136,10 +137,11 @@ class LexicalHits:
 class LexicalIndex:
     """BM25 over one catalog's rows (document ``i`` is catalog row ``i``: label == row)."""
 
-    def __init__(self, model: Any, rows: int, key: str) -> None:
+    def __init__(self, model: Any, rows: int, key: str, avgdl: float | None = None) -> None:
         self._model = model
         self.rows = rows
         self.key = key
+        self.avgdl = avgdl  # mean words per product (None: a folder from before it was kept)
         self._vocab = set(model.vocab_dict) if rows else set()
         self._deletes: dict[str, set[str]] | None = None
         self._term_max: np.ndarray | None = None
@@ -151,28 +153,49 @@ class LexicalIndex:
         df = catalog.df if isinstance(catalog, Catalog) else catalog
         texts = product_texts(df)
         model = bm25s.BM25()  # Lucene's BM25 variant, k1 = 1.5, b = 0.75
+        tokens = tokenize(texts) if texts else []
         if texts:
-            model.index(tokenize(texts), show_progress=False)
-        return cls(model, len(texts), texts_key(texts))
+            model.index(tokens, show_progress=False)
+        avgdl = float(np.mean([len(t) for t in tokens])) if tokens else 0.0
+        return cls(model, len(texts), texts_key(texts), avgdl)
 
     # -- queries ---------------------------------------------------------------------------
-    def words(self, query: str) -> tuple[str, ...]:
+    def words(self, query: str, extra: Mapping[str, Any] | None = None) -> tuple[str, ...]:
         """The query's searchable words: stemmed, stop words out, typos mapped to the vocabulary
         words one edit away, and two words written apart that the catalog writes as one ("t
-        shirt" -> "tshirt") joined."""
+        shirt" -> "tshirt") joined. ``extra``: more vocabulary (words of changed products)."""
+        extra = extra or {}
         query = query[:2000]
         tokens = tokenize([query])[0][:_MAX_QUERY_WORDS]
         out: list[str] = []
         for tok in tokens:
-            if tok in self._vocab:
+            if tok in self._vocab or tok in extra:
                 out.append(tok)
             else:
-                out.extend(sorted(self._near(tok)))
+                near = self._near(tok) | {w for w in extra if len(tok) >= 4 and _one_edit(tok, w)}
+                out.extend(sorted(near))
         raw = re.findall(r"\w+", normalise(query))[:_MAX_QUERY_WORDS]
         pairs = [a + b for a, b in itertools.pairwise(raw)]
         if pairs:
-            out.extend(t for t in tokenize([" ".join(pairs)])[0] if t in self._vocab)
+            joined = tokenize([" ".join(pairs)])[0]
+            out.extend(t for t in joined if t in self._vocab or t in extra)
         return tuple(dict.fromkeys(out))
+
+    def scores(self, words: Sequence[str]) -> np.ndarray:
+        """Each row's BM25 score for ``words`` (words outside the vocabulary score nothing)."""
+        known = [w for w in words if w in self._vocab]
+        if not known or self.rows == 0:
+            return np.zeros(self.rows, dtype=np.float32)
+        return np.asarray(self._model.get_scores(known), dtype=np.float32)
+
+    def stats(self, word: str) -> tuple[int, float]:
+        """How many rows hold ``word``, and its highest score in any row."""
+        index = self._model.vocab_dict.get(word) if self.rows else None
+        if index is None:
+            return 0, 0.0
+        indptr = np.asarray(self._model.scores["indptr"])
+        self.best_score([word])  # fills the per-word maxima
+        return int(indptr[index + 1] - indptr[index]), float(self._term_max[index])  # type: ignore[index]
 
     def search(
         self, query: str, k: int, allowed: np.ndarray | None = None, filters: Any = None
@@ -182,15 +205,7 @@ class LexicalIndex:
         words = self.words(query)
         if not words or self.rows == 0 or k < 1:
             return LexicalHits(np.zeros(0, dtype=np.int64), np.zeros(0, np.float32), words, 0.0)
-        scores = np.asarray(self._model.get_scores(list(words)), dtype=np.float32)
-        best = self.best_score(words)
-        if allowed is not None:
-            scores = np.where(allowed[: self.rows], scores, 0.0)
-        found = np.flatnonzero(scores > 0)
-        if len(found) > k:
-            found = found[np.argpartition(-scores[found], k - 1)[:k]]
-        order = found[np.lexsort((found, -scores[found]))]  # best first, ties by row
-        return LexicalHits(order.astype(np.int64), scores[order], words, best)
+        return top_hits(self.scores(words), k, allowed, words, self.best_score(words))
 
     def best_score(self, words: Sequence[str]) -> float:
         """The sum over ``words`` of each word's highest score in any product: no product can
@@ -205,6 +220,10 @@ class LexicalIndex:
             self._term_max = term_max
         vocab = self._model.vocab_dict
         return float(sum(self._term_max[vocab[w]] for w in words if w in vocab))
+
+    def matches(self, texts: Sequence[str]) -> bool:
+        """True when this index holds exactly ``texts`` (one per catalog row)."""
+        return len(texts) == self.rows and texts_key(texts) == self.key
 
     def _near(self, token: str) -> set[str]:
         """Vocabulary words one edit from ``token`` (insertion, deletion or substitution),
@@ -240,7 +259,8 @@ class LexicalIndex:
             tmp.mkdir(parents=True)
             if self.rows:
                 self._model.save(str(tmp), show_progress=False)
-            (tmp / "rows.json").write_text(json.dumps({"rows": self.rows, "key": self.key}))
+            info = {"rows": self.rows, "key": self.key, "avgdl": self.avgdl}
+            (tmp / "rows.json").write_text(json.dumps(info))
             for path in tmp.iterdir():
                 fsync_file(path)
             fsync_dir(tmp)
@@ -275,9 +295,117 @@ class LexicalIndex:
                     f"rebuild with `{fix}`"
                 )
         if entry["rows"] == 0:
-            return cls(bm25s.BM25(), 0, str(entry.get("key", "")))
+            return cls(bm25s.BM25(), 0, str(entry.get("key", "")), 0.0)
         model = bm25s.BM25.load(str(path), allow_pickle=False, show_progress=False, verbosity=0)
-        return cls(model, entry["rows"], str(entry.get("key", "")))
+        avgdl = None
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # checked above
+            avgdl = json.loads((path / "rows.json").read_text()).get("avgdl")
+        avgdl = float(avgdl) if isinstance(avgdl, int | float) and avgdl > 0 else None
+        return cls(model, entry["rows"], str(entry.get("key", "")), avgdl)
+
+
+class LiveLexical:
+    """The last snapshot's :class:`LexicalIndex` plus the words of the products changed since.
+
+    A changed product's old words leave the ranking and its new ones are scored by BM25 with
+    the snapshot's statistics (documents holding each word, mean length), the way Lucene scores
+    a new segment until segments are merged; compaction builds one index again. Changing it
+    makes a new object (:meth:`with_texts`): a query keeps reading the one its view holds.
+    """
+
+    def __init__(self, base: LexicalIndex, rows: int | None = None) -> None:
+        self.base = base
+        self.rows = base.rows if rows is None else rows
+        self.key = base.key  # the files it rests on
+        self._docs: dict[int, int] = {}  # changed row -> its length in words
+        self._new: dict[int, str] = {}  # changed row -> its text now
+        self._old: dict[int, str] = {}  # changed row the snapshot had -> its text there
+        self._postings: dict[str, dict[int, int]] = {}  # word -> changed row -> count
+
+    @property
+    def changed(self) -> int:
+        return len(self._docs)
+
+    def with_texts(
+        self, texts: Mapping[int, str], old: Mapping[int, str], rows: int
+    ) -> LiveLexical:
+        """This index with ``texts`` as the words of those rows (``old``: their texts before,
+        for rows the snapshot holds) and ``rows`` catalog rows in all."""
+        out = LiveLexical(self.base, rows)
+        out._docs, out._new, out._old = dict(self._docs), dict(self._new), dict(self._old)
+        out._postings = dict(self._postings)
+        todo = {r: t for r, t in texts.items() if r in out._new or r >= self.base.rows}
+        todo.update({r: t for r, t in texts.items() if r not in todo and old.get(r) != t})
+        for row, tokens in zip(todo, tokenize(list(todo.values())), strict=True):
+            if row in out._new:  # its words change again
+                for word in set(tokenize([out._new[row]])[0]):
+                    out._postings[word] = {r: c for r, c in out._postings[word].items() if r != row}
+            elif row < self.base.rows:
+                out._old[row] = old[row]
+            out._docs[row], out._new[row] = len(tokens), todo[row]
+            for word in set(tokens):
+                out._postings[word] = {**out._postings.get(word, {}), row: tokens.count(word)}
+        return out
+
+    def matches(self, texts: Sequence[str]) -> bool:
+        """True when this index holds exactly ``texts`` (one per catalog row)."""
+        n = self.base.rows
+        if len(texts) != self.rows or any(r not in self._new for r in range(n, self.rows)):
+            return False
+        before = [self._old.get(i, t) for i, t in enumerate(texts[:n])]
+        return self.base.matches(before) and all(texts[r] == t for r, t in self._new.items())
+
+    def search(
+        self, query: str, k: int, allowed: np.ndarray | None = None, filters: Any = None
+    ) -> LexicalHits:
+        words = self.base.words(query, self._postings)
+        if not words or self.rows == 0 or k < 1:
+            return LexicalHits(np.zeros(0, dtype=np.int64), np.zeros(0, np.float32), words, 0.0)
+        scores = np.zeros(self.rows, dtype=np.float32)
+        scores[: self.base.rows] = self.base.scores(words)
+        best = 0.0
+        if self._docs:
+            scores[np.fromiter(self._docs, dtype=np.int64)] = 0.0  # their old words are gone
+        for word in words:
+            held, top = self.base.stats(word)
+            for row, score in self._scores(word, held).items():
+                scores[row] += score
+                top = max(top, score)
+            best += top
+        return top_hits(scores, k, allowed, words, best)
+
+    def _scores(self, word: str, held: int) -> dict[int, float]:
+        """BM25 (Lucene's variant, as bm25s's) of ``word`` in each changed row holding it."""
+        postings = self._postings.get(word)
+        if not postings:
+            return {}
+        k1, b = 1.5, 0.75
+        added = sum(1 for r in self._docs if r >= self.base.rows)
+        n = self.base.rows + added
+        held = held + len(postings)
+        idf = np.log(1.0 + (n - held + 0.5) / (held + 0.5))
+        avgdl = self.base.avgdl or float(np.mean(list(self._docs.values()))) or 1.0
+        return {
+            row: float(idf * tf / (k1 * (1 - b + b * self._docs[row] / avgdl) + tf))
+            for row, tf in postings.items()
+        }
+
+
+def top_hits(
+    scores: np.ndarray,
+    k: int,
+    allowed: np.ndarray | None,
+    words: tuple[str, ...],
+    best: float,
+) -> LexicalHits:
+    """The ``k`` best rows of ``scores`` among ``allowed``, best first (ties by row)."""
+    if allowed is not None:
+        scores = np.where(allowed[: len(scores)], scores, 0.0)
+    found = np.flatnonzero(scores > 0)
+    if len(found) > k:
+        found = found[np.argpartition(-scores[found], k - 1)[:k]]
+    order = found[np.lexsort((found, -scores[found]))]
+    return LexicalHits(order.astype(np.int64), scores[order].astype(np.float32), words, best)
 
 
 def texts_key(texts: Sequence[str]) -> str:

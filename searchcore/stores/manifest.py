@@ -19,6 +19,7 @@ from typing import Any
 
 from searchcore.errors import IndexMismatchError
 from searchcore.fsutil import read_json
+from searchcore.stores.changelog import NAME as LOG_NAME
 from searchcore.stores.lexical import lexical_files
 
 FORMAT_VERSION = 1
@@ -138,10 +139,11 @@ class IndexManifest:
     skipped: tuple[dict[str, Any], ...] = ()
     store: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    log: str | None = None  # the change log of this snapshot (searchcore.stores.changelog)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> IndexManifest:
-        known = {"model", "catalog", "generation", "lexical", "skipped", *STORE_KEYS}
+        known = {"model", "catalog", "generation", "lexical", "skipped", "log", *STORE_KEYS}
         generation = raw.get("generation", 0)
         skipped = raw.get("skipped") if isinstance(raw.get("skipped"), list) else []
         return cls(
@@ -152,6 +154,7 @@ class IndexManifest:
             skipped=tuple(s for s in skipped if isinstance(s, dict)),
             store={k: raw[k] for k in STORE_KEYS if k in raw},
             extra={k: v for k, v in raw.items() if k not in known},
+            log=raw["log"] if isinstance(raw.get("log"), str) else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -162,18 +165,23 @@ class IndexManifest:
             out["model"] = self.model.to_dict()
         if self.lexical is not None:
             out["lexical"] = self.lexical
+        if self.log:
+            out["log"] = self.log
         return out
 
     def carried(self) -> dict[str, Any]:
         """What a writer's next commit keeps of this state: model, skipped photos, build info,
-        lexical index (the writer replaces what its change touches)."""
+        lexical index (the writer replaces what its change touches; a new snapshot starts a
+        log of its own)."""
         out = {k: v for k, v in self.to_dict().items() if k not in STORE_KEYS}
         out.pop("generation", None)
+        out.pop("log", None)
         return out
 
     @property
     def version(self) -> str:
-        """Names one committed state: equal versions, equal index and catalog."""
+        """Names one committed snapshot: equal versions, equal index and catalog (the records
+        of its change log add ``+N``: see :mod:`searchcore.live.state`)."""
         return f"{self.generation}:{self.store.get('index_sha256')}:{self.catalog.sha256}"
 
     @property
@@ -183,6 +191,8 @@ class IndexManifest:
         names = {str(self.store.get("index_file", ""))} | lexical_files(self.lexical)
         if self.catalog.snapshot:
             names.add(self.catalog.snapshot)
+        if self.log:
+            names.add(self.log)
         return names - {""}
 
 
@@ -217,6 +227,7 @@ def prune_folder(folder: Path, keep: set[str]) -> list[Path]:
         ".manifest.json.*.tmp",
         "lexical-*",
         ".lexical-*.tmp",
+        "changes-*.log",
     ):
         for path in folder.glob(pattern):
             if path.name not in keep:
@@ -263,4 +274,7 @@ def read_manifest(folder: Path, *, fix: str = "searchcore index build") -> Index
         raise IndexMismatchError(f"{path} has invalid sizes; rebuild with `{fix}`")
     if not all(isinstance(x, int) and 0 <= x for x in manifest["deleted"]):
         raise IndexMismatchError(f"{path} has invalid deleted labels; rebuild with `{fix}`")
+    log = manifest.get("log")
+    if log is not None and not (isinstance(log, str) and LOG_NAME.fullmatch(log)):
+        raise IndexMismatchError(f"{path} names an invalid change log; rebuild with `{fix}`")
     return IndexManifest.from_dict(manifest)
