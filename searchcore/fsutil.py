@@ -79,6 +79,50 @@ def relative(path: str | Path, start: str | Path) -> str:
     return os.path.relpath(Path(path).resolve(), Path(start).resolve())
 
 
+class InsideRoot:
+    """Whether paths relative to ``root`` stay inside it once symlinks are followed. Each folder
+    is resolved once and each file costs one ``lstat`` (a full resolution only for a file that
+    is itself a link): a catalog of 100k photos in a few folders is checked in a fraction of a
+    second."""
+
+    def __init__(self, root: str | Path, *, scan: bool = False) -> None:
+        self.root = Path(root).resolve()
+        self._prefix = os.path.join(str(self.root), "")
+        self._folders: dict[str, bool] = {"": True}
+        # scan: list each folder's links once (many paths to check) instead of an lstat each
+        self._links: dict[str, set[str]] | None = {} if scan else None
+
+    def __call__(self, rel: str) -> bool:
+        parent, _, name = rel.rpartition("/")
+        inside = self._folders.get(parent)
+        if inside is None:
+            inside = self._inside(os.path.realpath(self._prefix + parent))
+            self._folders[parent] = inside
+        full = self._prefix + rel
+        if not inside:
+            return False
+        if self._links is not None:
+            links = self._links.get(parent)
+            if links is None:
+                links = self._links[parent] = _links_in(self._prefix + parent)
+            if name not in links and "/" not in name:
+                return True
+        if os.path.islink(full):
+            return self._inside(os.path.realpath(full))
+        return True
+
+    def _inside(self, resolved: str) -> bool:
+        return resolved == str(self.root) or resolved.startswith(self._prefix)
+
+
+def _links_in(folder: str) -> set[str]:
+    try:
+        with os.scandir(folder) as entries:
+            return {e.name for e in entries if e.is_symlink()}
+    except OSError:
+        return set()
+
+
 def is_regular_file(path: str | Path) -> bool:
     """True for a regular file (links followed); False for anything else or nothing."""
     try:

@@ -65,7 +65,9 @@ def catalog_for_index(location: str, manifest: IndexManifest) -> Catalog:
             f"the catalog of index {location} is gone ({record.path}); rebuild with "
             f"`searchcore index build --catalog FILE --out {location}`"
         )
-    catalog = load_catalog(source, record.column_map, strict=record.strict, max_bad_fraction=None)
+    catalog = load_catalog(
+        source, record.column_map, strict=record.strict, max_bad_fraction=None, find_photos=False
+    )
     digest = (record.left_out or {}).get("digest")
     if (
         catalog.sha256 != record.sha256
@@ -93,7 +95,9 @@ def _snapshot_catalog(folder: Path, record: CatalogRecord) -> Catalog:
     if not path.is_file():
         raise IndexMismatchError(f"catalog snapshot {path} is missing; the index folder is damaged")
     # A live shop writes only rows it checked: strict, as ever (a row left out would move labels).
-    catalog = load_catalog(path, strict=True, max_bad_fraction=None, root=folder / record.root)
+    catalog = load_catalog(
+        path, strict=True, max_bad_fraction=None, root=folder / record.root, find_photos=False
+    )
     if catalog.sha256 != record.sha256 or len(catalog) != record.rows:
         raise IndexMismatchError(f"catalog snapshot {path} does not match its manifest")
     return catalog

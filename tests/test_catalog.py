@@ -195,3 +195,40 @@ def test_shared_catalog_validates_with_a_mapping() -> None:
     assert cat.report.errors == [] and cat.report.missing_images == []
     assert "Topwear" in cat.categories()
     assert (cat.df["usage"] == "NA").any()  # the literal string survives
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_photo_paths_through_links_out_of_the_shop_are_refused(tmp_path: Path, scan) -> None:
+    """The fast path check (a folder resolved once, a file's link seen in its folder's listing)
+    refuses what a full resolution of each path refuses."""
+    from searchcore.fsutil import InsideRoot
+    from searchcore.rowcheck import image_path_problem
+
+    shop, outside = tmp_path / "shop", tmp_path / "outside"
+    (shop / "images" / "deep").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.png").write_bytes(b"x")
+    (shop / "images" / "ok.png").write_bytes(b"x")
+    (shop / "images" / "out.png").symlink_to(outside / "secret.png")
+    (shop / "images" / "in.png").symlink_to(shop / "images" / "ok.png")
+    (shop / "linked").symlink_to(outside)
+    (shop / "images" / "deep" / "up").symlink_to(outside)
+    inside = InsideRoot(shop, scan=scan)
+    verdicts = {
+        rel: image_path_problem(rel, shop.resolve(), inside)
+        for rel in (
+            "images/ok.png",
+            "images/in.png",
+            "images/missing.png",
+            "images/out.png",
+            "linked/secret.png",
+            "images/deep/up/secret.png",
+            "images/../../outside/secret.png",
+            "/etc/passwd",
+        )
+    }
+    assert [rel for rel, problem in verdicts.items() if problem is None] == [
+        "images/ok.png",
+        "images/in.png",
+        "images/missing.png",
+    ]

@@ -51,8 +51,6 @@ from searchcore.catalog import (
     REMOVED,
     REQUIRED,
     Catalog,
-    image_path_problem,
-    parse_price,
 )
 from searchcore.config import Settings
 from searchcore.engine import SearchEngine, View
@@ -66,6 +64,7 @@ from searchcore.fsutil import (
 )
 from searchcore.images import decode_image
 from searchcore.live.state import apply, live_view, log_for, record
+from searchcore.rowcheck import image_path_problem, parse_price
 from searchcore.stores.changelog import new_log_name
 from searchcore.stores.hnsw import HnswIndex, commit_folder
 from searchcore.stores.lexical import LexicalIndex, LiveLexical

@@ -21,10 +21,10 @@ import gradio as gr
 import numpy as np
 
 from searchcore.calibrate import MatchGate
-from searchcore.catalog import parse_price
 from searchcore.engine import SearchEngine, SearchResult
 from searchcore.errors import SearchError
 from searchcore.query import Query, answer, good_match, run
+from searchcore.rowcheck import parse_price
 from searchcore.web.guard import QueryQueue, ServedImages, upload_path
 
 log = logging.getLogger(__name__)
