@@ -248,7 +248,7 @@ def _build_milvus(
     token: str | None,
     max_bad_fraction: float | None,
 ) -> BuildReport:
-    from searchcore.stores.milvus import MilvusStore
+    from searchcore.stores.milvus import MilvusStore, stamp
 
     started = time.perf_counter()
     params = {"M": settings.m, "efConstruction": settings.ef_construction}
@@ -260,18 +260,22 @@ def _build_milvus(
         index_params=params,
         ef_search=settings.ef_search,
     )
-    fingerprint = embedder.fingerprint
     i, n = shard
     ids = catalog.df["id"].tolist()
-    done = store.ids_with_model(fingerprint)  # id -> row already stored with this model
-    rows = [r for r in range(len(catalog)) if r % n == i and done.get(ids[r]) != r]
-    if n == 1:  # a full build also drops products that left the catalog: reruns converge
-        stale = store.all_ids() - set(ids)
-        store.remove_ids(sorted(stale))
     records = catalog.df.to_dict("records")
+    paths = catalog.image_paths()
+    # Upserts by id, of exactly the products whose row, fields, photo or model changed: a
+    # rerun after a price edit re-embeds that product only (and never leaves a stale price).
+    stored = store.stamps()
+    want = {r: stamp(embedder.fingerprint, records[r], paths[r]) for r in range(len(catalog))}
+    rows = [r for r in range(len(catalog)) if r % n == i and stored.get(ids[r]) != (r, want[r])]
+    if n == 1:  # a full build also drops products that left the catalog: reruns converge
+        stale = set(stored) - set(ids)
+        store.remove_ids(sorted(stale))
 
     def add(vectors: Any, labels: Any) -> None:
-        store.add(vectors, labels, [records[int(x)] for x in labels], model=fingerprint)
+        rows = [int(x) for x in labels]
+        store.add(vectors, rows, [records[r] for r in rows], model=[want[r] for r in rows])
 
     skipped = _embed_rows(
         catalog,

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ColourEmbedder
 from PIL import Image
 
 from searchcore.build import build_index
@@ -206,3 +207,35 @@ def test_sharded_milvus_build_fills_one_collection(
     assert sorted(store.live_labels().tolist()) == list(range(24))
     with pytest.raises(Exception, match="Milvus"):
         build_index(catalog, fake_embedder, tmp_path / "folder", shard=(0, 2))
+
+
+def test_a_milvus_rebuild_upserts_exactly_what_changed(
+    colour_catalog: Path, tmp_path: Path
+) -> None:
+    """Milvus takes a shop's changes by upsert (the product id is its key): a rebuild after the
+    catalog file changed re-embeds and upserts the changed products only, and a build killed
+    part-way leaves products whole (old or new), which the next run completes."""
+    from searchcore.stores.milvus import MilvusStore
+
+    out = str(tmp_path / "shop.db")
+    embedder = ColourEmbedder()
+    assert build_index(load_catalog(colour_catalog), embedder, out).indexed == 24
+    df = pd.read_csv(colour_catalog, dtype=str, keep_default_na=False)
+    df.loc[df["id"] == "00004", "price"] = "999.00"  # a price edit
+    df.loc[df["id"] == "00005", "title"] = "Zanzibar mug"  # a title edit
+    Image.new("RGB", (48, 48), (0, 0, 0)).save(colour_catalog.parent / df.at[7, "image"])  # a photo
+    df = df[df["id"] != "00009"]  # a product that left the shop
+    df.to_csv(colour_catalog, index=False)
+    catalog = load_catalog(colour_catalog)
+    calls = embedder.image_calls
+    report = build_index(catalog, embedder, out)
+    # rows after the removed one moved up: they are re-stored under their new rows as well
+    assert report.indexed == len({4, 5, 7} | set(range(9, 23))), report
+    store, _ = MilvusStore.open(out, "products")
+    assert len(store) == 23 and "00009" not in set(store.stamps())
+    engine = SearchEngine(catalog, embedder, None, store)
+    over = engine.search_text("red", k=30, filters=Filters(min_price=500)).hits
+    assert [h.id for h in over] == ["00004"]  # the new price is the filtered one
+    assert engine.search_text("zanzibar", k=1, mode="lexical").hits[0].id == "00005"
+    assert build_index(catalog, embedder, out).indexed == 0  # converged
+    assert embedder.image_calls > calls

@@ -154,12 +154,17 @@ class LiveShop:
         pics = [decode_image(b, self.engine.image_limits) for b in images]
         vectors = self.engine.embedder.embed_images(pics)
         with self._locked():
-            clash = sorted(set(ids) & set(self._ids))
+            clash = sorted(i for i in ids if i in self._ids)
             if clash:
                 raise CatalogError(f"product id(s) already in the catalog: {clash[:5]}")
             written = [self._store_image(b) for b in images]
             df = self.catalog.df
-            free = [r for r in self._free if df["id"].iat[r] not in ids]
+            free: list[int] = []  # the first tombstones not of these very ids
+            for r in self._free:
+                if len(free) == len(new):
+                    break
+                if df["id"].iat[r] not in ids:
+                    free.append(r)
             rows: dict[int, dict[str, str]] = {}
             for row, (rel, sha) in zip(new, written, strict=True):
                 row.update({"image": rel, IMAGE_SHA: sha, REMOVED: ""})

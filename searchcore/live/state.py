@@ -31,6 +31,7 @@ from searchcore.stores.manifest import IndexManifest
 from searchcore.stores.segment import LiveIndex
 
 LIVE_COLUMNS = (REMOVED, IMAGE_SHA)
+CHUNK = 8192  # rows per slice of a changed text column (see _set_cells)
 
 
 def record(
@@ -144,7 +145,7 @@ def with_rows(df: pd.DataFrame, rows: Mapping[int, Mapping[str, str]]) -> pd.Dat
         out[col] = ""
     cols = list(out.columns)
     kept = [label for label in rows if label < n]
-    for j, col in enumerate(cols):
+    for col in cols:
         if not kept:
             break
         now = out[col].iloc[kept].tolist()  # O(change), not a conversion of the column
@@ -153,12 +154,61 @@ def with_rows(df: pd.DataFrame, rows: Mapping[int, Mapping[str, str]]) -> pd.Dat
             for label, old in zip(kept, now, strict=True)
             if rows[label].get(col, "") != old
         ]
-        if changed:  # only this column is copied
-            out.iloc[[x for x, _ in changed], j] = [v for _, v in changed]
+        if changed:
+            out[col] = _set_cells(out[col], dict(changed))
     if added:
         tail = pd.DataFrame([{c: rows[x].get(c, "") for c in cols} for x in added], columns=cols)
         out = pd.concat([out, tail], ignore_index=True)
+        for col in cols:  # appended rows arrive as chunks of their own: merge the small ones
+            out[col] = _merge_tail(out[col])
     return out
+
+
+def _set_cells(column: pd.Series, cells: dict[int, str]) -> pd.Series:
+    """``column`` with these cells set, as a new column. An Arrow-backed text column (pandas'
+    own) is cut into :data:`CHUNK`-row slices (no copy) and only the slices holding a cell are
+    rebuilt, so a change costs what it touches, not the catalog's length; elsewhere the column
+    is copied."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = column.array
+    if not isinstance(values, pd.arrays.ArrowStringArray):
+        out = column.copy()
+        out.iloc[list(cells)] = list(cells.values())
+        return out
+    chunks: list[Any] = []
+    for chunk in values.__arrow_array__().chunks:  # big chunks into slices, zero-copy
+        chunks.extend(chunk.slice(i, CHUNK) for i in range(0, len(chunk), CHUNK) or [0])
+    starts = np.cumsum([0] + [len(c) for c in chunks])
+    for label, value in cells.items():
+        i = int(np.searchsorted(starts, label, side="right")) - 1
+        mask = np.zeros(len(chunks[i]), dtype=bool)
+        mask[label - starts[i]] = True
+        chunks[i] = pc.replace_with_mask(
+            chunks[i], pa.array(mask), pa.array([value], chunks[i].type)
+        )
+    array = pd.arrays.ArrowStringArray(pa.chunked_array(chunks, type=chunks[0].type))
+    return pd.Series(array, index=column.index, name=column.name)
+
+
+def _merge_tail(column: pd.Series) -> pd.Series:
+    """An Arrow text column whose trailing small chunks (rows appended one change at a time)
+    are merged into one once there are many: queries take rows from few chunks."""
+    import pyarrow as pa
+
+    values = column.array
+    if not isinstance(values, pd.arrays.ArrowStringArray):
+        return column
+    chunks = values.__arrow_array__().chunks
+    small = 0
+    while small < len(chunks) and len(chunks[-1 - small]) < CHUNK:
+        small += 1
+    if small < 32:
+        return column
+    merged = pa.concat_arrays(chunks[-small:])  # O(rows appended), not O(catalog)
+    array = pa.chunked_array([*chunks[:-small], merged], type=merged.type)
+    return pd.Series(pd.arrays.ArrowStringArray(array), index=column.index, name=column.name)
 
 
 def with_live_columns(catalog: Catalog) -> Catalog:

@@ -25,7 +25,9 @@ collections beyond memory, ``IVF_FLAT``/``IVF_PQ`` (``nlist``; query ``nprobe``)
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -244,9 +246,14 @@ class MilvusStore:
 
     # -- writes -----------------------------------------------------------------------------
     def add(
-        self, vectors: np.ndarray, labels: Any, records: list[dict] | None = None, model: str = ""
+        self,
+        vectors: np.ndarray,
+        labels: Any,
+        records: list[dict] | None = None,
+        model: str | list[str] = "",
     ) -> None:
-        """Upsert by product id: re-adding a product replaces it (idempotent rebuilds)."""
+        """Upsert by product id: re-adding a product replaces it (idempotent rebuilds).
+        ``model``: the stamp of each product (:func:`stamp`), or one for all."""
         vectors = np.asarray(vectors, dtype=np.float32)
         labels = [int(x) for x in np.asarray(labels).ravel()]
         if records is None or len(records) != len(labels):
@@ -258,7 +265,8 @@ class MilvusStore:
         if not np.isfinite(vectors).all():
             raise SearchError("vectors contain NaN or infinity")
         rows = []
-        for vec, label, rec in zip(vectors, labels, records, strict=True):
+        models = [model] * len(labels) if isinstance(model, str) else list(model)
+        for vec, label, rec, made in zip(vectors, labels, records, models, strict=True):
             price = _price(rec.get("price", ""))
             rows.append(
                 {
@@ -268,7 +276,7 @@ class MilvusStore:
                     "category": _key(rec.get("category", "")),
                     "colour": _key(rec.get("colour", "")),
                     "price": MISSING_PRICE if price is None else price,
-                    "model": model[:64],
+                    "model": made[:64],
                     **({"text": _words(record_text(rec))} if self.has_text else {}),
                 }
             )
@@ -380,15 +388,12 @@ class MilvusStore:
     def live_labels(self) -> np.ndarray:
         return np.sort(np.array([r["row"] for r in self._scan(["row"])], dtype=np.int64))
 
-    def ids_with_model(self, model: str) -> dict[str, int]:
-        """Product id -> row of products already embedded with this model (a rerun skips them)."""
+    def stamps(self) -> dict[str, tuple[int, str]]:
+        """Product id -> (row, stamp) as stored: the stamp (``model`` field) names the model and
+        the product's version (:func:`stamp`), so a rebuild upserts exactly what changed."""
         return {
-            r["id"]: int(r["row"])
-            for r in self._scan(["id", "row"], f"model == {_literal(model[:64])}")
+            r["id"]: (int(r["row"]), str(r["model"])) for r in self._scan(["id", "row", "model"])
         }
-
-    def all_ids(self) -> set[str]:
-        return {r["id"] for r in self._scan(["id"])}
 
     def _scan(self, fields: list[str], expr: str = "") -> list[dict]:
         it = self.client.query_iterator(
@@ -425,6 +430,19 @@ class MilvusLexical:
             keep = (rows < len(allowed)) & allowed[np.minimum(rows, len(allowed) - 1)]
             rows, scores = rows[keep], scores[keep]
         return LexicalHits(rows, scores, words, 0.0)
+
+
+def stamp(fingerprint: str, record: dict[str, Any], photo: Any) -> str:
+    """What a stored product was made from: the model's weights, the catalog row's every field
+    and its photo file (size and modification time, as make and rsync tell a changed file):
+    the ``model`` field holds it, at most 64 characters."""
+    try:
+        st = os.stat(photo)
+        seen = f"{st.st_size}:{st.st_mtime_ns}"
+    except OSError:
+        seen = "-"
+    text = json.dumps(record, sort_keys=True, default=str) + "\0" + seen
+    return f"{fingerprint[:40]}/{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
 def _words(text: str) -> str:
