@@ -5,7 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python}
 status=0
-for script in bench_query bench_indexing bench_ann bench_upscale bench_backends bench_text bench_runtime; do
+for script in bench_query bench_indexing bench_ann bench_upscale bench_backends bench_text bench_runtime bench_live; do
     echo "== $script ($(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?') load)"
     "$python" "benchmarks/$script.py" "$@" || status=1
 done

@@ -26,6 +26,7 @@ ORDER = (
     "backends",
     "text_search",
     "runtime",
+    "live_commits",
 )
 
 
@@ -154,6 +155,46 @@ def glance(results: Path, names: list[str]) -> str:
                     "text_search",
                 ]
             )
+    live = (load(results, "live_commits") or {}).get("results", {})
+    commits = [r for r in live.get("commits", []) if r["design"] == "log"]
+    if commits:
+        small, big = (
+            min(commits, key=lambda r: r["products"]),
+            max(commits, key=lambda r: r["products"]),
+        )
+        ratio = big["ms"]["p50"] / small["ms"]["p50"]
+        where = f"{big['products']:,} products"
+        rows += [
+            [
+                f"live commits/s, {where}",
+                "1 writer",
+                C.fmt(big["commits_per_s"]),
+                ">= 50",
+                C.verdict(big["commits_per_s"], 50.0, True),
+                "live_commits",
+            ],
+            [
+                f"commit p50 at {where} / at {small['products']:,}",
+                "1 writer",
+                f"{C.fmt(ratio)}x",
+                "<= 2x",
+                C.verdict(ratio, 2.0, False),
+                "live_commits",
+            ],
+        ]
+    opened = live.get("open") or {}
+    if opened:
+        rows.append(
+            [
+                f"open with a {opened['log_entries']:,}-record log, "
+                f"{opened['products']:,} products",
+                "max of runs",
+                f"{C.fmt(opened['open_s_log']['max'])} s",
+                "<= 2 s",
+                C.verdict(opened["open_s_log"]["max"], 2.0, False),
+                "live_commits",
+            ]
+        )
     runtime = load(results, "runtime")  # bench_runtime.py states its own targets
     for t in (runtime or {}).get("results", {}).get("targets", []):
         measured = t["measured"]

@@ -113,6 +113,31 @@ def test_a_log_of_another_snapshot_is_refused(folder: Path, tmp_path: Path) -> N
         {"seq": 2, "rows": [], "vectors": [[1, "AAAA"]], "removed": []},  # wrong dimension
         {"seq": 2, "rows": [], "vectors": [], "removed": [-1]},
         {"seq": 2, "rows": "x", "vectors": [], "removed": []},
+        # a row a catalog file would be refused for: a photo outside the shop, a NUL byte
+        {
+            "seq": 2,
+            "rows": [[0, {"id": "0", "title": "t", "image": "../../etc/passwd"}]],
+            "vectors": [],
+            "removed": [],
+        },
+        {
+            "seq": 2,
+            "rows": [[0, {"id": "0", "title": "t", "image": "/etc/passwd"}]],
+            "vectors": [],
+            "removed": [],
+        },
+        {
+            "seq": 2,
+            "rows": [[0, {"id": "0", "title": "t\x00", "image": "a.png"}]],
+            "vectors": [],
+            "removed": [],
+        },
+        {
+            "seq": 2,
+            "rows": [[0, {"id": "", "title": "t", "image": "a.png"}]],
+            "vectors": [],
+            "removed": [],
+        },
     ],
 )
 def test_a_hostile_record_is_refused_whole(folder: Path, record: dict) -> None:

@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from searchcore.catalog import IMAGE_SHA, REMOVED, Catalog
+from searchcore.catalog import IMAGE_SHA, MAX_FIELD, REMOVED, Catalog
 from searchcore.engine import View
 from searchcore.errors import IndexMismatchError
+from searchcore.rowcheck import image_path_problem
 from searchcore.stores.changelog import ChangeLog
 from searchcore.stores.hnsw import HnswIndex
 from searchcore.stores.lexical import LexicalIndex, LiveLexical, record_text
@@ -94,8 +95,9 @@ def apply(view: View, records: list[dict[str, Any]], end: int, base_version: str
         if rec.get("seq") != seq:
             raise _damaged(f"record {seq} is missing or out of order")
         for label, row in _pairs(rec, "rows", dict):
-            if not all(isinstance(k, str) and isinstance(v, str) for k, v in row.items()):
-                raise _damaged(f"record {seq} has a row that is not text")
+            problem = _row_problem(row, view.catalog.root)
+            if problem:  # what a catalog file's row is refused for, a record's row is too
+                raise _damaged(f"record {seq}, row {label}: {problem}")
             rows[label] = row
         for label, text in _pairs(rec, "vectors", str):
             vectors[label] = _decode(text, view.index.dim, seq)
@@ -219,6 +221,18 @@ def with_live_columns(catalog: Catalog) -> Catalog:
 
 def _row_text(df: pd.DataFrame, row: int) -> str:
     return record_text(df.iloc[row].to_dict())
+
+
+def _row_problem(row: dict[str, Any], root: Path) -> str | None:
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in row.items()):
+        return "a field that is not text"
+    if any(not k.strip() or len(k) > 100 or not k.isprintable() for k in row):
+        return "an invalid field name"
+    if any("\x00" in v or len(v) > MAX_FIELD for v in row.values()):
+        return f"a field with a NUL byte or over {MAX_FIELD} characters"
+    if not row.get("id", "").strip() or not row.get("title", "").strip():
+        return "no id or no title"
+    return image_path_problem(row.get("image", ""), root)
 
 
 def _pairs(rec: dict[str, Any], key: str, kind: type) -> list[tuple[int, Any]]:
