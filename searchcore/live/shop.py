@@ -63,9 +63,9 @@ from searchcore.fsutil import (
     write_json_atomic,
 )
 from searchcore.images import decode_image
-from searchcore.live.state import apply, live_view, log_for, record
+from searchcore.live.state import apply, finish, live_view, log_for, prepare, record
 from searchcore.rowcheck import image_path_problem, parse_price
-from searchcore.stores.changelog import new_log_name
+from searchcore.stores.changelog import ChangeLog, new_log_name
 from searchcore.stores.hnsw import HnswIndex, commit_folder
 from searchcore.stores.lexical import LexicalIndex, LiveLexical
 from searchcore.stores.manifest import (
@@ -324,32 +324,31 @@ class LiveShop:
     ) -> None:
         """Append the change to the log (the commit point), then serve it. Runs under
         :meth:`_locked`, on the newest committed state."""
-        view = self.engine.view
         log = log_for(self.folder, self._manifest) or self._start_log()
         view = self.engine.view
         rec = record(view.log[1] + 1, rows, vectors, removed)
+        ready = prepare(view, [rec])  # checked as every reader will check it, before it counts
         end = log.append(rec, view.log[0])  # committed once this returns
         try:
-            self._serve(apply(view, [rec], end, self._manifest.version), [rec])
+            self._serve(finish(view, ready, end, self._manifest.version), [rec])
         except BaseException:
             self._reload()  # what is on disk, the change included
             raise
-        if self.compact_every and view.log[1] + 1 >= self.compact_every:
+        if self.compact_every and ready.seq >= self.compact_every:
             try:
                 self._compact()
             except Exception as exc:  # the change is committed; the snapshot can wait
-                log_message = f"compacting {self.folder} failed ({exc}); the change log stays"
-                logger.warning(log_message)
+                logger.warning("compacting %s failed (%s); the change log stays", self.folder, exc)
                 self._reload()
 
-    def _start_log(self):  # -> ChangeLog
+    def _start_log(self) -> ChangeLog:
         """Name a change log in a manifest from before logs (a new generation, same files)."""
         raw = {**self._manifest.to_dict(), "log": new_log_name()}
         raw["generation"] = self._manifest.generation + 1
         write_json_atomic(self.folder / MANIFEST, raw)
         self._manifest = IndexManifest.from_dict(raw)
         self.engine.swap(replace(self.engine.view, version=self._manifest.version, log=(0, 0)))
-        return log_for(self.folder, self._manifest)
+        return log_for(self.folder, self._manifest)  # type: ignore[return-value]
 
     def _compact(self) -> None:
         """Write the served state as a full snapshot (catalog file, index file, lexical index)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +87,25 @@ def apply(view: View, records: list[dict[str, Any]], end: int, base_version: str
     changed in place (queries on older views re-ask within their own rows), the rest is new."""
     if not records:
         return replace(view, log=(end, view.log[1]))
+    return finish(view, prepare(view, records), end, base_version)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Records checked and turned into the next catalog frame; nothing shared changed yet."""
+
+    rows: dict[int, dict[str, str]]
+    vectors: dict[int, np.ndarray | None]  # None: taken out of the index
+    df: pd.DataFrame
+    seq: int
+
+
+def prepare(view: View, records: list[dict[str, Any]]) -> Prepared:
+    """Check ``records`` against ``view`` (IndexMismatchError on anything a log must not hold)
+    and make the catalog they lead to; a writer does this before it appends its record."""
     seq = view.log[1]
     rows: dict[int, dict[str, str]] = {}
-    vectors: dict[int, np.ndarray | None] = {}  # None: taken out of the index
+    vectors: dict[int, np.ndarray | None] = {}
     for rec in records:
         seq += 1
         if rec.get("seq") != seq:
@@ -105,8 +121,13 @@ def apply(view: View, records: list[dict[str, Any]], end: int, base_version: str
         if not isinstance(removed, list) or not all(_label(x) for x in removed):
             raise _damaged(f"record {seq} has invalid removed labels")
         vectors.update(dict.fromkeys(removed))
-    df = view.catalog.df
-    new_df = with_rows(df, rows)
+    return Prepared(rows, vectors, with_rows(view.catalog.df, rows), seq)
+
+
+def finish(view: View, ready: Prepared, end: int, base_version: str) -> View:
+    """The next view: the vector index changed in place, catalog and words anew."""
+    rows, vectors, seq = ready.rows, ready.vectors, ready.seq
+    df, new_df = view.catalog.df, ready.df
     index: LiveIndex = view.index  # type: ignore[assignment]
     put = [label for label, v in vectors.items() if v is not None]
     gone = [label for label, v in vectors.items() if v is None]
