@@ -24,6 +24,7 @@ import pandas as pd
 from searchcore.catalog import IMAGE_SHA, MAX_FIELD, REMOVED, Catalog
 from searchcore.engine import View
 from searchcore.errors import IndexMismatchError
+from searchcore.fsutil import InsideRoot
 from searchcore.rowcheck import image_path_problem
 from searchcore.stores.changelog import ChangeLog
 from searchcore.stores.hnsw import HnswIndex
@@ -106,12 +107,13 @@ def prepare(view: View, records: list[dict[str, Any]]) -> Prepared:
     seq = view.log[1]
     rows: dict[int, dict[str, str]] = {}
     vectors: dict[int, np.ndarray | None] = {}
+    inside = InsideRoot(view.catalog.root)  # one for all the records' photo paths
     for rec in records:
         seq += 1
         if rec.get("seq") != seq:
             raise _damaged(f"record {seq} is missing or out of order")
         for label, row in _pairs(rec, "rows", dict):
-            problem = _row_problem(row, view.catalog.root)
+            problem = _row_problem(row, view.catalog.root, inside)
             if problem:  # what a catalog file's row is refused for, a record's row is too
                 raise _damaged(f"record {seq}, row {label}: {problem}")
             rows[label] = row
@@ -204,13 +206,15 @@ def _set_cells(column: pd.Series, cells: dict[int, str]) -> pd.Series:
     for chunk in values.__arrow_array__().chunks:  # big chunks into slices, zero-copy
         chunks.extend(chunk.slice(i, CHUNK) for i in range(0, len(chunk), CHUNK) or [0])
     starts = np.cumsum([0] + [len(c) for c in chunks])
-    for label, value in cells.items():
-        i = int(np.searchsorted(starts, label, side="right")) - 1
+    labels = np.fromiter(cells, dtype=np.int64, count=len(cells))
+    which = np.searchsorted(starts, labels, side="right") - 1
+    for i in np.unique(which).tolist():  # one rebuild per slice that holds changes
+        here = np.flatnonzero(which == i)
+        order = here[np.argsort(labels[here])]
         mask = np.zeros(len(chunks[i]), dtype=bool)
-        mask[label - starts[i]] = True
-        chunks[i] = pc.replace_with_mask(
-            chunks[i], pa.array(mask), pa.array([value], chunks[i].type)
-        )
+        mask[labels[order] - starts[i]] = True
+        values = pa.array([cells[int(x)] for x in labels[order]], chunks[i].type)
+        chunks[i] = pc.replace_with_mask(chunks[i], pa.array(mask), values)
     array = pd.arrays.ArrowStringArray(pa.chunked_array(chunks, type=chunks[0].type))
     return pd.Series(array, index=column.index, name=column.name)
 
@@ -244,7 +248,7 @@ def _row_text(df: pd.DataFrame, row: int) -> str:
     return record_text(df.iloc[row].to_dict())
 
 
-def _row_problem(row: dict[str, Any], root: Path) -> str | None:
+def _row_problem(row: dict[str, Any], root: Path, inside: InsideRoot) -> str | None:
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in row.items()):
         return "a field that is not text"
     if any(not k.strip() or len(k) > 100 or not k.isprintable() for k in row):
@@ -253,7 +257,7 @@ def _row_problem(row: dict[str, Any], root: Path) -> str | None:
         return f"a field with a NUL byte or over {MAX_FIELD} characters"
     if not row.get("id", "").strip() or not row.get("title", "").strip():
         return "no id or no title"
-    return image_path_problem(row.get("image", ""), root)
+    return image_path_problem(row.get("image", ""), root, inside)
 
 
 def _pairs(rec: dict[str, Any], key: str, kind: type) -> list[tuple[int, Any]]:

@@ -321,6 +321,7 @@ class LiveLexical:
         self._new: dict[int, str] = {}  # changed row -> its text now
         self._old: dict[int, str] = {}  # changed row the snapshot had -> its text there
         self._postings: dict[str, dict[int, int]] = {}  # word -> changed row -> count
+        self._added = 0  # changed rows the snapshot did not have
 
     @property
     def changed(self) -> int:
@@ -334,17 +335,26 @@ class LiveLexical:
         out = LiveLexical(self.base, rows)
         out._docs, out._new, out._old = dict(self._docs), dict(self._new), dict(self._old)
         out._postings = dict(self._postings)
+        copied: set[str] = set()  # each word's row table copied once per change (copy on write)
+
+        def table(word: str) -> dict[int, int]:
+            if word not in copied:
+                out._postings[word] = dict(out._postings.get(word, {}))
+                copied.add(word)
+            return out._postings[word]
+
         todo = {r: t for r, t in texts.items() if r in out._new or r >= self.base.rows}
         todo.update({r: t for r, t in texts.items() if r not in todo and old.get(r) != t})
         for row, tokens in zip(todo, tokenize(list(todo.values())), strict=True):
             if row in out._new:  # its words change again
                 for word in set(tokenize([out._new[row]])[0]):
-                    out._postings[word] = {r: c for r, c in out._postings[word].items() if r != row}
+                    table(word).pop(row, None)
             elif row < self.base.rows:
                 out._old[row] = old[row]
             out._docs[row], out._new[row] = len(tokens), todo[row]
             for word in set(tokens):
-                out._postings[word] = {**out._postings.get(word, {}), row: tokens.count(word)}
+                table(word)[row] = tokens.count(word)
+        out._added = sum(1 for r in out._docs if r >= self.base.rows)
         return out
 
     def matches(self, texts: Sequence[str]) -> bool:
@@ -380,8 +390,7 @@ class LiveLexical:
         if not postings:
             return {}
         k1, b = 1.5, 0.75
-        added = sum(1 for r in self._docs if r >= self.base.rows)
-        n = self.base.rows + added
+        n = self.base.rows + self._added
         held = held + len(postings)
         idf = np.log(1.0 + (n - held + 0.5) / (held + 0.5))
         avgdl = self.base.avgdl or float(np.mean(list(self._docs.values()))) or 1.0
