@@ -28,7 +28,7 @@ from searchcore.fsutil import InsideRoot
 from searchcore.rowcheck import image_path_problem
 from searchcore.stores.changelog import ChangeLog
 from searchcore.stores.hnsw import HnswIndex
-from searchcore.stores.lexical import LexicalIndex, LiveLexical, record_text
+from searchcore.stores.lexical import LexicalIndex, LiveLexical, product_texts, record_text
 from searchcore.stores.manifest import IndexManifest
 from searchcore.stores.segment import LiveIndex
 
@@ -144,7 +144,8 @@ def finish(view: View, ready: Prepared, end: int, base_version: str) -> View:
     if isinstance(lexical, LiveLexical) and rows:
         cols = list(new_df.columns)
         texts = {r: record_text({c: rows[r].get(c, "") for c in cols}) for r in rows}
-        old = {r: _row_text(df, r) for r in rows if r < len(df)}
+        had = [r for r in rows if r < len(df)]
+        old = dict(zip(had, product_texts(df.iloc[had]), strict=True))  # one vectorised pass
         lexical = lexical.with_texts(texts, old, len(new_df))
     searchable = np.zeros(len(new_df), dtype=bool)
     if view.searchable is not None:
@@ -242,10 +243,6 @@ def with_live_columns(catalog: Catalog) -> Catalog:
     """The catalog with the shop's own columns (a new object: readers may hold the old one)."""
     missing = {col: "" for col in LIVE_COLUMNS if col not in catalog.df}
     return replace(catalog, df=catalog.df.assign(**missing)) if missing else catalog
-
-
-def _row_text(df: pd.DataFrame, row: int) -> str:
-    return record_text(df.iloc[row].to_dict())
 
 
 def _row_problem(row: dict[str, Any], root: Path, inside: InsideRoot) -> str | None:
