@@ -8,7 +8,7 @@ price edit (40%), a new product with its photo (30%), a new title (15%), a remov
 
 - ``snapshot``: ``compact_every=1``, every commit writes the whole catalog file, index file and
   (when words changed) lexical index, as each commit did before the change log;
-- ``log``: the default (``compact_every=1000``): a commit appends one record; the run's last
+- ``log``: the default (``compact_every=5000``): a commit appends one record; the run's last
   commit compacts, so its cost is inside the figures (throughput counts it; it is the max).
 
 Also: opening a 100k-product shop with a 10k-record log (``open_engine``, what the app and a
@@ -165,7 +165,9 @@ def run_design(
     t0 = time.perf_counter()
     index = make_shop(folder, n, titles, rng)
     setup_s = time.perf_counter() - t0
-    shop = open_shop(index, 1 if design == "snapshot" else 1000)
+    from searchcore.live import COMPACT_EVERY
+
+    shop = open_shop(index, 1 if design == "snapshot" else COMPACT_EVERY)
     budget = args.snapshot_budget_s if design == "snapshot" else None
     count = args.commits if design == "log" else min(args.commits, args.snapshot_commits)
     done: dict[str, list[float]] = {}
@@ -263,7 +265,7 @@ def titles_of(args: Any, run: C.Run) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = C.base_parser(__doc__.splitlines()[0])
     p.add_argument("--sizes", type=C.int_list, default=[1_000, 10_000, 100_000])
-    p.add_argument("--commits", type=int, default=1000, help="commits per size (log design)")
+    p.add_argument("--commits", type=int, default=5000, help="commits per size (log design)")
     p.add_argument("--snapshot-commits", type=int, default=200)
     p.add_argument("--snapshot-budget-s", type=float, default=60.0)
     p.add_argument("--log-entries", type=int, default=10_000)

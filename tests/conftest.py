@@ -158,3 +158,26 @@ def needs_shared(path: Path):
     return pytest.mark.skipif(
         not path.exists(), reason=f"{path} is absent (../shared is not checked out)"
     )
+
+
+@pytest.fixture
+def live_folder(colour_catalog: Path) -> Path:
+    """The colour catalog's index folder, for live changes (tests/test_live.py and
+    tests/test_changelog.py)."""
+    from searchcore.build import build_index
+    from searchcore.catalog import load_catalog
+
+    out = colour_catalog.parent / "index"
+    build_index(load_catalog(colour_catalog), ColourEmbedder(), out)
+    return out
+
+
+def open_live(folder: Path, **kw):  # -> LiveShop
+    """A live shop on ``folder`` with the colour embedder and no upscaling."""
+    from searchcore.config import Settings, UpscaleSettings
+    from searchcore.live import LiveShop
+    from searchcore.service import open_engine
+
+    settings = Settings(upscale=UpscaleSettings(mode="never"))
+    return LiveShop(open_engine(settings, folder, embedder=ColourEmbedder()), folder, **kw)
+

@@ -10,10 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ColourEmbedder, png
+from conftest import ColourEmbedder, open_live, png
 
-from searchcore.build import build_index
-from searchcore.catalog import load_catalog
 from searchcore.config import Settings, UpscaleSettings
 from searchcore.errors import IndexMismatchError
 from searchcore.live import Follower, LiveShop, check_invariants
@@ -29,14 +27,12 @@ SETTINGS = Settings(upscale=UpscaleSettings(mode="never"))
 
 
 @pytest.fixture
-def folder(colour_catalog: Path) -> Path:
-    out = colour_catalog.parent / "index"
-    build_index(load_catalog(colour_catalog), ColourEmbedder(), out)
-    return out
+def folder(live_folder: Path) -> Path:
+    return live_folder
 
 
 def _open(folder: Path, **kw) -> LiveShop:
-    return LiveShop(open_engine(SETTINGS, folder, embedder=ColourEmbedder()), folder, **kw)
+    return open_live(folder, **kw)
 
 
 def _files(folder: Path) -> set[str]:

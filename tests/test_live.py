@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ColourEmbedder, png
+from conftest import ColourEmbedder, open_live, png
 from PIL import Image
 
 from searchcore.build import build_index
@@ -31,14 +31,12 @@ SETTINGS = Settings(upscale=UpscaleSettings(mode="never"))
 
 
 @pytest.fixture
-def folder(colour_catalog: Path) -> Path:
-    out = colour_catalog.parent / "index"
-    build_index(load_catalog(colour_catalog), ColourEmbedder(), out)
-    return out
+def folder(live_folder: Path) -> Path:
+    return live_folder
 
 
-def _open(folder: Path) -> LiveShop:
-    return LiveShop(open_engine(SETTINGS, folder, embedder=ColourEmbedder()), folder)
+def _open(folder: Path, **kw) -> LiveShop:
+    return open_live(folder, **kw)
 
 
 def test_changes_are_searchable_at_once_and_after_restart(folder: Path) -> None:

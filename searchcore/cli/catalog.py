@@ -77,7 +77,7 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
     cmp = cat.add_parser(
         "compact",
         help="write a live index's changes as a new snapshot (writers do it every "
-        "1,000 changes; a quiet hour is a good time for it too)",
+        "5,000 changes; a quiet hour is a good time for it too)",
     )
     cmp.add_argument("--index", required=True)
 
