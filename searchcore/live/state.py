@@ -61,8 +61,11 @@ def log_for(folder: Path, manifest: IndexManifest) -> ChangeLog | None:
 
 
 def live_view(view: View, manifest: IndexManifest) -> View:
-    """A folder's snapshot as a view that change records can be applied to."""
+    """A folder's snapshot as a view that change records can be applied to (a view that is
+    one already, its log replayed to some point, is kept as it is)."""
     view = view.complete()
+    if isinstance(view.index, LiveIndex):
+        return replace(view, catalog=with_live_columns(view.catalog))
     index = view.index
     if isinstance(index, HnswIndex):
         index = LiveIndex(index)
