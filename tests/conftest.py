@@ -180,4 +180,3 @@ def open_live(folder: Path, **kw):  # -> LiveShop
 
     settings = Settings(upscale=UpscaleSettings(mode="never"))
     return LiveShop(open_engine(settings, folder, embedder=ColourEmbedder()), folder, **kw)
-
