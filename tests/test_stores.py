@@ -239,3 +239,37 @@ def test_a_milvus_rebuild_upserts_exactly_what_changed(
     assert engine.search_text("zanzibar", k=1, mode="lexical").hits[0].id == "00005"
     assert build_index(catalog, embedder, out).indexed == 0  # converged
     assert embedder.image_calls > calls
+
+
+def test_an_interrupted_milvus_rebuild_leaves_products_whole_and_a_rerun_completes(
+    colour_catalog: Path, tmp_path: Path
+) -> None:
+    """A rebuild that dies part-way (here: the model fails after a few batches) has upserted
+    some products whole and none in part; the next run upserts exactly the rest."""
+    out = str(tmp_path / "shop.db")
+    assert build_index(load_catalog(colour_catalog), ColourEmbedder(), out).indexed == 24
+    df = pd.read_csv(colour_catalog, dtype=str, keep_default_na=False)
+    df["price"] = "77.00"  # every product changes
+    df.to_csv(colour_catalog, index=False)
+    catalog = load_catalog(colour_catalog)
+
+    class Dying(ColourEmbedder):
+        seen = 0
+
+        def embed_images(self, images):  # type: ignore[no-untyped-def]
+            Dying.seen += len(images)
+            if Dying.seen > 8:
+                raise RuntimeError("killed")
+            return super().embed_images(images)
+
+    with pytest.raises(Exception, match="killed"):
+        build_index(catalog, Dying(), out, batch_size=4, lanes=1)
+    from searchcore.stores.milvus import MilvusStore
+
+    store, _ = MilvusStore.open(out, "products")
+    engine = SearchEngine(catalog, ColourEmbedder(), None, store)
+    new = Filters(min_price=77, max_price=77)
+    done = {h.id for h in engine.search_text("red", k=24, filters=new, mode="vector").hits}
+    assert 0 < len(done) < 24 and len(store) == 24  # part got through; nothing was lost
+    assert build_index(catalog, ColourEmbedder(), out).indexed == 24 - len(done)
+    assert len(engine.search_text("red", k=24, filters=new, mode="vector").hits) == 24
