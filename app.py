@@ -175,7 +175,8 @@ def build_demo(
         # Anything that may upscale or embed a photo takes one shared slot: on a 2-vCPU Space one
         # photo already keeps torch on both cores, and Real-ESRGAN is never run concurrently.
         heavy = {"concurrency_id": "photo", "concurrency_limit": 1, "preprocess": False}
-        for trigger in (search.click, text.submit):
+        # An uploaded (or pasted) photo searches at once; Search and Enter still search.
+        for trigger in (search.click, text.submit, photo.upload):
             trigger(page.ui_search, query, shown, api_visibility="private", **heavy)
         # A photo example starts a photo-only search: clear any words left from before.
         ex_photo.load_input_event.then(
