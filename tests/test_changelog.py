@@ -14,7 +14,7 @@ from conftest import ColourEmbedder, open_live, png
 
 from searchcore.config import Settings, UpscaleSettings
 from searchcore.errors import IndexMismatchError
-from searchcore.live import Follower, LiveShop, check_invariants
+from searchcore.live import Follower, check_invariants
 from searchcore.live.state import with_rows
 from searchcore.service import open_engine
 from searchcore.stores.changelog import HEAD, ChangeLog, frame
@@ -31,8 +31,7 @@ def folder(live_folder: Path) -> Path:
     return live_folder
 
 
-def _open(folder: Path, **kw) -> LiveShop:
-    return open_live(folder, **kw)
+_open = open_live
 
 
 def _files(folder: Path) -> set[str]:
