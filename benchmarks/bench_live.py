@@ -133,7 +133,7 @@ def commits(shop: Any, count: int, rng: np.random.Generator, start: int) -> dict
     kinds = [k for k, _ in MIX]
     weights = [w for _, w in MIX]
     times: dict[str, list[float]] = {k: [] for k in kinds}
-    ids = list(shop._ids) if hasattr(shop, "_ids") else shop.live_ids
+    ids = shop.live_ids
     for i in range(count):
         kind = str(rng.choice(kinds, p=weights))
         pid = ids[int(rng.integers(0, len(ids)))]

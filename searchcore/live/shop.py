@@ -124,7 +124,7 @@ class LiveShop:
         self._ids: dict[str, int] = {}  # live product id -> row
         self._row_id: dict[int, str] = {}
         self._free: list[int] = []  # tombstone rows, reusable
-        self._serve(live_view(engine.view, self._manifest), None)
+        self._serve(live_view(engine.view), None)
         with self._locked():
             self.cleanup()
 
@@ -166,10 +166,11 @@ class LiveShop:
                 if df["id"].iat[r] not in ids:
                     free.append(r)
             rows: dict[int, dict[str, str]] = {}
+            appended = iter(range(len(df), len(df) + len(new)))
             for row, (rel, sha) in zip(new, written, strict=True):
                 row.update({"image": rel, IMAGE_SHA: sha, REMOVED: ""})
                 # a tombstone's row and index slot are reused first
-                label = free.pop(0) if free else len(df) + sum(1 for x in rows if x >= len(df))
+                label = free.pop(0) if free else next(appended)
                 rows[label] = self._full_row(row)
             self._commit(rows, dict(zip(rows, vectors, strict=True)), [])
             return ids

@@ -60,7 +60,7 @@ def log_for(folder: Path, manifest: IndexManifest) -> ChangeLog | None:
     return ChangeLog(folder / manifest.log, base, fix=f"searchcore index build --out {folder}")
 
 
-def live_view(view: View, manifest: IndexManifest) -> View:
+def live_view(view: View) -> View:
     """A folder's snapshot as a view that change records can be applied to (a view that is
     one already, its log replayed to some point, is kept as it is)."""
     view = view.complete()
@@ -78,7 +78,7 @@ def live_view(view: View, manifest: IndexManifest) -> View:
 
 def replay(view: View, folder: Path, manifest: IndexManifest) -> View:
     """``view`` (the snapshot) with the whole log the manifest names applied."""
-    view = live_view(view, manifest)
+    view = live_view(view)
     log = log_for(folder, manifest)
     if log is None:
         return view

@@ -21,6 +21,7 @@ import json
 import os
 import re
 import struct
+import uuid
 import zlib
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,4 @@ class ChangeLog:
 
 
 def new_log_name() -> str:
-    import uuid
-
     return f"changes-{uuid.uuid4().hex[:16]}.log"

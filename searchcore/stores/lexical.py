@@ -194,8 +194,7 @@ class LexicalIndex:
         if index is None:
             return 0, 0.0
         indptr = np.asarray(self._model.scores["indptr"])
-        self.best_score([word])  # fills the per-word maxima
-        return int(indptr[index + 1] - indptr[index]), float(self._term_max[index])  # type: ignore[index]
+        return int(indptr[index + 1] - indptr[index]), float(self._word_maxima()[index])
 
     def search(
         self, query: str, k: int, allowed: np.ndarray | None = None, filters: Any = None
@@ -210,6 +209,11 @@ class LexicalIndex:
     def best_score(self, words: Sequence[str]) -> float:
         """The sum over ``words`` of each word's highest score in any product: no product can
         score more (BM25 adds the words' scores), and a product matching them all scores it."""
+        maxima, vocab = self._word_maxima(), self._model.vocab_dict
+        return float(sum(maxima[vocab[w]] for w in words if w in vocab))
+
+    def _word_maxima(self) -> np.ndarray:
+        """Each vocabulary word's highest score in any row (computed once)."""
         if self._term_max is None:
             sc = self._model.scores
             data, indptr = np.asarray(sc["data"]), np.asarray(sc["indptr"])
@@ -218,8 +222,7 @@ class LexicalIndex:
             if len(filled):
                 term_max[filled] = np.maximum.reduceat(data, indptr[filled])
             self._term_max = term_max
-        vocab = self._model.vocab_dict
-        return float(sum(self._term_max[vocab[w]] for w in words if w in vocab))
+        return self._term_max
 
     def matches(self, texts: Sequence[str]) -> bool:
         """True when this index holds exactly ``texts`` (one per catalog row)."""
