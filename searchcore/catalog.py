@@ -24,12 +24,14 @@ import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from searchcore.errors import CatalogError, ConfigError, ImageError
+from searchcore.facets import filterable_columns
 from searchcore.fsutil import (
     InsideRoot,
     NotRegularFileError,
@@ -194,6 +196,11 @@ class Catalog:
 
     def image_paths(self) -> list[Path]:
         return [self.root / p for p in self.df["image"]]
+
+    @cached_property
+    def filterable(self) -> list[str]:
+        """Columns a query may filter on (:func:`searchcore.facets.filterable_columns`)."""
+        return filterable_columns(self.df)
 
     def categories(self) -> list[str]:
         if "category" not in self.df:

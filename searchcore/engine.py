@@ -21,9 +21,12 @@ from PIL import Image
 from searchcore.catalog import Catalog
 from searchcore.config import UPSCALE_MODES, UpscaleSettings
 from searchcore.embed import Embedder
+from searchcore.embed.heads import AttributeHeads
 from searchcore.errors import ConfigError, SearchError, UpscaleError
+from searchcore.explain import confident, reasons
+from searchcore.facets import check_filters, filter_mask
 from searchcore.fusion import FUSIONS, MODES, fuse
-from searchcore.images import DEFAULT_LIMITS, DRAFT, ImageLimits, decode_image
+from searchcore.images import DEFAULT_LIMITS, DRAFT, ImageLimits, crop_photo, decode_image
 from searchcore.stores.base import Filters, Neighbours, VectorStore
 from searchcore.stores.lexical import LexicalIndex, LexicalSide
 from searchcore.upscale import UpscaleDecision, UpscalePolicy, Upscaler
@@ -42,6 +45,7 @@ class Hit:
     fields: dict[str, str]
     matched: tuple[str, ...] = ("vector",)  # which side of the search found it
     lexical: float | None = None  # its BM25 score, where the words found it
+    why: tuple[str, ...] = ()  # what it shares with the query (searchcore.explain)
 
     @property
     def price(self) -> str:
@@ -58,6 +62,7 @@ class Hit:
             "score": round(self.score, 6),
             "matched": list(self.matched),
             **({"lexical_score": round(self.lexical, 4)} if self.lexical is not None else {}),
+            "why": list(self.why),
         }
 
 
@@ -71,6 +76,9 @@ class SearchResult:
     original: Image.Image | None = None  # the decoded upload
     embedded: Image.Image | None = None  # what the model saw (upscaled or not)
     notes: list[str] = field(default_factory=list)
+    # the photo's attributes as the model's heads read them: column -> [(value, p), ...]
+    predicted: dict[str, list[tuple[str, float]]] | None = None
+    crop: tuple[float, float, float, float] | None = None  # the part of the photo searched
 
     @property
     def best_score(self) -> float | None:
@@ -87,6 +95,10 @@ class SearchResult:
             out["upscale"] = self.decision.to_dict()
         if self.notes:
             out["notes"] = list(self.notes)
+        if self.predicted is not None:
+            out["predicted"] = {c: [[v, p] for v, p in o] for c, o in self.predicted.items()}
+        if self.crop is not None:
+            out["crop"] = list(self.crop)
         return out
 
 
@@ -158,6 +170,8 @@ class SearchEngine:
         version: str = "",
         lexical: LexicalSide | None = None,
         fusion: str = "weighted",
+        heads: AttributeHeads | None = None,
+        heads_problem: str | None = None,
     ) -> None:
         if fusion not in FUSIONS:
             raise ConfigError(f"fusion must be one of {', '.join(FUSIONS)}, not {fusion!r}")
@@ -171,6 +185,9 @@ class SearchEngine:
         # Set when evaluation measured that this upscaler does not help this model: `auto`
         # then skips it and says so (`always` still runs it).
         self.auto_skip = auto_skip
+        # "we think this is...": the model's attribute heads, read off each photo's embedding
+        self.heads = heads
+        self.heads_problem = heads_problem
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._text_cache_size = text_cache_size
         self._cache_lock = threading.Lock()
@@ -213,12 +230,14 @@ class SearchEngine:
         upscale: str | None = None,
         query_label: str | None = None,
         mode: str = "hybrid",
+        crop: tuple[float, float, float, float] | None = None,
     ) -> SearchResult:
         """Image, text, or both (a weighted sum of the two normalised embeddings).
 
         Words alone are searched by ``mode``: ``hybrid`` fuses the vector ranking with the
         lexical (BM25) one, ``vector`` and ``lexical`` use one side. A photo query is searched by
-        its vector (with its words blended in), whatever the mode.
+        its vector (with its words blended in), whatever the mode. ``crop`` searches only that
+        part of the photo (``x0, y0, x1, y1`` in fractions of it).
         """
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -233,15 +252,23 @@ class SearchEngine:
             raise ConfigError(f"upscale must be one of {', '.join(UPSCALE_MODES)}, not {upscale!r}")
         clock = _Clock()
         view = self._view
+        check_filters(filters, view.catalog.filterable)
         result = SearchResult(query=query_label or text or str(image), hits=[], timings_ms={})
         if image is None and text is not None and mode != "vector":
             result.hits = self._search_words(view, text, k, filters, mode, clock, result)
             result.timings_ms = clock.done()
             return result
         vectors: list[tuple[float, np.ndarray]] = []
+        likely: dict[str, str] = {}
         if image is not None:
-            vec = self._image_vector(image, upscale, clock, result)
+            vec = self._image_vector(image, upscale, clock, result, crop)
             vectors.append((1.0 - text_weight if text else 1.0, vec))
+            if self.heads is not None:
+                result.predicted = self.heads.predict(vec)
+                likely = confident(result.predicted)
+                clock.lap("predict")
+            elif self.heads_problem:
+                result.notes.append(f"no attribute predictions: {self.heads_problem}")
         if text is not None:
             vectors.append((text_weight if image is not None else 1.0, self._text_vector(text)))
             clock.lap("embed_text")
@@ -249,7 +276,14 @@ class SearchEngine:
         norm = float(np.linalg.norm(query))
         if norm < 1e-8:  # photo and words cancel out: fall back to the photo alone
             query, norm = vectors[0][1], 1.0
-        result.hits = self._search_vector(view, query / norm, k, filters, clock)
+        hits = self._search_vector(view, query / norm, k, filters, clock)
+        photo = image is not None
+        result.hits = [
+            replace(
+                h, why=tuple(reasons(h.fields, h.matched, h.score, photo=photo, predicted=likely))
+            )
+            for h in hits
+        ]
         result.timings_ms = clock.done()
         return result
 
@@ -272,17 +306,32 @@ class SearchEngine:
         hits = [h for h in self._search_vector(view, vec, k + 1, filters, clock) if h.row != row][
             :k
         ]
+        source = view.catalog.df.iloc[row]
+        own = {c: str(source[c]) for c in view.catalog.filterable if str(source[c]).strip()}
         hits = [
-            Hit(i + 1, h.score, h.row, h.id, h.title, h.image, h.fields) for i, h in enumerate(hits)
+            replace(
+                h,
+                rank=i + 1,
+                why=tuple(reasons(h.fields, h.matched, h.score, photo=True, source=own)),
+            )
+            for i, h in enumerate(hits)
         ]
         return SearchResult(query=f"like:{product_id}", hits=hits, timings_ms=clock.done())
 
     # -- stages -----------------------------------------------------------------------------
     def _image_vector(
-        self, image: Any, mode: str | None, clock: _Clock, result: SearchResult
+        self,
+        image: Any,
+        mode: str | None,
+        clock: _Clock,
+        result: SearchResult,
+        crop: tuple[float, float, float, float] | None = None,
     ) -> np.ndarray:
-        img = decode_image(image, self.image_limits, draft=DRAFT)
+        img = decode_image(image, self.image_limits, draft=DRAFT if crop is None else None)
         result.original = img
+        if crop is not None:
+            img = crop_photo(img, crop)
+            result.crop = crop
         clock.lap("decode")
         decision = self.policy.decide(img, mode)
         if decision.upscale and self.auto_skip and (mode or self.policy.settings.mode) == "auto":
@@ -339,7 +388,7 @@ class SearchEngine:
         depth = max(50, 2 * k)
         allowed = view.searchable
         if filters is not None and filters.active:
-            allowed = allowed & self.filter_mask(filters, view.catalog)
+            allowed = allowed & filter_mask(filters, view.catalog)
         lex = view.lexical.search(text, depth, allowed, filters)  # type: ignore[union-attr]
         clock.lap("lexical")
         if not lex.words:
@@ -370,7 +419,14 @@ class SearchEngine:
         hits = _hits(view.catalog, rows, np.array([cosine[f.row] for f in fused]))
         clock.lap("assemble")
         return [
-            replace(h, matched=f.matched, lexical=bm25.get(f.row))
+            replace(
+                h,
+                matched=f.matched,
+                lexical=bm25.get(f.row),
+                why=tuple(
+                    reasons(h.fields, f.matched, h.score, photo=False, words=lex.words, query=text)
+                ),
+            )
             for h, f in zip(hits, fused, strict=True)
         ]
 
@@ -380,7 +436,7 @@ class SearchEngine:
         active = filters is not None and filters.active
         if active and view.index.pushes_filters:
             return view.index.search(vec, k, filters=filters)
-        allowed = self.filter_mask(filters, view.catalog) if active else None  # type: ignore[arg-type]
+        allowed = filter_mask(filters, view.catalog) if active else None  # type: ignore[arg-type]
         found = view.index.search(vec, k, allowed=allowed)
         ok = view.searchable
         labels = np.asarray(found.labels, dtype=np.int64)
@@ -400,25 +456,6 @@ class SearchEngine:
         hits = _hits(view.catalog, found.labels, found.scores)
         clock.lap("assemble")
         return hits
-
-    def filter_mask(self, filters: Filters, catalog: Catalog | None = None) -> np.ndarray:
-        """Boolean mask over catalog rows that pass ``filters`` (vectorised)."""
-        catalog = catalog or self.catalog
-        df = catalog.df
-        mask = np.ones(len(df), dtype=bool)
-        if filters.category:
-            if "category" not in df:
-                raise ConfigError("this catalog has no category column to filter on")
-            wanted = filters.category.strip().casefold()
-            mask &= df["category"].str.strip().str.casefold().to_numpy() == wanted
-        if filters.min_price is not None or filters.max_price is not None:
-            prices = catalog.prices
-            with np.errstate(invalid="ignore"):
-                if filters.min_price is not None:
-                    mask &= prices >= filters.min_price
-                if filters.max_price is not None:
-                    mask &= prices <= filters.max_price
-        return mask
 
 
 def _similarities(index: VectorStore, rows: list[int], query: np.ndarray) -> dict[int, float]:

@@ -33,7 +33,14 @@ DEFAULT_LIMITS = ImageLimits()
 # well above what the upscale policy (160 px) and the model (<= 224 px) look at, and the same
 # for both, so a catalog photo uploaded as a query reaches the model as the same pixels.
 DRAFT = 512
-__all__ = ["ALLOWED_FORMATS", "DEFAULT_LIMITS", "DRAFT", "ImageLimits", "decode_image"]
+__all__ = [
+    "ALLOWED_FORMATS",
+    "DEFAULT_LIMITS",
+    "DRAFT",
+    "ImageLimits",
+    "crop_photo",
+    "decode_image",
+]
 
 
 def decode_image(
@@ -90,6 +97,23 @@ def decode_image(
         except Exception as exc:
             raise ImageError(f"image could not be decoded ({type(exc).__name__})") from None
         return _normalise(img, limits, owned=True)
+
+
+def crop_photo(
+    img: Image.Image, box: tuple[float, float, float, float], min_side: int = 8
+) -> Image.Image:
+    """The part of ``img`` inside ``box`` (``x0, y0, x1, y1``, fractions of its width and
+    height); refused when that part is under ``min_side`` pixels a side."""
+    w, h = img.size
+    x0, y0, x1, y1 = box
+    left, top = min(w - 1, round(x0 * w)), min(h - 1, round(y0 * h))
+    right, bottom = max(left + 1, round(x1 * w)), max(top + 1, round(y1 * h))
+    if right - left < min_side or bottom - top < min_side:
+        raise ImageError(
+            f"the part of the photo to search is {right - left}x{bottom - top} px; "
+            f"draw a box at least {min_side} px a side"
+        )
+    return img.crop((left, top, right, bottom))
 
 
 def _normalise(img: Image.Image, limits: ImageLimits, *, owned: bool) -> Image.Image:

@@ -1,7 +1,8 @@
 """A shopper's query: its parameters defined once, checked once, wherever they come from.
 
 The page, its JSON API and programs all pass the same parameters (``text``, ``text_weight``,
-``k``, ``category``, ``min_price``, ``max_price``, ``upscale``, ``mode``, plus a photo).
+``k``, ``category``, ``min_price``, ``max_price``, ``attributes``, ``upscale``, ``mode``,
+``crop``, plus a photo).
 They arrive from strangers as JSON, so each may be any type: :meth:`Query.parse` accepts
 exactly the types a client can mean and turns everything else (a list for ``text``, ``true``
 for ``k``, a string that cannot be encoded) into one :class:`~searchcore.errors.ConfigError`
@@ -10,6 +11,7 @@ line. The photo itself is the web edge's to resolve (see :mod:`searchcore.web.gu
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -27,6 +29,9 @@ MAX_RESULTS = 48
 DEFAULT_RESULTS = 12
 MAX_TEXT = 300  # characters a description may have
 MAX_LABEL = 200  # characters of a category name
+MAX_ATTRIBUTES = 16  # columns one query may filter on
+MAX_VALUES = 32  # values one column's filter may accept
+MIN_CROP = 0.02  # smallest side of a crop box, as a fraction of the photo's
 
 
 # The query's fields, once: Query.parse takes exactly these, and the REST API's form and its
@@ -38,8 +43,18 @@ FIELDS: dict[str, tuple[str, str]] = {
     "category": ("string", "only this category (empty: all)"),
     "min_price": ("number", "lowest price (empty or 0: no limit)"),
     "max_price": ("number", "highest price (empty or 0: no limit)"),
+    "attributes": (
+        "object",
+        'only products with these values, e.g. {"colour": "red", "gender": ["men", "unisex"]}: '
+        "any of a column's values, every column (a form sends it as JSON text)",
+    ),
     "upscale": ("string", f"one of {', '.join(UPSCALE_MODES)} (the server's setting)"),
     "mode": ("string", f"how words alone are matched: one of {', '.join(MODES)} (hybrid)"),
+    "crop": (
+        "array",
+        "search only this part of the photo: [x0, y0, x1, y1], fractions of its width and "
+        'height from the top left (a form sends "x0,y0,x1,y1")',
+    ),
 }
 
 
@@ -53,6 +68,7 @@ class Query:
     filters: Filters = field(default_factory=Filters)
     upscale: str | None = None
     mode: str = "hybrid"
+    crop: tuple[float, float, float, float] | None = None
 
     @classmethod
     def parse(
@@ -64,8 +80,10 @@ class Query:
         category: Any = None,
         min_price: Any = None,
         max_price: Any = None,
+        attributes: Any = None,
         upscale: Any = None,
         mode: Any = None,
+        crop: Any = None,
     ) -> Query:
         """Check raw values as a client sent them; ``None`` (or "") means the default."""
         text = _text(text, "text", MAX_TEXT).strip()
@@ -90,9 +108,16 @@ class Query:
             category=None if category in ("", ALL_CATEGORIES) else category,
             min_price=low,
             max_price=high,
+            attributes=_attributes(attributes),
         )
         return cls(
-            text=text, text_weight=weight, k=_count(k), filters=filters, upscale=up, mode=how
+            text=text,
+            text_weight=weight,
+            k=_count(k),
+            filters=filters,
+            upscale=up,
+            mode=how,
+            crop=_crop(crop),
         )
 
 
@@ -112,6 +137,7 @@ def run(engine: SearchEngine, query: Query, image: Any = None) -> SearchResult:
         upscale=query.upscale,
         query_label=label,
         mode=query.mode,
+        crop=query.crop,
     )
 
 
@@ -168,6 +194,60 @@ def _number(value: Any, name: str) -> float | None:
     if not math.isfinite(number):
         raise ConfigError(f"{name} must be a finite number")
     return number
+
+
+def _attributes(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``{"column": "value" or ["value", ...]}`` (or that object as JSON text, from a form)."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        if len(value) > MAX_ATTRIBUTES * MAX_VALUES * MAX_LABEL:
+            raise ConfigError("attributes is too long")
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ConfigError('attributes must be a JSON object, e.g. {"colour": "red"}') from None
+    if not isinstance(value, dict):
+        raise ConfigError(
+            'attributes must be an object of column -> value(s), e.g. {"colour": "red"}'
+        )
+    if len(value) > MAX_ATTRIBUTES:
+        raise ConfigError(f"attributes may name at most {MAX_ATTRIBUTES} columns")
+    out = []
+    for column, wanted in value.items():
+        column = _text(column, "an attribute column", MAX_LABEL).strip()
+        values = [wanted] if isinstance(wanted, str) else wanted
+        if not isinstance(values, list) or not 1 <= len(values) <= MAX_VALUES:
+            raise ConfigError(
+                f"attribute {column!r} takes a value or a list of 1 to {MAX_VALUES} values"
+            )
+        texts = tuple(_text(v, f"a value of {column!r}", MAX_LABEL).strip() for v in values)
+        if not column or not all(texts):
+            raise ConfigError("attribute columns and values cannot be empty")
+        out.append((column, texts))
+    return tuple(out)
+
+
+def _crop(value: Any) -> tuple[float, float, float, float] | None:
+    """``[x0, y0, x1, y1]`` in fractions of the photo (or ``"x0,y0,x1,y1"``, from a form)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        value = value.strip().strip("[]").split(",") if len(value) <= 200 else []
+    if not isinstance(value, (list, tuple)) or len(value) != 4:
+        raise ConfigError("crop must be four numbers: x0, y0, x1, y1 (fractions of the photo)")
+    x0, y0, x1, y1 = (_number(v, "a crop coordinate") for v in value)
+    box = tuple(0.0 if v is None else v for v in (x0, y0, x1, y1))
+    if not all(0.0 <= v <= 1.0 for v in box):
+        raise ConfigError("crop coordinates are fractions of the photo, between 0 and 1")
+    if box[2] - box[0] < MIN_CROP or box[3] - box[1] < MIN_CROP:
+        raise ConfigError(
+            f"crop must go left to right and top to bottom (x0 < x1, y0 < y1), at least "
+            f"{MIN_CROP:g} of the photo each way"
+        )
+    if box == (0.0, 0.0, 1.0, 1.0):
+        return None  # the whole photo
+    return box  # type: ignore[return-value]
 
 
 def _count(value: Any) -> int:

@@ -16,6 +16,7 @@ from searchcore.build import rebuild_command
 from searchcore.catalog import Catalog, load_catalog
 from searchcore.config import Settings, usable_cpus
 from searchcore.embed import ClipEmbedder, Embedder, PixelEmbedder, load_embedder, recorded_spec
+from searchcore.embed.heads import heads_for
 from searchcore.engine import SearchEngine, View
 from searchcore.errors import CatalogError, IndexMismatchError, SearchError
 from searchcore.stores.base import VectorStore, is_milvus
@@ -216,6 +217,9 @@ def open_engine(
         from searchcore.upscale.verdict import auto_skip_reason
 
         skip = auto_skip_reason(model.spec, upscaler.name)
+    heads, heads_problem = heads_for(model.spec, embedder)
+    if heads_problem:
+        log.warning("no attribute predictions: %s", heads_problem)
     return SearchEngine(
         catalog,
         embedder,
@@ -228,6 +232,8 @@ def open_engine(
         version=view.version,
         lexical=view.lexical,
         fusion=settings.fusion,
+        heads=heads,
+        heads_problem=heads_problem,
     )
 
 

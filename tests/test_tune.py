@@ -13,6 +13,7 @@ from PIL import Image
 from searchcore.catalog import load_catalog
 from searchcore.cli import main
 from searchcore.degrade import Degradation, degrade, parse_condition, sample_shopper
+from searchcore.embed.heads import AttributeHeads
 from searchcore.errors import ConfigError
 from searchcore.training import metrics
 from searchcore.training.data import held_out_mask
@@ -135,7 +136,7 @@ def test_width_bands_and_a_shared_cache_upscale_each_photo_once(
     assert set(first["verdicts"]) == {"nearest"} and "paired" in first["verdicts"]["nearest"]
 
 
-def test_attribute_heads_train_and_are_not_saved(
+def test_attribute_heads_train_and_are_kept_calibrated(
     demo_shop: Path, tiny_clip: str, tmp_path: Path
 ) -> None:
     from safetensors.torch import load_file
@@ -159,7 +160,27 @@ def test_attribute_heads_train_and_are_not_saved(
     result = finetune(catalog, tmp_path / "m", config)
     assert all(np.isfinite(h["loss"]) for h in result.history)
     keys = set(load_file(str(tmp_path / "m" / "open_clip_model.safetensors")))
-    assert keys == set(load_embedder(tiny_clip).model.state_dict())  # no head weights
+    assert keys == set(load_embedder(tiny_clip).model.state_dict())  # open_clip's file stays
+    # the heads live beside it, bound to the weights as saved, calibrated on validation
+    heads = AttributeHeads.load(tmp_path / "m")
+    assert heads is not None and heads.columns == ["category", "colour"]
+    model = load_embedder(str(tmp_path / "m"))
+    assert heads.problem(model.fingerprint) is None
+    assert heads.problem(load_embedder(tiny_clip).fingerprint) is not None
+    for column in heads.columns:
+        m = heads.metrics[column]
+        assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["ece"] <= 1.0 and m["n"] > 0
+        assert m["temperature"] > 0 and "validation" in m["calibrated_on"]
+    vec = model.embed_images([Image.open(catalog.image_path(0))])[0]
+    guess = heads.predict(vec)
+    assert set(guess) == {"category", "colour"}
+    for options in guess.values():
+        probs = [p for _, p in options]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+    assert set(catalog.df["category"]) >= {label for label, _ in guess["category"]}
+    meta = json.loads((tmp_path / "m" / "training.json").read_text())
+    assert set(meta["attribute_heads"]) == {"category", "colour"}
+    assert "Attribute heads" in (tmp_path / "m" / "README.md").read_text()
     # the heads shape the embedding: the same run without them ends elsewhere
     from dataclasses import replace
 
@@ -168,7 +189,7 @@ def test_attribute_heads_train_and_are_not_saved(
         load_embedder(str(tmp_path / "m")).fingerprint
         != load_embedder(str(tmp_path / "plain")).fingerprint
     )
-    meta = json.loads((tmp_path / "m" / "training.json").read_text())
+    assert AttributeHeads.load(tmp_path / "plain") is None  # trained without: none kept
     assert meta["config"]["attr_weight"] == 1.0
     split = meta["split"]
     assert split["train"] + split["val"] + split["test"] == 40 and split["test"] > 0

@@ -1,4 +1,5 @@
-"""``searchcore model export``: a model's towers as ONNX files in a model folder.
+"""``searchcore model export`` (a model's towers as ONNX files in a model folder) and ``searchcore
+model heads`` (attribute heads fitted on a model folder's frozen embeddings).
 
 Handlers import torch, open_clip and onnxruntime when they run, so ``searchcore --help`` stays
 fast.
@@ -16,9 +17,9 @@ from searchcore.errors import ConfigError, WeightsError
 
 
 def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None], Handler]:
-    grp = sub.add_parser("model", help="model folders: export to ONNX").add_subparsers(
-        dest="action", required=True
-    )
+    grp = sub.add_parser(
+        "model", help="model folders: ONNX export, attribute heads"
+    ).add_subparsers(dest="action", required=True)
     ex = grp.add_parser(
         "export",
         help="write a model's image and text towers as ONNX files (and a fidelity report) "
@@ -41,7 +42,61 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
     ex.add_argument("--samples", type=int, default=24, help="sample photos for the fidelity check")
     ex.add_argument("--threads", type=int)
     ex.add_argument("--allow-download", action="store_true", default=None)
-    return {("model", "export"): cmd_export}
+    hd = grp.add_parser(
+        "heads",
+        help='fit attribute heads ("we think this is...") on a model folder\'s frozen embeddings '
+        "of a catalog's training products, calibrated on its validation products",
+    )
+    hd.add_argument("--model", required=True, help="the model folder (the heads are written there)")
+    catalog_args(hd)
+    hd.add_argument(
+        "--columns", default="", help="attribute columns, comma-separated (default: every facet)"
+    )
+    hd.add_argument("--seed", type=int, default=0)
+    hd.add_argument("--val-fraction", type=float, default=0.1)
+    hd.add_argument("--test-fraction", type=float, default=0.2, help="never seen (eval's)")
+    hd.add_argument("--split-by", default="id", help="the newest products by this column, or hash")
+    hd.add_argument("--threads", type=int)
+    return {("model", "export"): cmd_export, ("model", "heads"): cmd_heads}
+
+
+def cmd_heads(args: argparse.Namespace) -> int:
+    from searchcore.catalog import load_catalog
+    from searchcore.config import parse_column_map
+    from searchcore.embed import ModelSpec
+    from searchcore.service import make_embedder
+    from searchcore.training.heads import fit_for_model
+
+    parsed = ModelSpec.parse(args.model)
+    if parsed.kind != "local":
+        raise ConfigError(
+            f"{args.model} is not a model folder: heads are written beside a folder's weights "
+            "(`searchcore model export --model SPEC --out DIR` writes one)"
+        )
+    settings = settings_from_args(args).with_(device="cpu", runtime="torch")
+    embedder = make_embedder(settings)
+    catalog = load_catalog(args.catalog, parse_column_map(args.map))
+    heads = fit_for_model(
+        catalog,
+        embedder,
+        columns=[c.strip() for c in args.columns.split(",") if c.strip()],
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        split_by=args.split_by,
+        say=print,
+    )
+    heads.save(parsed.name)
+    for head in heads.heads:
+        m = heads.metrics.get(head.column, {})
+        if "accuracy" in m:
+            print(
+                f"  {head.column}: {len(head.classes)} values, validation accuracy "
+                f"{m['accuracy']:.3f}, ECE {m['ece']:.3f} (before scaling "
+                f"{m['uncalibrated']['ece']:.3f}, temperature {m['temperature']:.3g})"
+            )
+    print(f"wrote attribute heads into {parsed.name}")
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:

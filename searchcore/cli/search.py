@@ -92,6 +92,19 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
     s.add_argument("--category")
     s.add_argument("--min-price", type=float)
     s.add_argument("--max-price", type=float)
+    s.add_argument(
+        "--attributes",
+        action="append",
+        default=[],
+        metavar="COLUMN=VALUE",
+        help="only products with this value (repeatable: any value of a column, every column), "
+        "e.g. --attributes colour=red --attributes gender=women",
+    )
+    s.add_argument(
+        "--crop",
+        metavar="X0,Y0,X1,Y1",
+        help="search only this part of each photo (fractions of its width and height)",
+    )
     s.add_argument("--json", action="store_true", help="one JSON object per query per line")
     upscaler_args(s)
     s.add_argument("--threads", type=int)
@@ -193,7 +206,19 @@ def cmd_search(args: argparse.Namespace) -> int:
     )
     engine = open_engine(settings, args.index)
     gate = calibrate(engine, args.index)  # "no good match": cached in the index folder
-    filters = Filters(category=args.category, min_price=args.min_price, max_price=args.max_price)
+    wanted: dict[str, list[str]] = {}
+    for item in args.attributes:
+        column, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--attributes takes COLUMN=VALUE, not {item!r}")
+        wanted.setdefault(column.strip(), []).append(value)
+    asked = Query.parse(attributes=wanted or None, crop=args.crop)  # the page's rules
+    filters = Filters(
+        category=args.category,
+        min_price=args.min_price,
+        max_price=args.max_price,
+        attributes=asked.filters.attributes,
+    )
     queries: list[dict] = (
         [{"image": p, "text": args.text, "label": str(p)} for p in images]
         or [{"image": None, "text": t, "label": t} for t in texts]
@@ -211,6 +236,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                 filters=filters,
                 query_label=q["label"],
                 mode=args.mode,
+                crop=asked.crop if q["image"] is not None else None,
             )
         except SearchError as exc:
             if len(queries) == 1 and not args.json:
@@ -254,10 +280,17 @@ def _format(result, threshold: float | None = None) -> str:
     if result.decision is not None:
         lines.append(f"upscaled: {'yes' if result.upscaled else 'no'} ({result.decision.reason})")
     lines += [f"note: {n}" for n in result.notes]
+    if result.predicted:
+        lines.append(
+            "we think this is: "
+            + "; ".join(f"{c} {o[0][0]} ({o[0][1]:.0%})" for c, o in result.predicted.items() if o)
+        )
     for h in result.hits:
         price = f"  {h.price}" if h.price else ""
         found = "+".join(h.matched)
         lines.append(f"{h.rank:>3}  {h.score:6.3f}  {found:<14} {h.id:<12} {h.title}{price}")
+        if h.why:
+            lines.append(f"{'':>23}why: {' · '.join(h.why)}")
     if not result.hits:
         lines.append("  no products match")
     elif threshold is not None and not good_match(result, threshold):

@@ -412,6 +412,7 @@ def cmd_train_upscaler(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from searchcore.degrade import DEFAULT_CONDITIONS, parse_condition
+    from searchcore.embed.heads import heads_for
     from searchcore.service import make_embedder
     from searchcore.training.data import trained_rows
     from searchcore.training.evaluate import EvalConfig, evaluate
@@ -437,9 +438,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         text_queries=_text_queries(args),
     )
     exclude, note = trained_rows(settings.model, catalog)
-    _say(f"model {settings.model}: {note}")
+    heads, problem = heads_for(settings.model, embedder)  # scored when the folder has them
+    _say(f"model {settings.model}: {note}" + (f"; heads not scored: {problem}" if problem else ""))
     strategies = build_strategies(_csv(args.upscalers), settings, settings.model)
-    report = evaluate(catalog, embedder, strategies, config, exclude_rows=exclude, progress=_say)
+    report = evaluate(
+        catalog, embedder, strategies, config, exclude_rows=exclude, progress=_say, heads=heads
+    )
     report["model"] = {
         "spec": settings.model,
         "dim": embedder.dim,

@@ -425,6 +425,11 @@ class OnnxEmbedder:
         return self._fingerprint
 
     @property
+    def torch_fingerprint(self) -> str:
+        """The fingerprint of the torch weights exported (what attribute heads are bound to)."""
+        return self._pre.fingerprint
+
+    @property
     def image_size(self) -> int:
         return int(self._pre.image_size)
 

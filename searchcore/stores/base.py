@@ -26,11 +26,17 @@ MILVUS_SCHEMES = ("http://", "https://", "tcp://", "grpc://", "unix:")
 
 @dataclass(frozen=True)
 class Filters:
-    """Metadata filters; a product must pass all of them."""
+    """Metadata filters; a product must pass all of them.
+
+    ``attributes``: ``((column, (value, ...)), ...)``, any facet column of the catalog
+    (:mod:`searchcore.facets`): a product passes when its value is one of the column's values
+    (compared as :func:`searchcore.facets.normalise` makes them), for every column given.
+    """
 
     category: str | None = None
     min_price: float | None = None
     max_price: float | None = None
+    attributes: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         lo, hi = self.min_price, self.max_price
@@ -39,7 +45,12 @@ class Filters:
 
     @property
     def active(self) -> bool:
-        return bool(self.category) or self.min_price is not None or self.max_price is not None
+        return (
+            bool(self.category)
+            or self.min_price is not None
+            or self.max_price is not None
+            or bool(self.attributes)
+        )
 
 
 @dataclass(frozen=True)

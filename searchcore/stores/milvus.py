@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from searchcore.errors import ConfigError, IndexMismatchError, SearchError, first_line
+from searchcore.facets import NOT_ATTRIBUTES, normalise
 from searchcore.stores.base import Filters, Neighbours
 from searchcore.stores.lexical import LexicalHits, record_text, tokenize
 from searchcore.stores.manifest import IndexManifest
@@ -46,6 +47,7 @@ MISSING_PRICE = -1.0
 # most this many matches the answer is computed exactly from the matching vectors instead.
 EXACT_MAX = 4096
 MAX_STR = 512
+MAX_ATTRIBUTE = 128  # characters of an attribute value stored for filters
 MAX_TEXT = 8192  # characters of a product's words kept for Milvus's full-text (BM25) search
 
 
@@ -70,13 +72,23 @@ def _literal(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def filter_expression(filters: Filters | None) -> str:
-    """The Milvus boolean expression for ``filters`` ('' matches everything)."""
+def filter_expression(filters: Filters | None, attrs: bool = True) -> str:
+    """The Milvus boolean expression for ``filters`` ('' matches everything). ``attrs``: the
+    collection has the ``attrs`` JSON field that attribute filters read."""
     if filters is None or not filters.active:
         return ""
     terms = []
     if filters.category:
         terms.append(f"category == {_literal(_key(filters.category))}")
+    if filters.attributes and not attrs:
+        raise ConfigError(
+            "this Milvus collection was built before attribute filters: rebuild it "
+            "(`searchcore index build --catalog FILE --out URI`) to filter on "
+            f"{filters.attributes[0][0]!r}"
+        )
+    for column, values in filters.attributes:
+        keys = ", ".join(_literal(normalise(v)[:MAX_STR]) for v in values)
+        terms.append(f"attrs[{_literal(column)}] in [{keys}]")
     if filters.min_price is not None or filters.max_price is not None:
         terms.append(f"price >= {max(0.0, float(filters.min_price or 0.0))!r}")  # unpriced: -1
         if filters.max_price is not None:
@@ -104,6 +116,7 @@ class MilvusStore:
         self.ef_search, self.metric, self.index_type, self.uri = ef_search, metric, index_type, uri
         self._lock = threading.Lock()  # MilvusClient is shared; keep writes in order
         self.has_text = True  # a collection this class created has the BM25 text field
+        self.has_attrs = True  # ... and the attribute filters' JSON field
 
     # -- lifecycle --------------------------------------------------------------------------
     @classmethod
@@ -138,6 +151,7 @@ class MilvusStore:
         schema.add_field("category", DataType.VARCHAR, max_length=MAX_STR)
         schema.add_field("colour", DataType.VARCHAR, max_length=MAX_STR)
         schema.add_field("price", DataType.DOUBLE)
+        schema.add_field("attrs", DataType.JSON)  # every facet column, as filters compare it
         schema.add_field("model", DataType.VARCHAR, max_length=64)
         schema.add_field(
             "text",
@@ -222,6 +236,7 @@ class MilvusStore:
             uri=uri,
         )
         store.has_text = "sparse" in names
+        store.has_attrs = "attrs" in names
         return store, IndexManifest.from_dict(manifest)
 
     def save(self, meta: dict[str, Any]) -> IndexManifest:
@@ -278,6 +293,7 @@ class MilvusStore:
                     "price": MISSING_PRICE if price is None else price,
                     "model": made[:64],
                     **({"text": _words(record_text(rec))} if self.has_text else {}),
+                    **({"attrs": _attributes(rec)} if self.has_attrs else {}),
                 }
             )
         with self._lock:
@@ -312,7 +328,7 @@ class MilvusStore:
         q = np.asarray(query, dtype=np.float32).reshape(-1)
         if q.shape != (self.dim,):
             raise SearchError(f"expected a query of dimension {self.dim}, got {q.shape}")
-        expr = filter_expression(filters)
+        expr = filter_expression(filters, self.has_attrs)
         k = int(k)
         if k < 1:
             return _empty()
@@ -351,7 +367,7 @@ class MilvusStore:
             data=[" ".join(words)[:MAX_TEXT]],
             anns_field="sparse",
             limit=min(int(k), 16384),
-            filter=filter_expression(filters),
+            filter=filter_expression(filters, self.has_attrs),
             output_fields=["row"],
             search_params={"metric_type": "BM25"},
         )[0]
@@ -450,6 +466,16 @@ def _words(text: str) -> str:
     Milvus's standard analyser (all Milvus Lite has) only splits them: the same words, the same
     matches as the index folder's BM25."""
     return " ".join(tokenize([text])[0])[:MAX_TEXT]
+
+
+def _attributes(record: dict[str, Any]) -> dict[str, str]:
+    """A product's attribute values as filters compare them (short values only: a facet's
+    values are words, not descriptions)."""
+    return {
+        str(k)[:MAX_STR]: normalise(v)
+        for k, v in record.items()
+        if k not in NOT_ATTRIBUTES and len(str(v)) <= MAX_ATTRIBUTE and str(v).strip()
+    }
 
 
 def _empty() -> Neighbours:

@@ -24,11 +24,10 @@ from PIL import Image
 from searchcore.catalog import Catalog
 from searchcore.embed import ModelSpec
 from searchcore.errors import ConfigError, ImageError, SearchError
+from searchcore.facets import facet_columns, normalised
 from searchcore.fsutil import read_json
 from searchcore.images import decode_image
 
-# Canonical columns that are not product attributes.
-NOT_ATTRIBUTES = ("id", "title", "image", "price")
 # The columns attribute queries use by default, in word order ("red striped t-shirts").
 DEFAULT_QUERY_ATTRS = ("colour", "pattern", "category")
 DEFAULT_SIMILAR_ATTRS = ("category", "colour")
@@ -99,34 +98,12 @@ def sample(n: int, limit: int, rng: np.random.Generator) -> np.ndarray:
 
 def labels(values: Sequence[str]) -> np.ndarray:
     """Catalog values as labels to compare: case-folded, white space collapsed."""
-    return np.array([" ".join(str(v).casefold().split()) for v in values], dtype=object)
+    return normalised(values)
 
 
 def attribute_columns(df: pd.DataFrame, requested: Sequence[str] | None = None) -> list[str]:
-    """The attribute columns texts are built from.
-
-    ``requested`` names them explicitly (each must exist). Otherwise every column except the
-    canonical non-attributes whose values look categorical: at most 64 distinct non-empty
-    values and fewer than half as many as there are products (so free-text columns such as a
-    description, or per-product codes, are left out).
-    """
-    if requested:
-        missing = [c for c in requested if c not in df.columns]
-        if missing:
-            raise ConfigError(
-                f"attribute column(s) {', '.join(missing)} not in the catalog; "
-                f"its columns are: {', '.join(map(str, df.columns))}"
-            )
-        return list(requested)
-    out = []
-    for col in df.columns:
-        if col in NOT_ATTRIBUTES:
-            continue
-        values = df[col].astype(str).str.strip()
-        distinct = values[values != ""].nunique()
-        if 0 < distinct <= 64 and distinct < max(2, len(df) / 2):
-            out.append(str(col))
-    return out
+    """The columns texts and heads are built from: :func:`searchcore.facets.facet_columns`."""
+    return facet_columns(df, requested)
 
 
 def present(df: pd.DataFrame, columns: Sequence[str]) -> list[str]:

@@ -120,6 +120,7 @@ def evaluate(
     exclude_rows: Sequence[int] = (),
     progress: Callable[[str], None] | None = None,
     cache: dict[Any, Any] | None = None,
+    heads: Any = None,
 ) -> dict[str, Any]:
     """Run every measurement; returns a JSON-ready dict (see :mod:`.report` for the files).
 
@@ -127,6 +128,8 @@ def evaluate(
     split, whatever the fraction. ``cache`` (a dict the caller keeps) holds the query photos
     as degraded and upscaled, so several models evaluated on the same split and conditions
     upscale each photo once; its keys include the seed, the condition and the upscaler.
+    ``heads`` (the model's :class:`~searchcore.embed.heads.AttributeHeads`) are scored too:
+    accuracy and calibration of "we think this is..." from catalog and from shoppers' photos.
     """
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
@@ -177,6 +180,9 @@ def evaluate(
     report["exact"], ranks, report["similar_shop"] = _exact_task(
         gallery, embedder, strategies, config, say, {} if cache is None else cache, columns
     )
+    if heads is not None:
+        say("attribute heads")
+        report["attributes"] = _attribute_task(gallery, embedder, heads, config, df)
     say("upscaler quality")
     report["upscaler_quality"] = _quality_task(gallery, strategies, config)
     report["verdict"] = upscale_verdict(report["exact"], strategies, config, ranks)
@@ -294,6 +300,34 @@ def _exact_task(
                 }
         out[name] = cond
     return out, all_ranks, similar
+
+
+def _attribute_task(
+    g: _Gallery, embedder: ImageTextEmbedder, heads: Any, config: EvalConfig, df: Any
+) -> dict[str, Any]:
+    """The heads on the gallery's catalog photos, and on the headline condition's query photos
+    (the same seeded copies the exact-product task searches with)."""
+    from searchcore.training.heads import attribute_report
+
+    ci, (name, d) = 0, config.conditions[0]
+    pick = sample(len(g.rows), config.max_queries, np.random.default_rng([config.seed, 1]))
+    queries = [
+        degrade(g.photos[i], d, np.random.default_rng([config.seed, ci, int(g.rows[i])]))
+        for i in pick
+    ]
+    rows = df.iloc[g.rows]
+    out = {
+        "catalog photos": attribute_report(heads, rows, {"catalog photos": g.vectors}),
+        f"{name} photos": attribute_report(
+            heads, rows.iloc[pick], {f"{name} photos": embedder.embed_images(queries)}
+        ),
+    }
+    merged: dict[str, Any] = {"trained": heads.trained}
+    for part in out.values():
+        for column, entry in part.items():
+            if isinstance(entry, dict):
+                merged.setdefault(column, {}).update(entry)
+    return merged
 
 
 def _quality_task(

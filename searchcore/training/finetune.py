@@ -35,6 +35,7 @@ from searchcore.catalog import Catalog
 from searchcore.console import progress_bar
 from searchcore.degrade import DEFAULT_CONDITIONS
 from searchcore.embed import ModelSpec, pick_device
+from searchcore.embed.heads import SCALE, head_classes, heads_from_weights
 from searchcore.errors import ConfigError, SearchError
 from searchcore.training.batches import Batches
 from searchcore.training.common import (
@@ -46,6 +47,7 @@ from searchcore.training.common import (
 )
 from searchcore.training.data import TRAINING_FILE, attribute_columns, load_photos, split_masks
 from searchcore.training.evaluate import EvalConfig, Strategy, evaluate
+from searchcore.training.heads import calibrate
 
 VAL_CONDITIONS = ("x4-blur", "shopper")
 
@@ -206,38 +208,39 @@ def validation_score(report: dict[str, Any]) -> float:
 
 
 class _AttributeHeads:
-    """Cosine classifiers (one per attribute column) over normalised image embeddings."""
-
-    SCALE = 16.0  # logit scale of a normalised-softmax classifier (NormFace)
+    """Cosine classifiers (one per attribute column) over normalised image embeddings, trained
+    with the model (:mod:`searchcore.embed.heads` keeps and serves them)."""
 
     def __init__(
         self, df: Any, rows: Sequence[int], columns: Sequence[str], dim: int, device: str
     ) -> None:
         import torch
 
-        self.columns, self.targets, self.weights = [], [], []
+        self.columns, self.classes, self.targets, self.weights = [], [], [], []
         for col in columns:
-            values = [str(df[col].iat[r]).strip().casefold() for r in rows]
-            classes = sorted({v for v in values if v})
+            classes, targets = head_classes([df[col].iat[r] for r in rows])
             if len(classes) < 2:
                 continue
-            index = {c: i for i, c in enumerate(classes)}
             # -100: products without a value are ignored by cross_entropy
-            self.targets.append(torch.tensor([index.get(v, -100) for v in values], device=device))
+            self.targets.append(torch.from_numpy(targets).to(device))
             self.weights.append(
                 torch.nn.Parameter(torch.randn(len(classes), dim, device=device) * 0.01)
             )
             self.columns.append(col)
+            self.classes.append(classes)
 
     def parameters(self) -> list[Any]:
         return list(self.weights)
+
+    def state(self) -> list[np.ndarray]:
+        return [w.detach().float().cpu().numpy().copy() for w in self.weights]
 
     def loss(self, feats: Any, idx: Any) -> Any:
         import torch.nn.functional as F
 
         total = feats.new_zeros(())
         for w, t in zip(self.weights, self.targets, strict=True):
-            logits = self.SCALE * feats @ F.normalize(w, dim=-1).T
+            logits = SCALE * feats @ F.normalize(w, dim=-1).T
             total = total + F.cross_entropy(logits, t[idx], ignore_index=-100)
         return total / max(1, len(self.weights))
 
@@ -322,6 +325,7 @@ def finetune(
     do_val = int(held.sum()) >= 2  # retrieval needs at least two held-out products
     history: list[dict[str, Any]] = []
     best: tuple[float, int, dict[str, Any] | None] = (-1.0, 0, None)
+    best_heads: list[np.ndarray] = []
     bar = progress_bar(total, "fine-tuning", "step", progress)
     step, stale = 0, 0
     try:
@@ -386,6 +390,7 @@ def finetune(
             score = entry.get("val_score", -entry["loss"])
             if best[2] is None or score > best[0]:
                 best, stale = (score, epoch + 1, _copy_state(model)), 0
+                best_heads = heads.state() if heads is not None else []
             else:
                 stale += 1
             if step >= total or stale >= config.patience:
@@ -405,9 +410,18 @@ def finetune(
     seconds = time.perf_counter() - started
     # The card's figures come from the weights as saved (fp16 when ``half``), reloaded from disk.
     val: dict[str, Any] = {}
+    head_metrics: dict[str, Any] = {}
+    reloaded = load_embedder(str(folder), device=device)
     if do_val:
-        reloaded = load_embedder(str(folder), device=device)
         val = evaluate(catalog, reloaded, [Strategy("never")], val_cfg, exclude_rows=val_exclude)
+    if heads is not None and heads.columns:  # kept beside the weights they read
+        kept = heads_from_weights(
+            heads.columns, heads.classes, best_heads, df.iloc[rows], reloaded.fingerprint
+        )
+        calibrate(kept, catalog, [i for i, h in enumerate(held) if h], reloaded, config.seed)
+        kept.save(folder)
+        head_metrics = kept.metrics
+        log(f"attribute heads kept for {', '.join(kept.columns)}")
     meta = {
         "format_version": 1,
         "command": command,
@@ -436,6 +450,7 @@ def finetune(
         "parameters": count_params(model),
         "history": history,
         "val": _summary(val) if val else {},
+        "attribute_heads": head_metrics,
     }
     from searchcore.fsutil import write_json_atomic
 

@@ -119,6 +119,7 @@ def markdown(report: dict[str, Any], title: str = "Evaluation") -> str:
             lines.append(
                 f"| {cname} `{cond['spec']}` | {cond['query_size']} | " + " | ".join(cells) + " |"
             )
+    lines += _attributes_table(r.get("attributes") or {})
     quality = r.get("upscaler_quality", {})
     if quality:
         lines += [
@@ -158,6 +159,29 @@ def markdown(report: dict[str, Any], title: str = "Evaluation") -> str:
     lines += [f"- auto: {n}" for n in sorted(notes)]
     lines += ["", f"Evaluated in {r.get('seconds', 0)} s."]
     return "\n".join(lines) + "\n"
+
+
+def _attributes_table(attrs: dict[str, Any]) -> list[str]:
+    """The attribute heads' accuracy and calibration (ECE), per column and photo kind."""
+    columns = {c: v for c, v in attrs.items() if isinstance(v, dict)}
+    kinds = sorted({k for v in columns.values() for k, x in v.items() if isinstance(x, dict)})
+    if not columns or not kinds:
+        return []
+    lines = [
+        "",
+        f"## Attribute heads (trained {attrs.get('trained', '?')}): accuracy / ECE",
+        "",
+        "| column | values | known | " + " | ".join(kinds) + " |",
+        "|---|---|---|" + "---|" * len(kinds),
+    ]
+    for column, v in columns.items():
+        cells = [f"{_f(v[k]['accuracy'])} / {_f(v[k]['ece'])}" if k in v else "-" for k in kinds]
+        lines.append(
+            f"| {column} | {v.get('classes', '-')} | {v.get('known', 0):.0%} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return lines
 
 
 def write_report(

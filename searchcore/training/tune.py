@@ -31,6 +31,7 @@ from typing import Any
 
 from searchcore.catalog import Catalog
 from searchcore.degrade import Degradation, parse_condition
+from searchcore.embed.heads import heads_for
 from searchcore.errors import ConfigError
 from searchcore.training.data import HASH, TRAINING_FILE, split_masks
 from searchcore.training.evaluate import EvalConfig, evaluate
@@ -177,6 +178,7 @@ def tune(
             exclude_rows=not_test,
             progress=log,
             cache=cache,
+            heads=heads_for(spec, embedder)[0],
         )
         rep["model"] = {"spec": spec, "dim": embedder.dim, "variant": name}
         write_report(rep, out / "eval" / _slug(name), title=f"Evaluation of {name}")

@@ -23,9 +23,19 @@ import numpy as np
 from searchcore.calibrate import MatchGate
 from searchcore.engine import SearchEngine, SearchResult
 from searchcore.errors import SearchError
+from searchcore.images import DRAFT, decode_image
 from searchcore.query import Query, answer, good_match, run
 from searchcore.rowcheck import parse_price
 from searchcore.web.guard import QueryQueue, ServedImages, upload_path
+from searchcore.web.parts import (
+    MAX_CHIPS,
+    SHOWN,
+    box_for,
+    caption_why,
+    chosen,
+    for_display,
+    mark,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +100,8 @@ class Page:
         max_price: Any,
         upscale: Any,
         mode: Any = None,
+        attributes: Any = None,
+        crop: Any = None,
     ) -> tuple[SearchResult, float]:
         with _edge():
             path = upload_path(photo, self.upload_dir)
@@ -100,8 +112,10 @@ class Page:
                 category=category,
                 min_price=min_price,
                 max_price=max_price,
+                attributes=chosen(attributes),
                 upscale=upscale,
                 mode=mode,
+                crop=box_for(crop, photo),
             )
             if path is None:
                 result = run(self.engine, query)
@@ -115,18 +129,38 @@ class Page:
 
     # -- API endpoints (JSON) -----------------------------------------------------------------
     def search_image(
-        self, image: Any, k: Any, category: Any, min_price: Any, max_price: Any, upscale: Any
+        self,
+        image: Any,
+        k: Any,
+        category: Any,
+        min_price: Any,
+        max_price: Any,
+        upscale: Any,
+        attributes: Any = None,
     ) -> dict[str, Any]:
         if image is None or image == "":
             raise gr.Error("give a photo", print_exception=False)
-        return self.api(*self.run(image, None, 0.0, k, category, min_price, max_price, upscale))
+        return self.api(
+            *self.run(
+                image, None, 0.0, k, category, min_price, max_price, upscale, None, attributes
+            )
+        )
 
     def search_text(
-        self, text: Any, k: Any, category: Any, min_price: Any, max_price: Any, mode: Any = None
+        self,
+        text: Any,
+        k: Any,
+        category: Any,
+        min_price: Any,
+        max_price: Any,
+        mode: Any = None,
+        attributes: Any = None,
     ) -> dict[str, Any]:
         if text is None or (isinstance(text, str) and not text.strip()):
             raise gr.Error("give a description", print_exception=False)
-        return self.api(*self.run(None, text, 1.0, k, category, min_price, max_price, None, mode))
+        return self.api(
+            *self.run(None, text, 1.0, k, category, min_price, max_price, None, mode, attributes)
+        )
 
     def search_combined(
         self,
@@ -139,9 +173,21 @@ class Page:
         max_price: Any,
         upscale: Any,
         mode: Any = None,
+        attributes: Any = None,
     ) -> dict[str, Any]:
         return self.api(
-            *self.run(image, text, text_weight, k, category, min_price, max_price, upscale, mode)
+            *self.run(
+                image,
+                text,
+                text_weight,
+                k,
+                category,
+                min_price,
+                max_price,
+                upscale,
+                mode,
+                attributes,
+            )
         )
 
     # -- the page -----------------------------------------------------------------------------
@@ -157,11 +203,7 @@ class Page:
         ]
         hits = [h for h, path in served if path is not None]
         items = [
-            (
-                path,
-                f"{h.title} · {self.price(h.price)} · {h.score:.2f}"
-                + (" · matches your words" if "lexical" in h.matched else ""),
-            )
+            (path, f"{h.title} · {self.price(h.price)} · {h.score:.2f}" + caption_why(h.why))
             for h, path in served
             if path is not None
         ]
@@ -171,6 +213,7 @@ class Page:
                 "title": h.title,
                 "price": self.price(h.price),
                 "score": h.score,
+                "why": list(h.why),
                 **{k: h.fields.get(k, "") for k in ("category", "colour", "material")},
             }
             for h in hits
@@ -237,23 +280,56 @@ class Page:
             + " |"
         )
         seen_img = result.embedded
+        part = "the part you boxed" if result.crop is not None else "your photo"
         label = "What the model saw: " + (
-            f"upscaled to {seen_img.width}×{seen_img.height}"
+            f"{part}, upscaled to {seen_img.width}×{seen_img.height}"
             if result.upscaled
-            else "your photo as it is"
+            else f"{part} as it is"
         )
+        if result.original is not None:
+            lines.append(
+                "Click two opposite corners on your photo to search just that part."
+                if result.crop is None
+                else "Searched the boxed part. Click two corners to move the box, or "
+                "**Whole photo** to search all of it."
+            )
+        original = result.original
+        if original is not None:
+            original = for_display(original)
+            original = mark(original, result.crop) if result.crop is not None else original
         return (
             gr.update(visible=result.original is not None),
-            result.original,
+            original,
             gr.update(value=seen_img, label=label),
             "\n\n".join(lines),
         )
 
     def ui_search(
-        self, photo, text, text_weight, k, category, min_price, max_price, upscale, mode=None
+        self,
+        photo,
+        text,
+        text_weight,
+        k,
+        category,
+        min_price,
+        max_price,
+        upscale,
+        mode=None,
+        attributes=None,
+        crop=None,
     ) -> tuple:
         result, threshold = self.run(
-            photo, text, text_weight, k, category, min_price, max_price, upscale, mode
+            photo,
+            text,
+            text_weight,
+            k,
+            category,
+            min_price,
+            max_price,
+            upscale,
+            mode,
+            attributes,
+            crop,
         )
         text = (text or "").strip()
         what = (
@@ -274,7 +350,85 @@ class Page:
             *self.show(result, threshold, what),
             *self.seen(result, lead),
             gr.update(visible=False),
+            *self.chips(result),
         )
+
+    def chips(self, result: SearchResult) -> tuple:
+        """ "We think this is...": a line, and one chip per predicted attribute the catalog can
+        be filtered on (most confident first); the chips' (column, value) pairs as state."""
+        filterable = set(self.engine.catalog.filterable)
+        guesses = sorted(
+            (
+                (options[0][1], column, options[0][0])
+                for column, options in (result.predicted or {}).items()
+                if options and column in filterable
+            ),
+            reverse=True,
+        )[:MAX_CHIPS]
+        buttons = [
+            gr.update(value=f"{column}: {value} · {p:.0%}", visible=True)
+            for p, column, value in guesses
+        ]
+        buttons += [gr.update(visible=False)] * (MAX_CHIPS - len(buttons))
+        line = (
+            "**We think this is:** "
+            + " · ".join(f"{html.escape(v)} ({p:.0%})" for p, _, v in guesses)
+            + " — click one to see only those."
+            if guesses
+            else ""
+        )
+        return (
+            gr.update(value=line, visible=bool(guesses)),
+            *buttons,
+            [[c, v] for _, c, v in guesses],
+        )
+
+    def ui_chip(self, index: int, chips: list, attributes: Any, *query: Any) -> tuple:
+        """A chip clicked: its attribute joins the filters (replacing that column's), and the
+        search runs again."""
+        if not isinstance(chips, list) or not 0 <= index < len(chips):
+            raise gr.Error("That suggestion is gone; search again.", print_exception=False)
+        column, value = (str(x) for x in chips[index])
+        kept = [a for a in (attributes or []) if not str(a).startswith(f"{column}: ")]
+        picked = [*kept, f"{column}: {value}"]
+        *head, _, crop = query
+        return (picked, *self.ui_search(*head, picked, crop))
+
+    def ui_corner(
+        self,
+        corner,
+        photo,
+        text,
+        text_weight,
+        k,
+        category,
+        min_price,
+        max_price,
+        upscale,
+        mode,
+        attributes,
+        crop,
+        evt: gr.SelectData,
+    ) -> tuple:
+        """A click on the shopper's photo: the first marks a corner of the part to search, the
+        second the opposite corner, and that part is searched (the photo stays as uploaded)."""
+        with _edge():
+            path = upload_path(photo, self.upload_dir)
+            if path is None:
+                raise SearchError("Upload a photo first.")
+            img = for_display(decode_image(path, self.engine.image_limits, draft=DRAFT))
+        x, y = (float(v) for v in evt.index)  # in the pixels of the photo as the page shows it
+        point = (min(1.0, max(0.0, x / img.width)), min(1.0, max(0.0, y / img.height)))
+        if not isinstance(corner, list) or len(corner) != 2:
+            nothing = [gr.update()] * (len(SHOWN) + MAX_CHIPS + 2)
+            nothing[SHOWN.index("original")] = mark(img, (*point, *point))
+            nothing[SHOWN.index("seen")] = "Now click the opposite corner of the part to search."
+            return (*nothing, list(point), crop)
+        (x0, y0), (x1, y1) = corner, point
+        box = [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
+        state = {"photo": photo.get("path") if isinstance(photo, dict) else None, "box": box}
+        query = (photo, text, text_weight, k, category, min_price, max_price, upscale, mode)
+        return (*self.ui_search(*query, attributes, state), None, state)
 
     def ui_select(self, state: list[dict], evt: gr.SelectData) -> tuple:
         if not state or evt.index is None or not 0 <= int(evt.index) < len(state):
@@ -287,13 +441,21 @@ class Page:
             f"**{html.escape(h['title'])}**  \n{h['price']} · {details}  \n"
             f"product {html.escape(h['id'])} · similarity {h['score']:.2f}"
         )
+        if h.get("why"):
+            card += "  \nWhy: " + html.escape(" · ".join(h["why"]))
         return gr.update(visible=True), card, h["id"]
 
-    def ui_similar(self, product_id, k, category, min_price, max_price) -> tuple:
+    def ui_similar(self, product_id, k, category, min_price, max_price, attributes=None) -> tuple:
         if not product_id:
             raise gr.Error("Click a result first.", print_exception=False)
         with _edge():
-            query = Query.parse(k=k, category=category, min_price=min_price, max_price=max_price)
+            query = Query.parse(
+                k=k,
+                category=category,
+                min_price=min_price,
+                max_price=max_price,
+                attributes=chosen(attributes),
+            )
             result = self.engine.similar(str(product_id), k=query.k, filters=query.filters)
             row = self.engine.catalog.rows_for_ids([str(product_id)])[0]
         what = f"“{html.escape(str(self.engine.catalog.df['title'].iat[row]))}”"
@@ -302,6 +464,7 @@ class Page:
             *self.show(result, self.gate.image, what),
             *self.seen(result, lead),
             gr.update(visible=False),
+            *self.chips(result),
         )
 
 
@@ -320,35 +483,3 @@ CSS = """
 #seen-original img { image-rendering: pixelated; }
 #status h3 { margin: 0.2rem 0; }
 """
-
-
-def about_text(engine: SearchEngine, gate: MatchGate, catalog: Path) -> str:
-    from searchcore.embed import ModelSpec
-
-    spec = engine.embedder.spec
-    kind = ModelSpec.parse(spec).kind
-    model = f"`{Path(spec).name}` (a model folder)" if kind == "local" else f"`{spec}`"
-    if kind == "random":
-        model += (
-            " with **random weights**, as asked (for tests and speed measurements): the page "
-            "works end to end, but which products come back is not meaningful"
-        )
-    up = engine.upscaler
-    weights = getattr(up, "weights", None)
-    upscaler = (
-        f"`{up.name}`"
-        + (f", weights `{Path(weights).name}`" if weights else "")
-        + "; photos are shrunk to "
-        f"{engine.policy.settings.max_input_side} px before upscaling"
-        if up is not None
-        else f"unavailable ({html.escape(engine.upscaler_problem or 'none configured')}), "
-        "so photos are searched as they are"
-    )
-    # File names only: the server's own folders are nobody's business (this text is in /config).
-    return (
-        f"- **Catalog:** {len(engine.catalog)} products from `{catalog.name}`\n"
-        f"- **Model:** {model}\n- **Upscaler:** {upscaler}\n"
-        f"- **No good match** below {gate.image:.3f} (photos) / {gate.text:.3f} (words): "
-        f"{gate.how}\n"
-        "- Uploads are decoded by searchcore's checked decoder only, and deleted after 15 minutes."
-    )

@@ -192,15 +192,27 @@ async def _read_query(
 def _search_body() -> dict[str, Any]:
     """The OpenAPI description of the search form, from the query's one field list."""
     props = {name: {"type": kind, "description": text} for name, (kind, text) in FIELDS.items()}
+    # a form's fields are text: an object or a list travels as text (JSON, or "x0,y0,x1,y1")
+    flat = {
+        name: {**p, "type": "string"} if p["type"] in ("object", "array") else p
+        for name, p in props.items()
+    }
+    for p in props.values():
+        if p["type"] == "array":
+            p.update(items={"type": "number"}, minItems=4, maxItems=4)
+        elif p["type"] == "object":
+            p["additionalProperties"] = {
+                "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
+            }
     form = {
         "type": "object",
-        "properties": {"image": {"type": "string", "format": "binary"}, **props},
+        "properties": {"image": {"type": "string", "format": "binary"}, **flat},
     }
     return {
         "required": True,
         "content": {
             "multipart/form-data": {"schema": form},
-            "application/x-www-form-urlencoded": {"schema": {**form, "properties": props}},
+            "application/x-www-form-urlencoded": {"schema": {**form, "properties": flat}},
             "application/json": {"schema": {"type": "object", "properties": props}},
         },
     }
