@@ -148,7 +148,30 @@ def test_filters_from_the_command_line(shop, capsys) -> None:
     (line,) = _json_lines(capsys.readouterr().out)
     expected = min(5, int((df["category"] == category).sum()))
     assert len(line["results"]) == expected
+
     assert {r["category"] for r in line["results"]} == {category}
+
+
+def test_attribute_filters_and_a_crop_from_the_command_line(shop, capsys) -> None:
+    df = pd.read_csv(shop["csv"], dtype=str, keep_default_na=False).set_index("id")
+    colours = list(df["colour"].value_counts().index[:2])
+    photo = shop["csv"].parent / "images" / "P00004.jpg"
+    index = str(shop["index"])
+    args = ["search", "--index", index, "--image", str(photo), "--k", "4", "--json"]
+    for c in colours:
+        args += ["--attributes", f"colour={c.upper()}"]
+    assert main([*args, "--crop", "0.25,0.25,0.75,0.75", "--upscale", "never"]) == 0
+    (line,) = _json_lines(capsys.readouterr().out)
+    assert len(line["results"]) == 4 and line["crop"] == [0.25, 0.25, 0.75, 0.75]
+    assert {df.loc[r["id"], "colour"] for r in line["results"]} <= set(colours)
+    assert all(r["why"] for r in line["results"])
+    # the shopper-facing text says why each match (and nothing is predicted without heads)
+    assert main(["search", "--index", index, "--text", "mug", "--k", "2"]) == 0
+    assert "why: " in capsys.readouterr().out
+    assert main(["search", "--index", index, "--text", "x", "--attributes", "colour"]) == 2
+    assert "COLUMN=VALUE" in capsys.readouterr().err
+    assert main(["search", "--index", index, "--text", "x", "--attributes", "nope=1"]) == 2
+    assert "cannot be filtered on 'nope'" in capsys.readouterr().err
 
 
 def test_user_errors_are_one_line(shop, capsys, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,13 @@ from searchcore.web.rest import create_api
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory, tiny_clip: str) -> dict[str, Path]:
-    return make_shop(tmp_path_factory.mktemp("rest"), tiny_clip)
+    from searchcore.cli import main
+
+    shop = make_shop(tmp_path_factory.mktemp("rest"), tiny_clip)
+    # attribute heads fitted on the tiny model's frozen embeddings: "predicted" in every answer
+    heads = ["model", "heads", "--model", str(shop["model"]), "--catalog", str(shop["csv"])]
+    assert main([*heads, "--test-fraction", "0"]) == 0
+    return shop
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +73,45 @@ def test_a_text_query_by_form_or_json_answers_what_the_gradio_api_answers(app) -
     for r in (form, as_json):
         assert r.status_code == 200, r.text
         _same(r.json(), want)
+
+
+def test_attributes_crop_and_what_the_model_thinks_over_rest(app, shop) -> None:
+    import pandas as pd
+
+    df = pd.read_csv(shop["csv"], dtype=str, keep_default_na=False).set_index("id")
+    colour = df.loc["P00007", "colour"]
+    photo = shop["csv"].parent / "images" / "P00007.jpg"
+    with photo.open("rb") as f:
+        r = httpx.post(
+            app["api"] + "/search",
+            files={"image": ("x.jpg", f)},
+            data={"k": "3", "attributes": json.dumps({"colour": colour}), "crop": "0,0,1,0.8"},
+            timeout=60,
+        )
+    assert r.status_code == 200, r.text
+    out = r.json()
+    wanted = int((df["colour"] == colour).sum())
+    assert len(out["results"]) == min(3, wanted)
+    assert all(df.loc[h["id"], "colour"] == colour for h in out["results"])
+    assert out["crop"] == [0, 0, 1, 0.8]
+    assert set(out["predicted"]) >= {"category", "colour"}
+    for options in out["predicted"].values():
+        assert len(options) <= 3 and all(0 <= p <= 1 for _, p in options)
+    assert all(isinstance(h["why"], list) and h["why"] for h in out["results"])
+    category = df["category"].iloc[0]
+    as_json = httpx.post(
+        app["api"] + "/search", json={"text": "mug", "k": 4, "attributes": {"category": [category]}}
+    )
+    assert as_json.status_code == 200, as_json.text
+    assert all(df.loc[h["id"], "category"] == category for h in as_json.json()["results"])
+    assert "predicted" not in as_json.json()  # words alone: nothing to read off a photo
+    for bad, message in (
+        ({"text": "mug", "attributes": {"nope": "x"}}, "cannot be filtered on 'nope'"),
+        ({"text": "mug", "attributes": "colour=red"}, "JSON object"),
+        ({"text": "mug", "crop": [0.9, 0, 0.1, 1]}, "left to right"),
+    ):
+        r = httpx.post(app["api"] + "/search", json=bad)
+        assert r.status_code == 400 and message in r.json()["error"], r.text
 
 
 def test_products_health_and_docs(app, shop) -> None:

@@ -86,9 +86,10 @@ def filter_expression(filters: Filters | None, attrs: bool = True) -> str:
             "(`searchcore index build --catalog FILE --out URI`) to filter on "
             f"{filters.attributes[0][0]!r}"
         )
-    for column, values in filters.attributes:
-        keys = ", ".join(_literal(normalise(v)[:MAX_STR]) for v in values)
-        terms.append(f"attrs[{_literal(column)}] in [{keys}]")
+    for column, values in filters.attributes:  # (Milvus Lite's parser has no JSON-path ``in``)
+        field = f"attrs[{_literal(column)}]"
+        either = " or ".join(f"{field} == {_literal(normalise(v)[:MAX_STR])}" for v in values)
+        terms.append(f"({either})")
     if filters.min_price is not None or filters.max_price is not None:
         terms.append(f"price >= {max(0.0, float(filters.min_price or 0.0))!r}")  # unpriced: -1
         if filters.max_price is not None:
