@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,7 @@ def cmd_heads(args: argparse.Namespace) -> int:
         say=print,
     )
     heads.save(parsed.name)
+    _card_with_heads(Path(parsed.name), heads.metrics, " ".join(["searchcore", *sys.argv[1:]]))
     for head in heads.heads:
         m = heads.metrics.get(head.column, {})
         if "accuracy" in m:
@@ -135,6 +137,20 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise WeightsError(f"cannot write the ONNX export into {out}: {exc}") from None
     print(report_text(manifest, out))
     return 0
+
+
+def _card_with_heads(folder: Path, metrics: dict[str, Any], command: str) -> None:
+    """The model card (README.md) with its attribute heads section replaced by these heads'."""
+    import re
+
+    from searchcore.training.cards import heads_section
+
+    card = folder / "README.md"
+    text = card.read_text(encoding="utf-8") if card.is_file() else f"# {folder.name}\n"
+    text = re.sub(r"\n## Attribute heads.*?(?=\n## |\Z)", "", text, flags=re.S).rstrip()
+    lines = heads_section(metrics)
+    lines[2:2] = [f"Fitted on the frozen model by `{command}`.", ""]
+    card.write_text(text + "\n\n" + "\n".join(lines), encoding="utf-8")
 
 
 def _write_folder(embedder: Any, parsed: Any, out: Path, settings: Any) -> Any:

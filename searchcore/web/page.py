@@ -33,6 +33,7 @@ from searchcore.web.parts import (
     box_for,
     caption_why,
     chosen,
+    clicked,
     for_display,
     mark,
 )
@@ -408,7 +409,7 @@ class Page:
         mode,
         attributes,
         crop,
-        evt: gr.SelectData,
+        evt: gr.EventData,
     ) -> tuple:
         """A click on the shopper's photo: the first marks a corner of the part to search, the
         second the opposite corner, and that part is searched (the photo stays as uploaded)."""
@@ -417,7 +418,10 @@ class Page:
             if path is None:
                 raise SearchError("Upload a photo first.")
             img = for_display(decode_image(path, self.engine.image_limits, draft=DRAFT))
-        x, y = (float(v) for v in evt.index)  # in the pixels of the photo as the page shows it
+        index = clicked(evt)  # in the pixels of the photo as the page shows it
+        if not isinstance(index, list) or len(index) != 2:
+            raise gr.Error("Click on your photo to mark a corner.", print_exception=False)
+        x, y = (float(v) for v in index)
         point = (min(1.0, max(0.0, x / img.width)), min(1.0, max(0.0, y / img.height)))
         if not isinstance(corner, list) or len(corner) != 2:
             nothing = [gr.update()] * (len(SHOWN) + MAX_CHIPS + 2)
@@ -430,10 +434,11 @@ class Page:
         query = (photo, text, text_weight, k, category, min_price, max_price, upscale, mode)
         return (*self.ui_search(*query, attributes, state), None, state)
 
-    def ui_select(self, state: list[dict], evt: gr.SelectData) -> tuple:
-        if not state or evt.index is None or not 0 <= int(evt.index) < len(state):
+    def ui_select(self, state: list[dict], evt: gr.EventData) -> tuple:
+        index = clicked(evt)
+        if not state or not isinstance(index, int) or not 0 <= index < len(state):
             return gr.update(visible=False), "", ""
-        h = state[int(evt.index)]
+        h = state[index]
         details = " · ".join(
             html.escape(str(h[k])) for k in ("category", "colour", "material") if h.get(k)
         )

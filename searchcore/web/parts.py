@@ -86,3 +86,15 @@ def caption_why(why: Any) -> str:
     """The reasons a caption shows (the similarity is already in it)."""
     said = [w for w in why if not w.startswith("looks alike")]
     return (" — " + " · ".join(said)) if said else ""
+
+
+def clicked(evt: Any) -> Any:
+    """The ``index`` of a select event as the client sent it (None when it sent none: a raw
+    call names no click, and Gradio's own SelectData would fail on it before our code runs)."""
+    data = vars(evt).get("_data") if evt is not None else None
+    index = data.get("index") if isinstance(data, dict) else None
+    if isinstance(index, list) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in index
+    ):
+        return index
+    return index if isinstance(index, int) and not isinstance(index, bool) else None
