@@ -252,7 +252,7 @@ class SearchEngine:
             raise ConfigError(f"upscale must be one of {', '.join(UPSCALE_MODES)}, not {upscale!r}")
         clock = _Clock()
         view = self._view
-        check_filters(filters, view.catalog.filterable)
+        check_filters(filters, view.catalog)
         result = SearchResult(query=query_label or text or str(image), hits=[], timings_ms={})
         if image is None and text is not None and mode != "vector":
             result.hits = self._search_words(view, text, k, filters, mode, clock, result)

@@ -79,9 +79,13 @@ def display_values(df: pd.DataFrame, column: str) -> list[str]:
     return list(seen.values())
 
 
-def check_filters(filters: Filters | None, allowed: Sequence[str]) -> None:
-    """Refuse attribute filters on columns outside ``allowed`` (before any backend sees them)."""
-    for column, _ in filters.attributes if filters is not None else ():
+def check_filters(filters: Filters | None, catalog: Any) -> None:
+    """Refuse attribute filters on columns the catalog cannot be filtered on (before any backend
+    sees them; the catalog's facets are worked out only for a query that has such filters)."""
+    if filters is None or not filters.attributes:
+        return
+    allowed = catalog.filterable
+    for column, _ in filters.attributes:
         if column not in allowed:
             raise ConfigError(
                 f"this catalog cannot be filtered on {column!r}; "
@@ -101,7 +105,7 @@ def filter_mask(filters: Filters, catalog: Any) -> np.ndarray:
         wanted = filters.category.strip().casefold()
         mask &= df["category"].str.strip().str.casefold().to_numpy() == wanted
     if filters.attributes:
-        check_filters(filters, catalog.filterable)
+        check_filters(filters, catalog)
         for column, values in filters.attributes:
             keys = {normalise(v) for v in values}
             have = df[column].astype(str).str.casefold().str.split().str.join(" ")

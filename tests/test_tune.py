@@ -293,3 +293,27 @@ def test_tune_runs_the_whole_loop(
     assert main([*args, "--no-index", "--baselines", "", "--wise", ""]) == 0
     assert "reusing it" in capsys.readouterr().err
     assert json.loads((out / "report.json").read_text())["order"] == ["fine-tuned", "again"]
+
+
+def test_model_heads_fits_heads_on_a_frozen_model_folder(
+    demo_shop: Path, tiny_clip: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conftest import TINY_CLIP_CONFIG
+
+    from searchcore.embed import load_embedder, save_model
+    from searchcore.embed.heads import heads_for
+
+    folder = save_model(load_embedder(tiny_clip), tmp_path / "m", TINY_CLIP_CONFIG)
+    args = ["model", "heads", "--model", str(folder), "--catalog", str(demo_shop)]
+    for _ in range(2):  # a refit replaces the heads and their section of the card
+        split = ["--test-fraction", "0.25", "--val-fraction", "0.3"]
+        assert main([*args, "--columns", "category,colour", *split]) == 0
+    out = capsys.readouterr().out
+    assert "category:" in out and "validation accuracy" in out
+    heads, problem = heads_for(str(folder), load_embedder(str(folder)))
+    assert problem is None and heads is not None and heads.columns == ["category", "colour"]
+    assert heads.metrics["split"]["test_fraction"] == 0.25  # the test products stay unseen
+    card = (folder / "README.md").read_text()
+    assert card.count("## Attribute heads") == 1 and "searchcore model heads" in card
+    assert main(["model", "heads", "--model", tiny_clip, "--catalog", str(demo_shop)]) == 2
+    assert "not a model folder" in capsys.readouterr().err

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +87,14 @@ def cmd_heads(args: argparse.Namespace) -> int:
         say=print,
     )
     heads.save(parsed.name)
-    _card_with_heads(Path(parsed.name), heads.metrics, " ".join(["searchcore", *sys.argv[1:]]))
+    split = f"--seed {args.seed} --val-fraction {args.val_fraction} --test-fraction "
+    command = (
+        f"searchcore model heads --model {args.model} --catalog {args.catalog} "
+        + "".join(f"--map {m} " for m in args.map)
+        + (f"--columns {args.columns} " if args.columns else "")
+        + f"{split}{args.test_fraction} --split-by {args.split_by}"
+    )
+    _card_with_heads(Path(parsed.name), heads.metrics, command)
     for head in heads.heads:
         m = heads.metrics.get(head.column, {})
         if "accuracy" in m:

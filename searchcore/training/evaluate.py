@@ -305,11 +305,13 @@ def _exact_task(
 def _attribute_task(
     g: _Gallery, embedder: ImageTextEmbedder, heads: Any, config: EvalConfig, df: Any
 ) -> dict[str, Any]:
-    """The heads on the gallery's catalog photos, and on the headline condition's query photos
-    (the same seeded copies the exact-product task searches with)."""
+    """The heads on the gallery's catalog photos, and on the first condition that changes the
+    photo (the headline: shoppers' photos) -- the same seeded copies the exact-product task
+    searches with."""
     from searchcore.training.heads import attribute_report
 
-    ci, (name, d) = 0, config.conditions[0]
+    conditions = list(enumerate(config.conditions))
+    ci, (name, d) = next((c for c in conditions if c[1][1].spec() != "none"), conditions[0])
     pick = sample(len(g.rows), config.max_queries, np.random.default_rng([config.seed, 1]))
     queries = [
         degrade(g.photos[i], d, np.random.default_rng([config.seed, ci, int(g.rows[i])]))
