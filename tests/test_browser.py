@@ -76,6 +76,9 @@ def app_url(shop: dict[str, Path]) -> Iterator[str]:
 def test_search_by_photo_in_a_browser(
     browser, app_url: str, shop: dict[str, Path], tmp_path: Path
 ) -> None:
+    # each step's screenshot: in SEARCHCORE_SCREENSHOTS when set (CI keeps them), else tmp_path
+    shots = Path(os.environ.get("SEARCHCORE_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1360, "height": 1000})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -101,7 +104,7 @@ def test_search_by_photo_in_a_browser(
     assert all("searchcore-catalog" in src and "/shop/" not in src for _, src in photos), photos
     # the query as the system saw it: the 40 px photo, and why it was (not) upscaled
     assert "40×40 px" in page.locator("body").inner_text()
-    page.screenshot(path=str(tmp_path / "search.png"), full_page=True)
+    page.screenshot(path=str(shots / "search.png"), full_page=True)
     page.locator("#search").click()  # Search still searches (the same photo, the same answer)
     page.wait_for_timeout(500)
     captions.first.wait_for(timeout=30_000)
@@ -125,7 +128,7 @@ def test_search_by_photo_in_a_browser(
     found = [c.split(" · ")[0] for c in captions.all_inner_texts()]
     assert len(found) == min(12, count), (found, count)  # k results whenever k have it
     assert all(value.casefold() in values[t] for t in found), (value, found)
-    page.screenshot(path=str(tmp_path / "chip.png"), full_page=True)
+    page.screenshot(path=str(shots / "chip.png"), full_page=True)
 
     # a box drawn on the photo (two clicks on opposite corners) searches just that part
     seen = page.locator("#seen-original img")
@@ -141,7 +144,7 @@ def test_search_by_photo_in_a_browser(
     # the 40 px photo boxed from (0.1, 0.1) to (0.6, 0.7): a 20x24 px part was searched
     assert "Your photo: 20×24 px" in page.locator("#seen").inner_text()
     assert captions.count() >= 1 and captions.all_inner_texts() != chosen
-    page.screenshot(path=str(tmp_path / "crop.png"), full_page=True)
+    page.screenshot(path=str(shots / "crop.png"), full_page=True)
     page.locator("#whole").click()  # the whole photo again: the chip's filter still applies
     page.get_by_text("Click two opposite corners").wait_for(timeout=30_000)
 
@@ -153,8 +156,8 @@ def test_search_by_photo_in_a_browser(
     page.locator("#more").click()
     page.get_by_text(f"“{picked}”").first.wait_for(timeout=30_000)
     assert captions.count() == 12
-    page.screenshot(path=str(tmp_path / "more-like-this.png"), full_page=True)
-    assert (tmp_path / "search.png").stat().st_size > 20_000
+    page.screenshot(path=str(shots / "more-like-this.png"), full_page=True)
+    assert all((shots / f"{n}.png").stat().st_size > 20_000 for n in ("search", "chip", "crop"))
     assert not errors, errors
 
 
