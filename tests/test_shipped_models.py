@@ -129,3 +129,15 @@ def test_shipped_upscaler_beats_bicubic(fresh_shop) -> None:
     quality = evaluate(fresh_shop, _NoEmbed(), [Strategy(up.name, up)], config)["upscaler_quality"]
     for cond in ("x4", "x4-blur"):
         assert quality[cond][up.name]["PSNR_vs_bicubic"] > 0.3, quality[cond]
+
+
+def test_the_shipped_upscaling_verdict_is_for_the_shipped_weights() -> None:
+    """Retraining the shipped model means measuring its verdict again (else auto skips)."""
+    from searchcore.upscale.verdict import auto_skip_reason, read_verdict
+
+    verdict = read_verdict("default")
+    assert verdict is not None
+    fingerprint = load_embedder("default").fingerprint
+    assert verdict["fingerprint"] == fingerprint
+    skip = auto_skip_reason("default", verdict["upscaler"], fingerprint)
+    assert (skip is None) == verdict["helps"]

@@ -410,6 +410,59 @@ def test_upscaler_loss_goes_down(demo_shop: Path, tmp_path: Path) -> None:
     assert result.history[-1]["val_psnr"] > result.history[0]["val_psnr"] + 0.3
 
 
+def test_an_upscaler_trained_for_retrieval_moves_only_itself(
+    demo_shop: Path, tiny_clip: str, tmp_path: Path
+) -> None:
+    """The retrieval objective trains the upscaler through the frozen embedder: the upscaler's
+    weights move, the embedder's do not, and the folder records (and serves) what it was
+    trained for."""
+    from searchcore.config import Settings
+    from searchcore.embed import load_embedder
+    from searchcore.training.sr_retrieval import RetrievalUpscalerConfig, train_retrieval_upscaler
+    from searchcore.training.upscaler import UpscalerTrainConfig, train_upscaler
+    from searchcore.upscale import build_upscaler, load_state_dict, load_upscaler_folder
+
+    catalog = load_catalog(demo_shop)
+    small = UpscalerTrainConfig(
+        num_feat=8,
+        num_conv=2,
+        steps=1,
+        batch_size=2,
+        patch=32,
+        val_every=1,
+        val_images=2,
+        pool_size=4,
+    )
+    _, start = load_upscaler_folder(train_upscaler(catalog, tmp_path / "start", small).folder)
+    embedder = load_embedder(tiny_clip)
+    before = embedder.fingerprint
+    config = RetrievalUpscalerConfig(
+        model=tiny_clip,
+        init=start,
+        steps=6,
+        batch_size=4,
+        lr=1e-2,
+        warmup=1,
+        min_width=16,
+        max_width=24,
+        val_images=6,
+        val_every=3,
+        val_fraction=0.2,
+    )
+    result = train_retrieval_upscaler(catalog, tmp_path / "ret", config)
+    assert [h["step"] for h in result.history] == [3, 6]
+    meta = json.loads((tmp_path / "ret" / "training.json").read_text())
+    assert meta["objective"] == "retrieval" and meta["embedder"]["fingerprint"] == before
+    assert 0 <= meta["val"]["R@1_never"] <= 1 and 0 <= meta["val"]["R@1"] <= 1
+    assert load_embedder(tiny_clip).fingerprint == before  # frozen
+    _, trained = load_upscaler_folder(tmp_path / "ret")
+    old, new = load_state_dict(start), load_state_dict(trained)
+    assert any(not np.allclose(old[k].numpy(), new[k].numpy()) for k in old)  # it learned
+    assert "frozen" in (tmp_path / "ret" / "README.md").read_text()
+    up = build_upscaler(Settings(upscaler=str(tmp_path / "ret")))
+    assert up.upscale(Image.new("RGB", (20, 16), "red")).size == (80, 64)
+
+
 # ------------------------------------------------------------------------------ CLI
 
 

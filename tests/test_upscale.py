@@ -572,3 +572,25 @@ def test_default_upscaler_is_the_shipped_folder_when_present(tmp_path: Path) -> 
     weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(WeightsError, match="sha256"):
         load_upscaler_folder(copy)
+
+
+def test_an_upscaling_verdict_is_bound_to_the_weights_it_was_measured_with(tmp_path) -> None:
+    """A verdict speaks for the weights it was measured with: next to others (the folder was
+    trained again) or when it names none, ``auto`` skips upscaling and says to measure again."""
+    import json
+
+    from searchcore.upscale.verdict import VERDICT_FILE, auto_skip_reason, write_verdict
+
+    folder = str(tmp_path)
+    write_verdict(folder, {"helps": False, "upscaler": "up", "reason": "no gain"}, "weights-1")
+    assert auto_skip_reason(folder, "up", "weights-1") == "upscaling skipped: no gain"
+    assert auto_skip_reason(folder, "other-upscaler", "weights-1") is None
+    stale = auto_skip_reason(folder, "up", "weights-2")
+    assert stale is not None and "other weights" in stale and "--write-verdict" in stale
+    write_verdict(folder, {"helps": True, "upscaler": "up", "reason": "gain"}, "weights-1")
+    assert auto_skip_reason(folder, "up", "weights-1") is None  # measured to help: auto runs it
+    assert "other weights" in auto_skip_reason(folder, "up", "weights-2")
+    unbound = {"helps": True, "upscaler": "up", "reason": "gain"}  # from before the binding
+    (tmp_path / VERDICT_FILE).write_text(json.dumps(unbound))
+    assert "other weights" in auto_skip_reason(folder, "up", "weights-1")
+    assert auto_skip_reason("random:ViT-B-32", "up", "weights-1") is None  # not a folder

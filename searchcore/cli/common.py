@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from searchcore.config import RUNTIMES, Settings
 
@@ -67,3 +70,29 @@ def settings_from_args(args: argparse.Namespace, **extra: object) -> Settings:
     settings = Settings.from_env(**fields, **extra)
     set_threads(settings.threads)
     return settings
+
+
+def training_options(p: argparse.ArgumentParser, device: str = "auto") -> None:
+    """Device, threads, downloads and progress bars: the options every training command takes."""
+    p.add_argument("--device", default=device, help="cpu, cuda or auto")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--allow-download", action="store_true", default=None)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def say(msg: str) -> None:
+    """Progress for a person, on stderr (stdout carries the command's result)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def command_line() -> str:
+    """The command as run, for records and model cards."""
+    return "searchcore " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def catalog_from_args(args: argparse.Namespace) -> Any:
+    """The catalog ``--catalog`` and ``--map`` name."""
+    from searchcore.catalog import load_catalog
+    from searchcore.config import parse_column_map
+
+    return load_catalog(args.catalog, parse_column_map(args.map))

@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from searchcore.cli import catalog, model, search, training
+from searchcore.cli import catalog, model, search, training, upscaler
 from searchcore.cli.common import Handler
 from searchcore.errors import SearchError
 
@@ -28,6 +28,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[tuple[str, str | None]
         catalog.add_commands,
         search.add_commands,
         training.add_commands,
+        upscaler.add_commands,
         model.add_commands,
         search.add_demo,
     ):

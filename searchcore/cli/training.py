@@ -1,4 +1,4 @@
-"""``searchcore finetune``, ``tune``, ``train-upscaler`` and ``eval``: the training commands.
+"""``searchcore finetune``, ``tune`` and ``eval``: the training commands.
 
 This module imports only argparse at the top, so ``searchcore --help`` stays fast; handlers
 import the training package when they run.
@@ -7,12 +7,19 @@ import the training package when they run.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
-from searchcore.cli.common import Handler, catalog_args, settings_from_args
+from searchcore.cli.common import (
+    Handler,
+    catalog_args,
+    catalog_from_args,
+    command_line,
+    say,
+    settings_from_args,
+    training_options,
+)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None], Handler]:
@@ -28,7 +35,7 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
     )
     _split_option(ft)
     ft.add_argument("--val-fraction", type=float, default=0.1)
-    _runtime(ft)
+    training_options(ft)
 
     tn = sub.add_parser(
         "tune",
@@ -82,7 +89,7 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
         similar_attrs="category,colour,gender",
     )
     tn.add_argument("--no-index", action="store_true", help="skip building OUT/index")
-    _runtime(tn)
+    training_options(tn)
     return _more_commands(sub)
 
 
@@ -170,37 +177,6 @@ def _finetune_options(ft: argparse.ArgumentParser) -> None:
 
 
 def _more_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None], Handler]:
-    up = sub.add_parser("train-upscaler", help="train a compact Real-ESRGAN upscaler on a catalog")
-    catalog_args(up)
-    up.add_argument("--out", type=Path, required=True, help="model folder to write")
-    up.add_argument(
-        "--init",
-        type=Path,
-        default=None,
-        help="start from these weights (.pth/.safetensors, e.g. realesr-general-x4v3."
-        "pth); their shapes set the architecture",
-    )
-    up.add_argument("--name", default="sc-compact-x4")
-    up.add_argument("--num-feat", type=int, default=32)
-    up.add_argument("--num-conv", type=int, default=8)
-    up.add_argument("--scale", type=int, default=4, choices=(2, 4))
-    up.add_argument("--steps", type=int, default=2000)
-    up.add_argument("--batch-size", type=int, default=16)
-    up.add_argument("--patch", type=int, default=128)
-    up.add_argument("--lr", type=float, default=5e-4)
-    up.add_argument("--warmup-steps", type=int, default=100)
-    up.add_argument("--val-fraction", type=float, default=0.1)
-    up.add_argument("--val-every", type=int, default=250)
-    up.add_argument(
-        "--pool-size",
-        type=int,
-        default=1024,
-        help="degraded pairs kept in memory (degrading is the slow part on a CPU)",
-    )
-    up.add_argument("--refresh", type=int, default=4, help="pool pairs replaced per step")
-    up.add_argument("--seed", type=int, default=0)
-    _runtime(up)
-
     ev = sub.add_parser("eval", help="measure a model (and upscalers) on a catalog")
     catalog_args(ev)
     ev.add_argument("--model", default=None, help="model spec (default: the shipped model)")
@@ -227,10 +203,9 @@ def _more_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | Non
         help="store whether upscaling helps in the model folder "
         "(upscale_verdict.json), which 'auto' then follows",
     )
-    _runtime(ev, device="cpu")
+    training_options(ev, device="cpu")
     return {
         ("finetune", None): cmd_finetune,
-        ("train-upscaler", None): cmd_train_upscaler,
         ("eval", None): cmd_eval,
         ("tune", None): cmd_tune,
     }
@@ -282,30 +257,8 @@ def _split_option(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _runtime(p: argparse.ArgumentParser, device: str = "auto") -> None:
-    p.add_argument("--device", default=device, help="cpu, cuda or auto")
-    p.add_argument("--threads", type=int)
-    p.add_argument("--allow-download", action="store_true", default=None)
-    p.add_argument("--no-progress", action="store_true")
-
-
 def _csv(text: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in text.split(",") if s.strip())
-
-
-def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def _command() -> str:
-    return "searchcore " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
-def _load(args: argparse.Namespace) -> Any:
-    from searchcore.catalog import load_catalog
-    from searchcore.config import parse_column_map
-
-    return load_catalog(args.catalog, parse_column_map(args.map))
 
 
 def _finetune_config(args: argparse.Namespace, settings: Any) -> Any:
@@ -351,12 +304,12 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     config = _finetune_config(args, settings)
     result = finetune(
-        _load(args),
+        catalog_from_args(args),
         args.out,
         config,
         progress=not args.no_progress and sys.stderr.isatty(),
-        say=_say,
-        command=_command(),
+        say=say,
+        command=command_line(),
         cache_dir=settings.cache_dir,
     )
     print(
@@ -365,48 +318,6 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     )
     for k, v in result.val.items():
         print(f"  {k}: {v:.3f}")
-    return 0
-
-
-def cmd_train_upscaler(args: argparse.Namespace) -> int:
-    from searchcore.training.upscaler import UpscalerTrainConfig, train_upscaler
-
-    settings_from_args(args)  # threads
-    config = UpscalerTrainConfig(
-        name=args.name,
-        num_feat=args.num_feat,
-        num_conv=args.num_conv,
-        scale=args.scale,
-        init=args.init,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        patch=args.patch,
-        lr=args.lr,
-        warmup=args.warmup_steps,
-        val_fraction=args.val_fraction,
-        val_every=args.val_every,
-        pool_size=args.pool_size,
-        refresh=args.refresh,
-        seed=args.seed,
-        device=args.device,
-    )
-    result = train_upscaler(
-        _load(args),
-        args.out,
-        config,
-        progress=not args.no_progress and sys.stderr.isatty(),
-        say=_say,
-        command=_command(),
-    )
-    print(
-        f"wrote {result.folder} ({result.steps} steps, best at {result.best_step}, "
-        f"{result.seconds / 60:.1f} min)"
-    )
-    for name, v in result.val.items():
-        print(
-            f"  {name}: PSNR {v['PSNR']:.2f} dB (bicubic {v['PSNR_bicubic']:.2f}), "
-            f"SSIM {v['SSIM']:.3f} (bicubic {v['SSIM_bicubic']:.3f})"
-        )
     return 0
 
 
@@ -421,11 +332,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from searchcore.upscale.verdict import write_verdict
 
     settings = settings_from_args(args)
-    catalog = _load(args)
+    catalog = catalog_from_args(args)
     embedder = make_embedder(settings)
-    conditions = tuple(parse_condition(c) for c in args.condition) or tuple(
-        DEFAULT_CONDITIONS.items()
-    )
+    conditions = tuple(map(parse_condition, args.condition)) or tuple(DEFAULT_CONDITIONS.items())
     config = EvalConfig(
         seed=args.seed,
         test_fraction=args.test_fraction,
@@ -439,10 +348,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     exclude, note = trained_rows(settings.model, catalog)
     heads, problem = heads_for(settings.model, embedder)  # scored when the folder has them
-    _say(f"model {settings.model}: {note}" + (f"; heads not scored: {problem}" if problem else ""))
-    strategies = build_strategies(_csv(args.upscalers), settings, settings.model)
+    say(f"model {settings.model}: {note}" + (f"; heads not scored: {problem}" if problem else ""))
+    strategies = build_strategies(
+        _csv(args.upscalers), settings, settings.model, embedder.fingerprint
+    )
     report = evaluate(
-        catalog, embedder, strategies, config, exclude_rows=exclude, progress=_say, heads=heads
+        catalog, embedder, strategies, config, exclude_rows=exclude, progress=say, heads=heads
     )
     report["model"] = {
         "spec": settings.model,
@@ -450,13 +361,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "fingerprint": embedder.fingerprint,
         "training_split": note,
     }
-    report["command"] = _command()
+    report["command"] = command_line()
     paths = write_report(
         report, args.out, title=f"Evaluation of {settings.model}", plots=not args.no_plots
     )
     if args.write_verdict and "helps" in report.get("verdict", {}):
-        where = write_verdict(settings.model, report["verdict"])
-        _say(f"wrote {where}" if where else "--write-verdict needs a model folder; nothing written")
+        where = write_verdict(settings.model, report["verdict"], embedder.fingerprint)
+        say(f"wrote {where}" if where else "--write-verdict needs a model folder; nothing written")
     print((Path(args.out) / "report.md").read_text(encoding="utf-8"))
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
@@ -487,12 +398,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
         build_index=not args.no_index,
     )
     summary = tune(
-        _load(args),
+        catalog_from_args(args),
         args.out,
         config,
         settings,
-        say=_say,
-        command=_command(),
+        say=say,
+        command=command_line(),
         progress=not args.no_progress and sys.stderr.isatty(),
     )
     print((Path(args.out) / "report.md").read_text(encoding="utf-8"))

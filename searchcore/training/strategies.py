@@ -12,10 +12,11 @@ from searchcore.training.evaluate import Strategy
 
 
 def build_strategies(
-    tokens: tuple[str, ...], settings: Settings, model_spec: str
+    tokens: tuple[str, ...], settings: Settings, model_spec: str, fingerprint: str
 ) -> list[Strategy]:
     """``never`` (as uploaded), ``bicubic``, an upscaler name or folder (``default`` is the
-    shipped one), and ``auto`` (the page's policy, with the measured verdict for this model)."""
+    shipped one), and ``auto`` (the page's policy, with the measured verdict for this model's
+    weights ``fingerprint``)."""
     from searchcore.upscale import BicubicUpscaler, UpscalePolicy, build_upscaler
     from searchcore.upscale.verdict import auto_skip_reason
 
@@ -37,7 +38,7 @@ def build_strategies(
                 "auto",
                 up,
                 UpscalePolicy(settings.upscale),
-                skip_reason=auto_skip_reason(model_spec, up.name),
+                skip_reason=auto_skip_reason(model_spec, up.name, fingerprint),
             )
         )
     if not strategies:

@@ -155,14 +155,14 @@ def tune(
 
     # The upscalers are built (their weights loaded) once; only ``auto``'s skip reason
     # depends on the model being scored.
-    shared = build_strategies(config.upscalers, settings, str(model_dir))
+    shared = build_strategies(config.upscalers, settings, str(model_dir), tuned.fingerprint)
     cache: dict[Any, Any] = {}
     reports: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
     for name, (spec, embedder) in variants.items():
         log(f"evaluating {name} ({spec}) on {int(test.sum())} test products")
         strategies = [
-            replace(s, skip_reason=auto_skip_reason(spec, s.upscaler.name))
+            replace(s, skip_reason=auto_skip_reason(spec, s.upscaler.name, embedder.fingerprint))
             if s.policy is not None
             else s
             for s in shared
@@ -189,7 +189,7 @@ def tune(
     if "helps" in verdict:
         from searchcore.upscale.verdict import write_verdict
 
-        write_verdict(str(model_dir), verdict)
+        write_verdict(str(model_dir), verdict, tuned.fingerprint)
         log(f"auto upscaling for this model: {verdict['reason']}")
     timings["total_s"] = round(time.perf_counter() - started, 1)
     summary = {

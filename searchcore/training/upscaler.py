@@ -152,7 +152,7 @@ def train_upscaler(
         }
     if config.patch % scale:
         raise ConfigError(f"patch {config.patch} is not a multiple of the scale {scale}")
-    spec = _spec(config.name, kwargs, scale, sha256=None)
+    spec = srvgg_spec(config.name, kwargs, scale, sha256=None)
     net = build_network(spec)
     if init_state is not None:
         net.load_state_dict(init_state, strict=True)
@@ -335,7 +335,7 @@ def validate(
 # ----------------------------------------------------------------------------- model folders
 
 
-def _spec(
+def srvgg_spec(
     name: str, kwargs: dict[str, Any], scale: int, sha256: str | None, description: str = ""
 ) -> Any:
     from searchcore.upscale import UpscalerSpec

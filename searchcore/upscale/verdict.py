@@ -1,9 +1,12 @@
 """Whether upscaling helps a model: measured by ``searchcore eval``, kept next to the model.
 
 ``searchcore eval --write-verdict`` stores ``upscale_verdict.json`` in the model folder:
-which upscaler was measured, whether it raised exact-product Recall@1 on shrunk queries, and a
-one-line reason. ``auto`` upscaling reads it through :func:`auto_skip_reason` and skips an
-upscaler that was measured not to help, saying why. Reading it imports nothing heavy.
+which upscaler was measured, whether it raised exact-product Recall@1 on shrunk queries, a
+one-line reason, and the fingerprint of the weights it was measured with. ``auto`` upscaling
+reads it through :func:`auto_skip_reason` and skips an upscaler that was measured not to help,
+saying why. A verdict measured for other weights (the folder was trained again) or that does not
+say which (written before verdicts named their weights) is stale: ``auto`` skips upscaling and
+says to measure again. Reading it imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -34,17 +37,26 @@ def read_verdict(model_spec: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def write_verdict(model_spec: str, verdict: dict[str, Any]) -> Path | None:
+def write_verdict(model_spec: str, verdict: dict[str, Any], fingerprint: str) -> Path | None:
+    """Keep ``verdict`` in the model folder, bound to the weights it was measured with."""
     folder = model_folder(model_spec)
     if folder is None:
         return None
-    write_json_atomic(folder / VERDICT_FILE, verdict)
+    write_json_atomic(folder / VERDICT_FILE, {**verdict, "fingerprint": fingerprint})
     return folder / VERDICT_FILE
 
 
-def auto_skip_reason(model_spec: str, upscaler_name: str) -> str | None:
-    """Why ``auto`` should not upscale for this model with this upscaler, or None."""
+def auto_skip_reason(model_spec: str, upscaler_name: str, fingerprint: str) -> str | None:
+    """Why ``auto`` should not upscale for this model (weights ``fingerprint``) with this
+    upscaler, or None."""
     v = read_verdict(model_spec)
-    if v and v.get("upscaler") == upscaler_name and v.get("helps") is False:
+    if not v or v.get("upscaler") != upscaler_name:
+        return None
+    if v.get("fingerprint") != fingerprint:
+        return (
+            "upscaling skipped: the model folder's upscaling verdict was measured for other "
+            "weights; measure again with `searchcore eval --write-verdict`"
+        )
+    if v.get("helps") is False:
         return f"upscaling skipped: {v.get('reason', 'it does not help this model')}"
     return None

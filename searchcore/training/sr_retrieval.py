@@ -1,0 +1,291 @@
+"""``searchcore train-upscaler --objective retrieval``: an upscaler trained to find products.
+
+Upscalers trained for PSNR (or for looks) invent texture that moves a photo away from its
+product. Here the loss is the search's own (task-driven super-resolution, as SR4IR, CVPR 2024,
+puts the recognition network's features in the SR loss): a shopper-sized copy of a catalog photo
+(20-60 px wide, blurred, JPEG'd, as :mod:`searchcore.degrade` makes shoppers' photos) goes through
+the upscaler, then through the **frozen** embedder, and must land on its own product's embedding
+of the catalog photo, closer than on the other products of the batch (InfoNCE, plus ``1 - cos``),
+with a small L1 term against the catalog photo so the output still looks like a photo for the
+page's before/after. The embedder never changes (its weights' fingerprint is recorded: the
+upscaler is bound to it, see :mod:`searchcore.upscale.verdict`).
+
+Validation: exact-product Recall@1 of shopper-sized copies of the validation products against
+their catalog photos, upscaled by the network, next to the photos as they are; the best step is
+kept.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from searchcore.catalog import Catalog
+from searchcore.degrade import Degradation, degrade
+from searchcore.errors import ConfigError
+from searchcore.training.common import count_params, hardware, lr_at, seed_everything
+from searchcore.training.data import held_out_mask, load_photos
+
+
+@dataclass(frozen=True)
+class RetrievalUpscalerConfig:
+    model: str  # the frozen embedder (a model spec), the one the index serves
+    name: str = "sc-retrieval-x4"
+    init: Path | None = None  # weights to start from (the shipped upscaler by default)
+    steps: int = 600
+    batch_size: int = 24
+    lr: float = 2e-4
+    warmup: int = 30
+    min_width: int = 20  # shopper photo widths trained on
+    max_width: int = 60
+    blur: float = 0.6
+    jpeg: int = 60
+    temperature: float = 0.05  # InfoNCE over the batch
+    pixel_weight: float = 0.1  # L1 against the catalog photo, so the output stays a photo
+    val_fraction: float = 0.1
+    val_images: int = 300
+    val_every: int = 100
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.min_width <= self.max_width:
+            raise ConfigError("shopper widths must satisfy 8 <= min width <= max width")
+        if self.steps < 1 or self.batch_size < 2 or self.val_every < 1:
+            raise ConfigError("steps >= 1, batch size >= 2 (InfoNCE), validation interval >= 1")
+        if self.pixel_weight < 0 or self.temperature <= 0:
+            raise ConfigError("the pixel weight must be >= 0 and the temperature > 0")
+
+
+def _shopper(img: Image.Image, width: int, config: RetrievalUpscalerConfig, rng: Any) -> Any:
+    d = Degradation(min_width=width, max_width=width, blur=config.blur, jpeg=config.jpeg)
+    return degrade(img, d, rng)
+
+
+def _tensor(imgs: list[Image.Image]) -> Any:
+    import torch
+
+    arr = np.stack([np.asarray(i.convert("RGB"), np.float32) / 255.0 for i in imgs])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+
+
+class FrozenEmbedder:
+    """The embedder's image tower as a differentiable function of ``[0, 1]`` pixels, frozen:
+    the photo is squashed to the model's square (how every photo reaches it) and normalised."""
+
+    def __init__(self, embedder: Any) -> None:
+        import torch
+
+        self.model = embedder.model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        visual = self.model.visual
+        mean = getattr(visual, "image_mean", None) or (0.48145466, 0.4578275, 0.40821073)
+        std = getattr(visual, "image_std", None) or (0.26862954, 0.26130258, 0.27577711)
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(std).view(1, 3, 1, 1)
+        self.size = int(embedder.image_size)
+
+    def __call__(self, pixels: Any) -> Any:
+        import torch.nn.functional as F
+
+        x = F.interpolate(
+            pixels,
+            size=(self.size, self.size),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )
+        return F.normalize(self.model.encode_image((x - self.mean) / self.std), dim=-1)
+
+
+def train_retrieval_upscaler(
+    catalog: Catalog,
+    out: str | Path,
+    config: RetrievalUpscalerConfig,
+    *,
+    say: Callable[[str], None] | None = None,
+    command: str = "",
+) -> Any:
+    import torch
+    import torch.nn.functional as F
+
+    from searchcore.embed import load_embedder
+    from searchcore.training.upscaler import (
+        UpscalerTrainResult,
+        infer_srvgg_kwargs,
+        save_upscaler,
+        srvgg_spec,
+    )
+    from searchcore.upscale import SHIPPED_UPSCALER_DIR, build_network, load_state_dict
+
+    log = say or (lambda _m: None)
+    started = time.perf_counter()
+    seed_everything(config.seed)
+    embedder = load_embedder(config.model)
+    if not hasattr(embedder, "model"):
+        raise ConfigError(f"{config.model} is not a CLIP model: there is no embedder to train for")
+    frozen = FrozenEmbedder(embedder)
+    init = config.init or (SHIPPED_UPSCALER_DIR / "model.safetensors")
+    state = load_state_dict(init)
+    kwargs = infer_srvgg_kwargs(state)
+    scale = kwargs.pop("scale")
+    net = build_network(srvgg_spec(config.name, kwargs, scale, sha256=None))
+    net.load_state_dict(state, strict=True)
+    net.train()
+
+    ids = catalog.df["id"].astype(str).tolist()
+    held = held_out_mask(ids, config.val_fraction, config.seed)
+    rows, photos, skipped = load_photos(catalog, [i for i, h in enumerate(held) if not h])
+    val_rows, val_photos, _ = load_photos(
+        catalog, [i for i, h in enumerate(held) if h][: config.val_images]
+    )
+    log(
+        f"{len(rows)} training photos ({len(skipped)} unreadable), {len(val_rows)} for "
+        f"validation; frozen embedder {config.model}; {count_params(net)} upscaler parameters"
+    )
+    targets = torch.from_numpy(embedder.embed_images(photos))  # the catalog photos' embeddings
+    val_targets = embedder.embed_images(val_photos)
+    rng = np.random.default_rng(config.seed)
+    val_widths = rng.integers(config.min_width, config.max_width + 1, len(val_photos))
+    val_low = [
+        _shopper(p, int(w), config, np.random.default_rng([config.seed, 9, r]))
+        for p, w, r in zip(val_photos, val_widths, val_rows, strict=True)
+    ]
+    never = _recall_at_1(embedder.embed_images(val_low), val_targets)
+    log(f"validation: Recall@1 {never:.3f} for the shopper photos as they are")
+    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    history: list[dict[str, float]] = []
+    best = (-1.0, 0, {k: v.detach().clone() for k, v in net.state_dict().items()})
+    losses: list[float] = []
+    labels = torch.arange(config.batch_size)
+    for step in range(config.steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, config.steps, config.warmup, config.lr)
+        pick = rng.choice(len(photos), config.batch_size, replace=False)
+        width = int(rng.integers(config.min_width, config.max_width + 1))
+        low = [_shopper(photos[i], width, config, rng) for i in pick]
+        size = low[0].size
+        low = [im if im.size == size else im.resize(size, Image.Resampling.BICUBIC) for im in low]
+        lq = _tensor(low)
+        sr = net(lq).clamp(0, 1)
+        emb = frozen(sr)
+        tgt = targets[torch.from_numpy(pick)]
+        logits = emb @ tgt.T / config.temperature
+        loss = F.cross_entropy(logits, labels) + (1 - (emb * tgt).sum(-1)).mean()
+        if config.pixel_weight:
+            hi = _tensor(
+                [photos[i].resize(sr.shape[-1:-3:-1], Image.Resampling.BICUBIC) for i in pick]
+            )
+            loss = loss + config.pixel_weight * F.l1_loss(sr, hi)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.item()))
+        if (step + 1) % config.val_every == 0 or step + 1 == config.steps:
+            net.eval()
+            score = _recall_at_1(embedder.embed_images(_upscale_all(net, val_low)), val_targets)
+            net.train()
+            history.append({"step": step + 1, "loss": float(np.mean(losses)), "val_R@1": score})
+            log(f"step {step + 1}: loss {np.mean(losses):.4f}, validation Recall@1 {score:.3f}")
+            losses = []
+            if score > best[0]:
+                best = (
+                    score,
+                    step + 1,
+                    {k: v.detach().clone() for k, v in net.state_dict().items()},
+                )
+    net.load_state_dict(best[2])
+    net = net.eval()
+    seconds = time.perf_counter() - started
+    meta = {
+        "command": command,
+        "objective": "retrieval",
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        "init": str(init),
+        "embedder": {"spec": config.model, "fingerprint": embedder.fingerprint, "frozen": True},
+        "catalog": {
+            "path": str(catalog.source),
+            "sha256": catalog.sha256,
+            "rows": len(catalog),
+            "train": len(rows),
+            "val": len(val_rows),
+        },
+        "steps": config.steps,
+        "best_step": best[1],
+        "seconds": round(seconds, 1),
+        "hardware": hardware("cpu"),
+        "parameters": count_params(net),
+        "history": history,
+        "val": {"R@1_never": never, "R@1": best[0], "widths": [config.min_width, config.max_width]},
+    }
+    save_upscaler(net, Path(out), config.name, kwargs, scale, meta, card=_card(kwargs, scale, meta))
+    return UpscalerTrainResult(Path(out), kwargs, config.steps, seconds, best[1], history, {})
+
+
+def _card(kwargs: dict[str, Any], scale: int, meta: dict[str, Any]) -> str:
+    c, e, v = meta["config"], meta["embedder"], meta["val"]
+    lines = [
+        f"# {c['name']}: a compact Real-ESRGAN upscaler trained to find products",
+        "",
+        (
+            f"`SRVGGNetCompact` (realesrgan), {kwargs['num_feat']} features, "
+            f"{kwargs['num_conv']} convolutions, x{scale}, {meta['parameters']:,} parameters; "
+            f"started from `{meta['init']}`."
+        ),
+        "",
+        "## Objective",
+        "",
+        (
+            f"Shopper-sized copies of catalog photos ({c['min_width']}-{c['max_width']} px wide, "
+            f"blur {c['blur']}, JPEG {c['jpeg']}) are upscaled and embedded by the **frozen** "
+            f"embedder `{e['spec']}` (weights fingerprint `{e['fingerprint'][:16]}...`); the loss "
+            f"pulls each onto its own product's catalog-photo embedding (InfoNCE at temperature "
+            f"{c['temperature']} over the batch, plus 1 - cos) with an L1 term (weight "
+            f"{c['pixel_weight']}) against the catalog photo. The embedder's weights never "
+            "change: this upscaler is bound to them, and is stale for any other model."
+        ),
+        "",
+        "## Training",
+        "",
+        "```",
+        meta["command"],
+        "```",
+        "",
+        (
+            f"- {meta['steps']} steps of {c['batch_size']} photos, AdamW lr {c['lr']} "
+            f"(warm-up {c['warmup']}, cosine decay); best step {meta['best_step']}; "
+            f"{meta['seconds'] / 60:.1f} min on {meta['hardware']}."
+        ),
+        (
+            f"- Catalog `{meta['catalog']['path']}`: {meta['catalog']['train']} training "
+            f"photos, {meta['catalog']['val']} validation products (a hash split)."
+        ),
+        "",
+        "| step | loss | validation exact-product Recall@1 |",
+        "|---|---|---|",
+        *[f"| {h['step']} | {h['loss']:.4f} | {h['val_R@1']:.3f} |" for h in meta["history"]],
+        "",
+        (
+            f"Validation, shopper photos of the validation products against their catalog "
+            f"photos: Recall@1 {v['R@1_never']:.3f} as they are, {v['R@1']:.3f} upscaled by "
+            "this network."
+        ),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _upscale_all(net: Any, imgs: list[Image.Image]) -> list[Image.Image]:
+    from searchcore.training.upscaler import run_network
+
+    return [run_network(net, im) for im in imgs]
+
+
+def _recall_at_1(queries: np.ndarray, gallery: np.ndarray) -> float:
+    return float(np.mean((queries @ gallery.T).argmax(1) == np.arange(len(queries))))
