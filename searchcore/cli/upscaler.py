@@ -68,6 +68,13 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
     up.add_argument(
         "--pixel-weight", type=float, default=0.1, help="retrieval: weight of the L1 photo term"
     )
+    up.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.2,
+        help="retrieval: products never trained on (finetune's and eval's test split)",
+    )
+    up.add_argument("--split-by", default="id", help="retrieval: newest by this column, or hash")
     training_options(up)
     return {("train-upscaler", None): cmd_train_upscaler}
 
@@ -132,6 +139,8 @@ def _train_for_retrieval(args: argparse.Namespace, model: str) -> int:
         max_width=args.max_width,
         pixel_weight=args.pixel_weight,
         val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        split_by=args.split_by,
         val_every=args.val_every,
         seed=args.seed,
     )

@@ -8,7 +8,8 @@ the upscaler, then through the **frozen** embedder, and must land on its own pro
 of the catalog photo, closer than on the other products of the batch (InfoNCE, plus ``1 - cos``),
 with a small L1 term against the catalog photo so the output still looks like a photo for the
 page's before/after. The embedder never changes (its weights' fingerprint is recorded: the
-upscaler is bound to it, see :mod:`searchcore.upscale.verdict`).
+upscaler is bound to it, see :mod:`searchcore.upscale.verdict`). It trains on ``finetune``'s
+split: the test products (the newest, by default) are never seen, so ``eval`` on them is fair.
 
 Validation: exact-product Recall@1 of shopper-sized copies of the validation products against
 their catalog photos, upscaled by the network, next to the photos as they are; the best step is
@@ -30,7 +31,7 @@ from searchcore.catalog import Catalog
 from searchcore.degrade import Degradation, degrade
 from searchcore.errors import ConfigError
 from searchcore.training.common import count_params, hardware, lr_at, seed_everything
-from searchcore.training.data import held_out_mask, load_photos
+from searchcore.training.data import load_photos, split_masks
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class RetrievalUpscalerConfig:
     temperature: float = 0.05  # InfoNCE over the batch
     pixel_weight: float = 0.1  # L1 against the catalog photo, so the output stays a photo
     val_fraction: float = 0.1
+    test_fraction: float = 0.2  # the newest products (finetune's split): never trained on
+    split_by: str = "id"
     val_images: int = 300
     val_every: int = 100
     seed: int = 0
@@ -139,9 +142,11 @@ def train_retrieval_upscaler(
     net.load_state_dict(state, strict=True)
     net.train()
 
-    ids = catalog.df["id"].astype(str).tolist()
-    held = held_out_mask(ids, config.val_fraction, config.seed)
-    rows, photos, skipped = load_photos(catalog, [i for i, h in enumerate(held) if not h])
+    held, test = split_masks(
+        catalog.df, config.seed, config.val_fraction, config.test_fraction, config.split_by
+    )
+    train = [i for i in range(len(catalog)) if not (held[i] or test[i])]
+    rows, photos, skipped = load_photos(catalog, train)
     val_rows, val_photos, _ = load_photos(
         catalog, [i for i, h in enumerate(held) if h][: config.val_images]
     )
@@ -264,7 +269,8 @@ def _card(kwargs: dict[str, Any], scale: int, meta: dict[str, Any]) -> str:
         ),
         (
             f"- Catalog `{meta['catalog']['path']}`: {meta['catalog']['train']} training "
-            f"photos, {meta['catalog']['val']} validation products (a hash split)."
+            f"photos, {meta['catalog']['val']} validation products; the test products "
+            f"(newest {c['test_fraction']:.0%} by `{c['split_by']}`) never seen."
         ),
         "",
         "| step | loss | validation exact-product Recall@1 |",
