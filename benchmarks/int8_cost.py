@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from searchcore.degrade import degrade, parse_condition
     from searchcore.embed import load_embedder
     from searchcore.training.data import load_photos, test_mask
-    from searchcore.training.evaluate import sign_test
+    from searchcore.training.verdicts import sign_test
 
     p = C.base_parser(__doc__.splitlines()[0])
     p.add_argument("--catalog", required=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -165,7 +166,7 @@ class SearchEngine:
         upscale: UpscaleSettings | None = None,
         image_limits: ImageLimits = DEFAULT_LIMITS,
         upscaler_problem: str | None = None,
-        auto_skip: str | None = None,
+        auto_skip: str | Callable[[int], str | None] | None = None,
         text_cache_size: int = 512,
         version: str = "",
         lexical: LexicalSide | None = None,
@@ -182,8 +183,8 @@ class SearchEngine:
         self.policy = UpscalePolicy(upscale or UpscaleSettings())
         self.image_limits = image_limits
         self.upscaler_problem = upscaler_problem
-        # Set when evaluation measured that this upscaler does not help this model: `auto`
-        # then skips it and says so (`always` still runs it).
+        # Set when evaluation measured whether this upscaler helps this model: `auto` skips it
+        # where it does not (a reason, or one per photo width) and says so (`always` runs it).
         self.auto_skip = auto_skip
         # "we think this is...": the model's attribute heads, read off each photo's embedding
         self.heads = heads
@@ -335,9 +336,9 @@ class SearchEngine:
         clock.lap("decode")
         decision = self.policy.decide(img, mode)
         if decision.upscale and self.auto_skip and (mode or self.policy.settings.mode) == "auto":
-            decision = replace(
-                decision, upscale=False, reason=f"{decision.reason}; {self.auto_skip}"
-            )
+            skip = self.auto_skip(img.width) if callable(self.auto_skip) else self.auto_skip
+            if skip:
+                decision = replace(decision, upscale=False, reason=f"{decision.reason}; {skip}")
         result.decision = decision
         clock.lap("upscale_check")
         seen = img

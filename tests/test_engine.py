@@ -257,3 +257,12 @@ def test_auto_skips_an_upscaler_measured_not_to_help(engine: SearchEngine) -> No
     )
     forced = engine.search_image(_photo("blue", size=40), k=1, upscale="always")
     assert forced.upscaled
+
+
+def test_auto_upscales_where_the_verdict_says_it_helps(engine: SearchEngine) -> None:
+    """A width-aware verdict: photos under 30 px are upscaled, wider small ones are not."""
+    engine.auto_skip = lambda width: None if width < 30 else f"no gain at {width} px"
+    tiny = engine.search_image(_photo("blue", size=24), k=1)
+    assert tiny.upscaled and tiny.embedded.size == (48, 48)
+    wider = engine.search_image(_photo("blue", size=40), k=1)
+    assert not wider.upscaled and "no gain at 40 px" in wider.decision.reason

@@ -219,8 +219,29 @@ def test_evaluate_by_hand_with_the_colour_embedder(colour_catalog: Path, fake_em
     assert set(quality) == {"black", "bicubic"} and quality["black"]["PSNR_vs_bicubic"] < 0
 
 
+def test_verdict_bands_find_the_crossover() -> None:
+    """Queries pooled per width band: upscaling that gains only on photos under 30 px helps
+    there, and nowhere else."""
+    from types import SimpleNamespace
+
+    from searchcore.degrade import Degradation
+    from searchcore.training.verdicts import paired_verdict
+
+    widths = np.repeat([20, 25, 35, 50], 50)
+    never = np.where(widths < 30, 2, 1)  # small photos miss, larger ones find their product
+    always = np.ones_like(never)  # upscaling finds them all
+    config = SimpleNamespace(conditions=(("shop", Degradation(min_width=20, max_width=60)),))
+    ranks = {("shop", "never"): never, ("shop", "up"): always}
+    exact = {"shop": {"never": {"R@1": 0.5, "R@10": 1}, "up": {"R@1": 1.0, "R@10": 1}}}
+    v = paired_verdict(exact, config, ranks, {"shop": widths}, "never", "up", "up")
+    by = {b["label"]: b for b in v["bands"]}
+    assert by["0-29 px"]["helps"] and by["0-29 px"]["gained"] == 100 and by["0-29 px"]["lost"] == 0
+    assert not by["30-44 px"]["helps"] and not by["45-63 px"]["helps"]
+    assert by["30-44 px"]["queries"] == 50 and v["helps"]
+
+
 def test_sign_test_by_hand() -> None:
-    from searchcore.training.evaluate import sign_test
+    from searchcore.training.verdicts import sign_test
 
     assert sign_test(0, 0) == 1.0
     assert sign_test(3, 0) == pytest.approx(2 * 1 / 8)  # P(0 of 3) = 1/8, two-sided

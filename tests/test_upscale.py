@@ -594,3 +594,23 @@ def test_an_upscaling_verdict_is_bound_to_the_weights_it_was_measured_with(tmp_p
     (tmp_path / VERDICT_FILE).write_text(json.dumps(unbound))
     assert "other weights" in auto_skip_reason(folder, "up", "weights-1")
     assert auto_skip_reason("random:ViT-B-32", "up", "weights-1") is None  # not a folder
+
+
+def test_auto_follows_the_measured_crossover_photo_by_photo(tmp_path) -> None:
+    """A verdict measured per photo width: auto upscales exactly the widths where upscaling
+    measurably helped, and says why it skips the others."""
+    from searchcore.upscale.verdict import auto_rule, write_verdict
+
+    bands = [
+        {"lo": 0, "hi": 30, "label": "0-29 px", "helps": True, "gained": 40, "lost": 10, "p": 0.0},
+        {"lo": 30, "hi": 45, "label": "30-44 px", "helps": False, "gained": 12, "lost": 11, "p": 1},
+    ]
+    verdict = {"helps": True, "upscaler": "up", "reason": "gain", "bands": bands}
+    write_verdict(str(tmp_path), verdict, "w1")
+    rule = auto_rule(str(tmp_path), "up", "w1")
+    assert rule is not None and rule(20) is None  # helps below 30 px: upscale
+    assert "at 40 px wide it does not measurably help" in rule(40)
+    assert rule(200) is None  # not measured there: the overall verdict (helps)
+    stale = auto_rule(str(tmp_path), "up", "w2")
+    assert "other weights" in stale(20)
+    assert auto_rule(str(tmp_path), "another", "w1") is None

@@ -19,7 +19,6 @@ approximate index, whose recall is tested on its own.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,16 +40,9 @@ from searchcore.training.data import (
     sample,
     test_mask,
 )
+from searchcore.training.verdicts import WIDTH_BANDS, band_label, every_verdict, upscale_verdict
 
 KS = (1, 5, 10)
-# Query photos of conditions with a width range are also scored per width band: where does
-# retrieval (and upscaling) start to fail as the shopper's photo gets smaller?
-WIDTH_BANDS = ((0, 30), (30, 45), (45, 64), (64, 128), (128, 10**9))
-# An upscaler "helps" retrieval when, on some condition that shrinks the photo, it moves
-# significantly more queries into first place than out of it (a paired sign test over the same
-# queries, two-sided p below this), and on no condition significantly more out than in.
-# Anything weaker is not worth the upscaling time: ``auto`` then skips the upscaler.
-SIGNIFICANCE = 0.05
 
 
 class ImageTextEmbedder(Protocol):
@@ -82,7 +74,7 @@ class Strategy:
     name: str
     upscaler: _Upscaler | None = None
     policy: _Policy | None = None
-    skip_reason: str | None = None
+    skip_reason: str | Callable[[int], str | None] | None = None  # or one per photo width
 
 
 @dataclass(frozen=True)
@@ -185,8 +177,9 @@ def evaluate(
         report["attributes"] = _attribute_task(gallery, embedder, heads, config, df)
     say("upscaler quality")
     report["upscaler_quality"] = _quality_task(gallery, strategies, config)
-    report["verdict"] = upscale_verdict(report["exact"], strategies, config, ranks)
-    report["verdicts"] = every_verdict(report["exact"], strategies, config, ranks)
+    widths = {name: cond.pop("_widths") for name, cond in report["exact"].items()}
+    report["verdict"] = upscale_verdict(report["exact"], strategies, config, ranks, widths)
+    report["verdicts"] = every_verdict(report["exact"], strategies, config, ranks, widths)
     report["seconds"] = round(time.perf_counter() - started, 1)
     return report
 
@@ -210,7 +203,8 @@ def _apply(
     """The photo as the strategy would embed it, whether it was upscaled, and the seconds
     the decision and upscaling took (as first measured, when the result comes from ``cache``)."""
     t0 = time.perf_counter()
-    if strategy.upscaler is None or strategy.skip_reason:
+    skip = strategy.skip_reason
+    if strategy.upscaler is None or (skip(img.width) if callable(skip) else skip):
         return img, False, 0.0
     if strategy.policy is not None and not strategy.policy.decide(img, "auto").upscale:
         return img, False, time.perf_counter() - t0
@@ -228,8 +222,7 @@ def _by_width(ranks: np.ndarray, widths: np.ndarray, ks: Sequence[int]) -> dict[
     for lo, hi in WIDTH_BANDS:
         sel = (widths >= lo) & (widths < hi)
         if sel.any():
-            label = f"{lo}-{hi - 1} px" if hi < 10**9 else f">={lo} px"
-            out[label] = {
+            out[band_label(lo, hi)] = {
                 **{f"R@{k}": metrics.recall_at_k(ranks[sel], k) for k in ks},
                 "queries": int(sel.sum()),
             }
@@ -270,7 +263,7 @@ def _exact_task(
         widths = np.array([q.size[0] for q in queries])
         w, h = queries[0].size
         size = f"{w}x{h}" if (widths == w).all() else f"{widths.min()}-{widths.max()} px wide"
-        cond: dict[str, Any] = {"spec": d.spec(), "query_size": size}
+        cond: dict[str, Any] = {"spec": d.spec(), "query_size": size, "_widths": widths}
         for s in strategies:
             say(f"exact product: {name} ({d.spec()}), upscaling {s.name}")
             seen, upscaled, spent = [], 0, 0.0
@@ -289,8 +282,9 @@ def _exact_task(
             }
             if d.max_width:
                 cond[s.name]["by_width"] = _by_width(ranks, widths, config.ks)
-            if s.skip_reason:
-                cond[s.name]["note"] = s.skip_reason
+            if isinstance(s.skip_reason, str) or (callable(s.skip_reason) and upscaled == 0):
+                note = s.skip_reason if isinstance(s.skip_reason, str) else s.skip_reason(widths[0])
+                cond[s.name]["note"] = note
             if ci == 0 and s.upscaler is None and columns:
                 similar = {
                     "condition": name,
@@ -381,116 +375,3 @@ def _quality_task(
             v["SSIM_vs_bicubic"] = v["SSIM"] - base["SSIM"]
         out[name] = cond
     return out
-
-
-def sign_test(gained: int, lost: int) -> float:
-    """Two-sided exact binomial sign test: p of a split at least this uneven under 50/50."""
-    n = gained + lost
-    if n == 0:
-        return 1.0
-    k = min(gained, lost)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
-    return min(1.0, 2 * tail)
-
-
-def upscale_verdict(
-    exact: dict[str, Any],
-    strategies: Sequence[Strategy],
-    config: EvalConfig,
-    ranks: dict[tuple[str, str], np.ndarray],
-) -> dict[str, Any]:
-    """Does the ``auto`` strategy's upscaler raise exact-product Recall@1 over ``never``?
-
-    Measured with the upscaler applied to every query of each condition that shrinks the photo
-    (the photos ``auto`` upscales), paired query by query: ``gained`` counts the queries that
-    upscaling moved into first place, ``lost`` those it moved out (see :data:`SIGNIFICANCE`).
-    The answer is what ``auto`` should do for this model.
-    """
-    auto = next((s for s in strategies if s.policy is not None), None)
-    if auto is None or auto.upscaler is None:
-        return {}
-    always = next((s for s in strategies if s.upscaler is auto.upscaler and s.policy is None), None)
-    never = next((s for s in strategies if s.upscaler is None), None)
-    if always is None or never is None:
-        return {
-            "upscaler": auto.upscaler.name,
-            "note": "evaluate with 'never' and the upscaler itself to get a verdict",
-        }
-    return paired_verdict(exact, config, ranks, never.name, always.name, auto.upscaler.name)
-
-
-def every_verdict(
-    exact: dict[str, Any],
-    strategies: Sequence[Strategy],
-    config: EvalConfig,
-    ranks: dict[tuple[str, str], np.ndarray],
-) -> dict[str, Any]:
-    """:func:`paired_verdict` for every strategy that always upscales (bicubic included)."""
-    never = next((s for s in strategies if s.upscaler is None), None)
-    if never is None:
-        return {}
-    return {
-        s.name: paired_verdict(exact, config, ranks, never.name, s.name, s.upscaler.name)
-        for s in strategies
-        if s.upscaler is not None and s.policy is None
-    }
-
-
-def paired_verdict(
-    exact: dict[str, Any],
-    config: EvalConfig,
-    ranks: dict[tuple[str, str], np.ndarray],
-    never: str,
-    always: str,
-    name: str,
-) -> dict[str, Any]:
-    """Upscaling (strategy ``always``) against none (``never``), query by query."""
-    paired: dict[str, dict[str, Any]] = {}
-    for n, d in config.conditions:
-        if not d.shrinks:
-            continue
-        up, base = ranks[(n, always)] == 1, ranks[(n, never)] == 1
-        gained, lost = int((up & ~base).sum()), int((base & ~up).sum())
-        paired[n] = {
-            "delta_R@1": exact[n][always]["R@1"] - exact[n][never]["R@1"],
-            "delta_R@10": exact[n][always]["R@10"] - exact[n][never]["R@10"],
-            "gained": gained,
-            "lost": lost,
-            "p": sign_test(gained, lost),
-        }
-    better = [n for n, v in paired.items() if v["gained"] > v["lost"] and v["p"] < SIGNIFICANCE]
-    worse = [n for n, v in paired.items() if v["lost"] > v["gained"] and v["p"] < SIGNIFICANCE]
-    helps = bool(better) and not worse
-    if helps:
-        reason = (
-            f"upscaling with {name} raises exact-product Recall@1 on "
-            + ", ".join(
-                f"{n} photos ({paired[n]['delta_R@1']:+.3f}, p={paired[n]['p']:.3f})"
-                for n in better
-            )
-            + " and significantly lowers it on none"
-        )
-    elif worse:
-        reason = f"upscaling with {name} lowers exact-product Recall@1 on " + ", ".join(
-            f"{n} photos ({paired[n]['delta_R@1']:+.3f})" for n in worse
-        )
-    else:
-        best = max(paired, key=lambda n: paired[n]["delta_R@1"]) if paired else None
-        reason = f"upscaling with {name} does not measurably help this model" + (
-            f": at best {paired[best]['delta_R@1']:+.3f} Recall@1 on {best} photos "
-            f"({paired[best]['gained']} queries gained, {paired[best]['lost']} lost, "
-            f"p={paired[best]['p']:.2f})"
-            if best
-            else ""
-        )
-    return {
-        "upscaler": name,
-        "helps": helps,
-        "paired": paired,
-        "reason": reason,
-        "rule": (
-            f"helps when, on some shrunk condition, a paired sign test finds "
-            f"significantly more queries gained than lost (p < {SIGNIFICANCE}) and on "
-            "none significantly more lost"
-        ),
-    }

@@ -149,6 +149,7 @@ def markdown(report: dict[str, Any], title: str = "Evaluation") -> str:
                 f"| {n} | {p['delta_R@1']:+.3f} | {p['gained']} | {p['lost']} | {p['p']:.3f} |"
                 for n, p in verdict["paired"].items()
             ]
+        lines += _bands_table(r.get("verdicts") or {"": verdict})
         lines += ["", f"Rule: {verdict.get('rule', '')}."]
     notes = {
         v["note"]
@@ -159,6 +160,29 @@ def markdown(report: dict[str, Any], title: str = "Evaluation") -> str:
     lines += [f"- auto: {n}" for n in sorted(notes)]
     lines += ["", f"Evaluated in {r.get('seconds', 0)} s."]
     return "\n".join(lines) + "\n"
+
+
+def _bands_table(verdicts: dict[str, Any]) -> list[str]:
+    """Each upscaler against none, per photo width band: what ``auto`` follows photo by photo
+    (upscale where significantly more queries gain than lose)."""
+    rows = [(name, b) for name, v in verdicts.items() for b in v.get("bands") or []]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "By photo width (the conditions with a range of widths, pooled; auto upscales where "
+        "it helps):",
+        "",
+        "| upscaler | width | queries | R@1 change | gained | lost | sign test p | auto |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, b in rows:
+        verdict = "upscale" if b["helps"] else "skip"
+        lines.append(
+            f"| {name or '-'} | {b['label']} | {b['queries']} | {b['delta_R@1']:+.3f} | "
+            f"{b['gained']} | {b['lost']} | {b['p']:.3f} | {verdict} |"
+        )
+    return lines
 
 
 def _attributes_table(attrs: dict[str, Any]) -> list[str]:

@@ -151,7 +151,7 @@ def tune(
         text_queries=config.text_queries,
     )
     from searchcore.training.report import write_report
-    from searchcore.upscale.verdict import auto_skip_reason
+    from searchcore.upscale.verdict import auto_rule
 
     # The upscalers are built (their weights loaded) once; only ``auto``'s skip reason
     # depends on the model being scored.
@@ -162,7 +162,7 @@ def tune(
     for name, (spec, embedder) in variants.items():
         log(f"evaluating {name} ({spec}) on {int(test.sum())} test products")
         strategies = [
-            replace(s, skip_reason=auto_skip_reason(spec, s.upscaler.name, embedder.fingerprint))
+            replace(s, skip_reason=auto_rule(spec, s.upscaler.name, embedder.fingerprint))
             if s.policy is not None
             else s
             for s in shared

@@ -3,14 +3,18 @@
 ``searchcore eval --write-verdict`` stores ``upscale_verdict.json`` in the model folder:
 which upscaler was measured, whether it raised exact-product Recall@1 on shrunk queries, a
 one-line reason, and the fingerprint of the weights it was measured with. ``auto`` upscaling
-reads it through :func:`auto_skip_reason` and skips an upscaler that was measured not to help,
-saying why. A verdict measured for other weights (the folder was trained again) or that does not
-say which (written before verdicts named their weights) is stale: ``auto`` skips upscaling and
-says to measure again. Reading it imports nothing heavy.
+reads it through :func:`auto_rule` and skips an upscaler that was measured not to help, saying
+why; where the verdict was measured per photo width (``bands``), ``auto`` upscales a photo only
+in a width band where upscaling measurably helped (the crossover). A verdict measured for other
+weights (the folder was trained again) or that does not say which (written before verdicts named
+their weights) is stale: ``auto`` skips upscaling and says to measure again. Reading it imports
+nothing heavy.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,17 +50,42 @@ def write_verdict(model_spec: str, verdict: dict[str, Any], fingerprint: str) ->
     return folder / VERDICT_FILE
 
 
-def auto_skip_reason(model_spec: str, upscaler_name: str, fingerprint: str) -> str | None:
-    """Why ``auto`` should not upscale for this model (weights ``fingerprint``) with this
-    upscaler, or None."""
+def auto_rule(
+    model_spec: str, upscaler_name: str, fingerprint: str
+) -> Callable[[int], str | None] | None:
+    """What ``auto`` does with this upscaler for this model (weights ``fingerprint``), photo by
+    photo: a function of the photo's width that says why not to upscale it (None: upscale).
+    None when the model folder has no verdict for this upscaler."""
     v = read_verdict(model_spec)
     if not v or v.get("upscaler") != upscaler_name:
         return None
+    return partial(_skip, v, fingerprint)
+
+
+def auto_skip_reason(
+    model_spec: str, upscaler_name: str, fingerprint: str, width: int | None = None
+) -> str | None:
+    """Why ``auto`` should not upscale a photo ``width`` px wide (None: any width, the overall
+    verdict) for this model with this upscaler, or None."""
+    rule = auto_rule(model_spec, upscaler_name, fingerprint)
+    return rule(-1 if width is None else width) if rule is not None else None
+
+
+def _skip(v: dict[str, Any], fingerprint: str, width: int) -> str | None:
     if v.get("fingerprint") != fingerprint:
         return (
             "upscaling skipped: the model folder's upscaling verdict was measured for other "
             "weights; measure again with `searchcore eval --write-verdict`"
         )
+    for band in v.get("bands") or []:  # the measured crossover: upscale exactly where it helps
+        if isinstance(band, dict) and band.get("lo", 0) <= width < band.get("hi", 0):
+            if band.get("helps"):
+                return None
+            return (
+                f"upscaling skipped: at {width} px wide it does not measurably help this model "
+                f"({band.get('label')}: {band.get('gained')} queries gained, "
+                f"{band.get('lost')} lost, p={float(band.get('p', 1)):.2f})"
+            )
     if v.get("helps") is False:
         return f"upscaling skipped: {v.get('reason', 'it does not help this model')}"
     return None
