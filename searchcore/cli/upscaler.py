@@ -75,6 +75,9 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
         help="retrieval: products never trained on (finetune's and eval's test split)",
     )
     up.add_argument("--split-by", default="id", help="retrieval: newest by this column, or hash")
+    up.add_argument(
+        "--val-images", type=int, default=300, help="retrieval: validation products (gallery)"
+    )
     training_options(up)
     return {("train-upscaler", None): cmd_train_upscaler}
 
@@ -141,6 +144,7 @@ def _train_for_retrieval(args: argparse.Namespace, model: str) -> int:
         val_fraction=args.val_fraction,
         test_fraction=args.test_fraction,
         split_by=args.split_by,
+        val_images=args.val_images,
         val_every=args.val_every,
         seed=args.seed,
     )

@@ -47,6 +47,9 @@ class RetrievalUpscalerConfig:
     max_width: int = 60
     blur: float = 0.6
     jpeg: int = 60
+    rotate: float = 8.0  # ... tilted, cropped and colour-cast as a shopper's photo is
+    crop: float = 0.85
+    cast: float = 0.08
     temperature: float = 0.05  # InfoNCE over the batch
     pixel_weight: float = 0.1  # L1 against the catalog photo, so the output stays a photo
     val_fraction: float = 0.1
@@ -66,7 +69,15 @@ class RetrievalUpscalerConfig:
 
 
 def _shopper(img: Image.Image, width: int, config: RetrievalUpscalerConfig, rng: Any) -> Any:
-    d = Degradation(min_width=width, max_width=width, blur=config.blur, jpeg=config.jpeg)
+    d = Degradation(
+        rotate=config.rotate,
+        crop=config.crop,
+        cast=config.cast,
+        min_width=width,
+        max_width=width,
+        blur=config.blur,
+        jpeg=config.jpeg,
+    )
     return degrade(img, d, rng)
 
 
@@ -248,7 +259,9 @@ def _card(kwargs: dict[str, Any], scale: int, meta: dict[str, Any]) -> str:
         "",
         (
             f"Shopper-sized copies of catalog photos ({c['min_width']}-{c['max_width']} px wide, "
-            f"blur {c['blur']}, JPEG {c['jpeg']}) are upscaled and embedded by the **frozen** "
+            f"tilted up to {c['rotate']} degrees, {c['crop']:.0%} crops, colour cast "
+            f"{c['cast']}, blur {c['blur']}, JPEG {c['jpeg']}) are upscaled and embedded by the "
+            "**frozen** "
             f"embedder `{e['spec']}` (weights fingerprint `{e['fingerprint'][:16]}...`); the loss "
             f"pulls each onto its own product's catalog-photo embedding (InfoNCE at temperature "
             f"{c['temperature']} over the batch, plus 1 - cos) with an L1 term (weight "
