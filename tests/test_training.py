@@ -594,3 +594,11 @@ def test_cli_eval_finetune_and_train_upscaler(
         == 2
     )
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_two_upscalers_of_one_name_are_refused() -> None:
+    from searchcore.config import Settings
+    from searchcore.training.strategies import build_strategies
+
+    with pytest.raises(ConfigError, match="more than once"):
+        build_strategies(("never", "bicubic", "bicubic"), Settings(), "default", "fp")

@@ -43,4 +43,11 @@ def build_strategies(
         )
     if not strategies:
         raise ConfigError("--upscalers names no strategy")
+    names = [s.name for s in strategies]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # results are keyed by name: one would silently replace the other
+        raise ConfigError(
+            f"--upscalers names {', '.join(twice)} more than once (two folders with the same "
+            "upscaler name?); train one with another --name"
+        )
     return strategies
