@@ -78,6 +78,12 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
     up.add_argument(
         "--val-images", type=int, default=300, help="retrieval: validation products (gallery)"
     )
+    up.add_argument(
+        "--portrait-share",
+        type=float,
+        default=0.5,
+        help="retrieval: share of batches whose photos are 3:4 portraits (shop photos' shape)",
+    )
     training_options(up)
     return {("train-upscaler", None): cmd_train_upscaler}
 
@@ -145,6 +151,7 @@ def _train_for_retrieval(args: argparse.Namespace, model: str) -> int:
         test_fraction=args.test_fraction,
         split_by=args.split_by,
         val_images=args.val_images,
+        portrait_share=args.portrait_share,
         val_every=args.val_every,
         seed=args.seed,
     )

@@ -47,6 +47,7 @@ class RetrievalUpscalerConfig:
     max_width: int = 60
     blur: float = 0.6
     jpeg: int = 60
+    portrait_share: float = 0.5  # batches of 3:4 portraits (the shop's own shape restored)
     rotate: float = 8.0  # ... tilted, cropped and colour-cast as a shopper's photo is
     crop: float = 0.85
     cast: float = 0.08
@@ -60,6 +61,8 @@ class RetrievalUpscalerConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.portrait_share <= 1:
+            raise ConfigError("the share of portrait batches must be between 0 and 1")
         if not 8 <= self.min_width <= self.max_width:
             raise ConfigError("shopper widths must satisfy 8 <= min width <= max width")
         if self.steps < 1 or self.batch_size < 2 or self.val_every < 1:
@@ -68,8 +71,11 @@ class RetrievalUpscalerConfig:
             raise ConfigError("the pixel weight must be >= 0 and the temperature > 0")
 
 
-def _shopper(img: Image.Image, width: int, config: RetrievalUpscalerConfig, rng: Any) -> Any:
+def _shopper(
+    img: Image.Image, width: int, config: RetrievalUpscalerConfig, rng: Any, aspect: float = 0.0
+) -> Any:
     d = Degradation(
+        aspect=aspect,
         rotate=config.rotate,
         crop=config.crop,
         cast=config.cast,
@@ -185,7 +191,8 @@ def train_retrieval_upscaler(
             group["lr"] = lr_at(step, config.steps, config.warmup, config.lr)
         pick = rng.choice(len(photos), config.batch_size, replace=False)
         width = int(rng.integers(config.min_width, config.max_width + 1))
-        low = [_shopper(photos[i], width, config, rng) for i in pick]
+        aspect = 0.75 if rng.random() < config.portrait_share else 0.0
+        low = [_shopper(photos[i], width, config, rng, aspect) for i in pick]
         size = low[0].size
         low = [im if im.size == size else im.resize(size, Image.Resampling.BICUBIC) for im in low]
         lq = _tensor(low)
