@@ -602,15 +602,19 @@ def test_auto_follows_the_measured_crossover_photo_by_photo(tmp_path) -> None:
     from searchcore.upscale.verdict import auto_rule, write_verdict
 
     bands = [
-        {"lo": 0, "hi": 30, "label": "0-29 px", "helps": True, "gained": 40, "lost": 10, "p": 0.0},
-        {"lo": 30, "hi": 45, "label": "30-44 px", "helps": False, "gained": 12, "lost": 11, "p": 1},
+        {"lo": 0, "hi": 30, "label": "0-29 px", "helps": True, "hurts": False, "p": 0.0},
+        {"lo": 30, "hi": 45, "label": "30-44 px", "helps": False, "hurts": True, "p": 0.01},
+        {"lo": 45, "hi": 64, "label": "45-63 px", "helps": False, "hurts": False, "p": 0.4},
     ]
-    verdict = {"helps": True, "upscaler": "up", "reason": "gain", "bands": bands}
+    verdict = {"helps": False, "upscaler": "up", "reason": "mixed", "bands": bands}
     write_verdict(str(tmp_path), verdict, "w1")
     rule = auto_rule(str(tmp_path), "up", "w1")
     assert rule is not None and rule(20) is None  # helps below 30 px: upscale
-    assert "at 40 px wide it does not measurably help" in rule(40)
-    assert rule(200) is None  # not measured there: the overall verdict (helps)
+    assert "at 40 px wide it lowers this model's retrieval" in rule(40)
+    assert rule(50) == "upscaling skipped: mixed"  # cannot tell at 50 px: the overall verdict
+    assert rule(200) == "upscaling skipped: mixed"  # not measured there: the overall verdict
+    write_verdict(str(tmp_path), {**verdict, "helps": True}, "w1")
+    assert auto_rule(str(tmp_path), "up", "w1")(50) is None  # overall it helps: upscale
     stale = auto_rule(str(tmp_path), "up", "w2")
     assert "other weights" in stale(20)
     assert auto_rule(str(tmp_path), "another", "w1") is None

@@ -165,19 +165,20 @@ def markdown(report: dict[str, Any], title: str = "Evaluation") -> str:
 def _bands_table(verdicts: dict[str, Any]) -> list[str]:
     """Each upscaler against none, per photo width band: what ``auto`` follows photo by photo
     (upscale where significantly more queries gain than lose)."""
-    rows = [(name, b) for name, v in verdicts.items() for b in v.get("bands") or []]
+    rows = [(name, v, b) for name, v in verdicts.items() for b in v.get("bands") or []]
     if not rows:
         return []
     lines = [
         "",
-        "By photo width (the conditions with a range of widths, pooled; auto upscales where "
-        "it helps):",
+        "By photo width (the conditions with a range of widths, pooled): auto upscales where "
+        "it helps, skips where it hurts, elsewhere follows the overall verdict:",
         "",
         "| upscaler | width | queries | R@1 change | gained | lost | sign test p | auto |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name, b in rows:
-        verdict = "upscale" if b["helps"] else "skip"
+    for name, v, b in rows:
+        overall = "upscale" if v.get("helps") else "skip"
+        verdict = "upscale" if b["helps"] else "skip" if b["hurts"] else f"{overall} (overall)"
         lines.append(
             f"| {name or '-'} | {b['label']} | {b['queries']} | {b['delta_R@1']:+.3f} | "
             f"{b['gained']} | {b['lost']} | {b['p']:.3f} | {verdict} |"

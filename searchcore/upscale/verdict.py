@@ -4,8 +4,9 @@
 which upscaler was measured, whether it raised exact-product Recall@1 on shrunk queries, a
 one-line reason, and the fingerprint of the weights it was measured with. ``auto`` upscaling
 reads it through :func:`auto_rule` and skips an upscaler that was measured not to help, saying
-why; where the verdict was measured per photo width (``bands``), ``auto`` upscales a photo only
-in a width band where upscaling measurably helped (the crossover). A verdict measured for other
+why; where the verdict was measured per photo width (``bands``), ``auto`` upscales a photo in a
+width band where upscaling measurably helped, skips it in one where it measurably hurt (the
+crossover), and elsewhere follows the overall verdict. A verdict measured for other
 weights (the folder was trained again) or that does not say which (written before verdicts named
 their weights) is stale: ``auto`` skips upscaling and says to measure again. Reading it imports
 nothing heavy.
@@ -77,15 +78,17 @@ def _skip(v: dict[str, Any], fingerprint: str, width: int) -> str | None:
             "upscaling skipped: the model folder's upscaling verdict was measured for other "
             "weights; measure again with `searchcore eval --write-verdict`"
         )
-    for band in v.get("bands") or []:  # the measured crossover: upscale exactly where it helps
+    for band in v.get("bands") or []:  # the measured crossover, where a band tells
         if isinstance(band, dict) and band.get("lo", 0) <= width < band.get("hi", 0):
             if band.get("helps"):
                 return None
-            return (
-                f"upscaling skipped: at {width} px wide it does not measurably help this model "
-                f"({band.get('label')}: {band.get('gained')} queries gained, "
-                f"{band.get('lost')} lost, p={float(band.get('p', 1)):.2f})"
-            )
+            if band.get("hurts"):
+                return (
+                    f"upscaling skipped: at {width} px wide it lowers this model's retrieval "
+                    f"({band.get('label')}: {band.get('gained')} queries gained, "
+                    f"{band.get('lost')} lost, p={float(band.get('p', 1)):.2f})"
+                )
+            break  # too few photos of this width to tell on their own: the overall verdict
     if v.get("helps") is False:
         return f"upscaling skipped: {v.get('reason', 'it does not help this model')}"
     return None
