@@ -16,6 +16,7 @@ Each reason is a fact the answer can stand behind:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from searchcore.facets import normalise
@@ -49,14 +50,21 @@ def matched_words(fields: Mapping[str, Any], words: Sequence[str], query: str) -
     have = set(tokenize([record_text(fields)])[0]) & set(words)
     if not have:
         return []
-    out: list[str] = []
-    raw = query.split()
-    for word, stems in zip(raw, tokenize(raw), strict=True):
-        if any(s in have for s in stems):
-            out.append(word.strip(".,;:!?\"'()"))
+    out = [word for word, stems in _stems(query) if any(s in have for s in stems)]
     covered = {s for stems in tokenize(out) for s in stems}
     out += sorted(have - covered)  # typo-mapped or joined words: as the catalog has them
     return list(dict.fromkeys(w for w in out if w))[:MAX_WORDS]
+
+
+@lru_cache(maxsize=256)
+def _stems(query: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Each word of the query as typed (punctuation off) with its stems, once per query (not
+    once per result)."""
+    raw = query.split()
+    return tuple(
+        (word.strip(".,;:!?\"'()"), tuple(stems))
+        for word, stems in zip(raw, tokenize(raw), strict=True)
+    )
 
 
 def reasons(

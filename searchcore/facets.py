@@ -68,15 +68,19 @@ def filterable_columns(df: pd.DataFrame) -> list[str]:
     return facets + [c for c in CANONICAL if c in df.columns and c not in facets]
 
 
-def display_values(df: pd.DataFrame, column: str) -> list[str]:
-    """The distinct values of ``column`` as the catalog spells them most often, most common
-    first (one spelling per normalised value)."""
-    counts = df[column].astype(str).str.strip().value_counts()
+def spellings(df: pd.DataFrame, column: str) -> dict[str, str]:
+    """Each normalised value of ``column`` -> the spelling the catalog uses most often, most
+    common value first."""
     seen: dict[str, str] = {}
-    for value in counts.index:
+    for value in df[column].astype(str).str.strip().value_counts().index:
         if value:
             seen.setdefault(normalise(value), str(value))
-    return list(seen.values())
+    return seen
+
+
+def display_values(df: pd.DataFrame, column: str) -> list[str]:
+    """The distinct values of ``column`` as the catalog spells them, most common first."""
+    return list(spellings(df, column).values())
 
 
 def check_filters(filters: Filters | None, catalog: Any) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from searchcore.errors import WeightsError
-from searchcore.facets import normalise
+from searchcore.facets import normalise, spellings
 from searchcore.fsutil import atomic_write, is_regular_file, read_json, write_json_atomic
 
 HEADS_WEIGHTS = "attribute_heads.safetensors"
@@ -241,9 +241,7 @@ def heads_from_weights(
     products) spell it most often."""
     heads = []
     for col, names, w in zip(columns, classes, weights, strict=True):
-        spelled: dict[str, str] = {}
-        for value in rows[col].astype(str).str.strip().value_counts().index:
-            spelled.setdefault(normalise(value), str(value))
+        spelled = spellings(rows, col)
         w = np.asarray(w, dtype=np.float32)
         w = w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12)
         heads.append(Head(col, tuple(names), tuple(spelled.get(c, c) for c in names), w))

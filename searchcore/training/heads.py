@@ -38,6 +38,18 @@ def shopper_copies(photos: Sequence[Image.Image], rows: Sequence[int], seed: int
     ]
 
 
+def _two_views(
+    catalog: Catalog, rows: Sequence[int], embedder: Any, seed: int
+) -> tuple[list[int], np.ndarray]:
+    """The readable rows, and the embeddings of their catalog photos, then of shopper copies
+    of them (``kept + kept`` rows, in that order)."""
+    kept, photos, _ = load_photos(catalog, rows)
+    if not kept:
+        return kept, np.zeros((0, 0), np.float32)
+    copies = shopper_copies(photos, kept, seed)
+    return kept, np.concatenate([embedder.embed_images(photos), embedder.embed_images(copies)])
+
+
 def calibrate(
     heads: AttributeHeads, catalog: Catalog, rows: Sequence[int], embedder: Any, seed: int
 ) -> None:
@@ -45,12 +57,9 @@ def calibrate(
     shopper copies of them, side by side."""
     rng = np.random.default_rng([seed, 8])
     rows = [rows[i] for i in sorted(sample(len(rows), CALIBRATION_PRODUCTS, rng))]
-    kept, photos, _ = load_photos(catalog, rows)
+    kept, vectors = _two_views(catalog, rows, embedder, seed)
     if len(kept) < 2:
         return
-    vectors = np.concatenate(
-        [embedder.embed_images(photos), embedder.embed_images(shopper_copies(photos, kept, seed))]
-    )
     df = catalog.df.iloc[kept + kept]
     heads.calibrate(vectors, df, f"{len(kept)} validation products, catalog + shopper photos")
 
@@ -75,10 +84,7 @@ def fit_for_model(
     val, test = split_masks(df, seed, val_fraction, test_fraction, split_by)
     train = [i for i in range(len(df)) if not (val[i] or test[i]) and catalog.live[i]]
     say(f"embedding {len(train)} training products' photos (catalog + shopper copies)")
-    kept, photos, _ = load_photos(catalog, train)
-    vectors = np.concatenate(
-        [embedder.embed_images(photos), embedder.embed_images(shopper_copies(photos, kept, seed))]
-    )
+    kept, vectors = _two_views(catalog, train, embedder, seed)
     heads = fit_heads(vectors, df.iloc[kept + kept], cols, embedder.fingerprint, seed=seed)
     say(f"heads for {', '.join(heads.columns)}; calibrating on {int(val.sum())} products")
     calibrate(heads, catalog, [i for i in range(len(df)) if val[i]], embedder, seed)
