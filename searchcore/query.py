@@ -236,8 +236,9 @@ def _crop(value: Any) -> tuple[float, float, float, float] | None:
         value = value.strip().strip("[]").split(",") if len(value) <= 200 else []
     if not isinstance(value, (list, tuple)) or len(value) != 4:
         raise ConfigError("crop must be four numbers: x0, y0, x1, y1 (fractions of the photo)")
-    x0, y0, x1, y1 = (_number(v, "a crop coordinate") for v in value)
-    box = tuple(0.0 if v is None else v for v in (x0, y0, x1, y1))
+    box = tuple(_number(v, "a crop coordinate") for v in value)
+    if any(v is None for v in box):  # "0.1,,0.5,0.9": a coordinate left out is not a 0
+        raise ConfigError("crop must be four numbers: x0, y0, x1, y1 (fractions of the photo)")
     if not all(0.0 <= v <= 1.0 for v in box):
         raise ConfigError("crop coordinates are fractions of the photo, between 0 and 1")
     if box[2] - box[0] < MIN_CROP or box[3] - box[1] < MIN_CROP:

@@ -263,6 +263,8 @@ def test_a_crop_searches_only_that_part_of_the_photo(shop, fake_embedder) -> Non
     ("crop", "message"),
     [
         ([0, 0, 1], "four numbers"),
+        ("0.1,,0.5,0.9", "four numbers"),
+        ([None, 0, 1, 1], "four numbers"),
         ("a,b,c,d", "must be a number"),
         ([0.5, 0, 0.2, 1], "left to right"),
         ([0, 0, 1.5, 1], "between 0 and 1"),
