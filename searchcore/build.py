@@ -45,7 +45,12 @@ from searchcore.stores.base import is_milvus
 from searchcore.stores.changelog import new_log_name
 from searchcore.stores.hnsw import HnswIndex, commit_folder
 from searchcore.stores.lexical import LexicalIndex
-from searchcore.stores.manifest import CatalogRecord, ModelRecord, current_manifest
+from searchcore.stores.manifest import (
+    CatalogRecord,
+    ModelRecord,
+    UpscalerRecord,
+    current_manifest,
+)
 
 READ_AHEAD_BYTES = 256 * 2**20  # prepared photos waiting for the model, at most (about)
 
@@ -113,6 +118,23 @@ def catalog_record(catalog: Catalog, folder: Path | None, **fields: Any) -> Cata
     return replace(record, **fields)
 
 
+def upscaler_record(upscaler: str | Path, folder: Path | None) -> UpscalerRecord:
+    """What an index records of the trained upscaler folder its queries are served with: name,
+    weights' sha256, where it is (absolute, and relative to the index ``folder`` where there is
+    one). The folder is checked now, so a broken one refuses the build, not a shopper's photo."""
+    from searchcore.upscale import load_upscaler_folder
+
+    spec, _ = load_upscaler_folder(upscaler)
+    src = Path(upscaler).resolve()
+    rel = None
+    if folder is not None:
+        try:
+            rel = relative(src, folder)
+        except ValueError:  # another drive
+            rel = None
+    return UpscalerRecord(spec.name, str(spec.sha256), str(src), rel)
+
+
 def build_index(
     catalog: Catalog,
     embedder: Embedder,
@@ -127,6 +149,7 @@ def build_index(
     collection: str = "products",
     token: str | None = None,
     max_bad_fraction: float | None = MAX_BAD_FRACTION,
+    upscaler: str | Path | None = None,
 ) -> BuildReport:
     """Embed the catalog's photos into an index folder, or into a Milvus collection.
 
@@ -138,9 +161,13 @@ def build_index(
     collection in parallel, and a rerun skips products already stored with the same model.
     More than ``max_bad_fraction`` of the catalog file's rows bad (left out by loading, or
     without a usable photo) raises CatalogError before the index is written (None: no limit).
+    ``upscaler``: a trained upscaler folder the index records (:func:`upscaler_record`):
+    searches of the index upscale with it unless told otherwise (``tune`` records the one it
+    trained for the model).
     """
     settings = settings or IndexSettings()
     check_fraction(max_bad_fraction)
+    up = upscaler_record(upscaler, None if is_milvus(out) else Path(out)) if upscaler else None
     i, n = shard
     if not (n >= 1 and 0 <= i < n):
         raise ConfigError(f"shard must be i/n with 0 <= i < n, not {i}/{n}")
@@ -158,6 +185,7 @@ def build_index(
             collection=collection,
             token=token,
             max_bad_fraction=max_bad_fraction,
+            upscaler=up,
         )
     if n != 1:
         raise ConfigError(
@@ -188,7 +216,7 @@ def build_index(
         raise SearchError(f"no product of {catalog.source} has a usable image; nothing to index")
     _check_bad(catalog, skipped, max_bad_fraction)
     seconds = time.perf_counter() - started
-    meta = _meta(catalog, embedder, out, skipped, seconds)
+    meta = _meta(catalog, embedder, out, skipped, seconds, up)
     lexical = LexicalIndex.build(catalog)  # the words of every row, for text search
     meta["log"] = new_log_name()  # live changes to this snapshot go there (searchcore.live)
     with folder_lock(out):  # the same lock as live writers: a build is one more commit
@@ -219,18 +247,22 @@ def _meta(
     out: Path | None,
     skipped: list[dict[str, Any]],
     seconds: float,
+    upscaler: UpscalerRecord | None,
 ) -> dict[str, Any]:
     model = ModelRecord(
         embedder.spec, embedder.fingerprint, embedder.dim, getattr(embedder, "runtime", "torch")
     )
     # the catalog as loaded: strictly or not, and the rows left out (the same on every load)
     record = catalog_record(catalog, out, strict=catalog.strict, left_out=catalog.left_out_meta())
-    return {
+    meta = {
         "model": model.to_dict(),
         "catalog": record.to_dict(),
         "skipped": skipped,
         "build": {"seconds": round(seconds, 3), "searchcore_version": __version__},
     }
+    if upscaler is not None:
+        meta["upscaler"] = upscaler.to_dict()
+    return meta
 
 
 def _build_milvus(
@@ -247,6 +279,7 @@ def _build_milvus(
     collection: str,
     token: str | None,
     max_bad_fraction: float | None,
+    upscaler: UpscalerRecord | None,
 ) -> BuildReport:
     from searchcore.stores.milvus import MilvusStore, stamp
 
@@ -289,7 +322,7 @@ def _build_milvus(
     )
     _check_bad(catalog, skipped, max_bad_fraction)  # (a shard's job sees its own photos)
     seconds = time.perf_counter() - started
-    meta = _meta(catalog, embedder, None, skipped[:1000], seconds)
+    meta = _meta(catalog, embedder, None, skipped[:1000], seconds, upscaler)
     meta["shards"] = n
     store.save(meta)
     return _report(Path(uri), len(rows) - len(skipped), skipped, seconds, catalog)

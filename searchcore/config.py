@@ -126,8 +126,10 @@ class Settings:
     index_dir: str | None = None
     milvus_collection: str = "products"
     milvus_token: str | None = None
-    # "default": the project's trained compact upscaler when shipped, else realesr-general-x4v3
-    upscaler: str = "default"
+    # An upscaler name or trained folder. None: the one the index records (`tune` records the
+    # upscaler it trained for the model), else "default": the project's trained compact
+    # upscaler when shipped, else realesr-general-x4v3.
+    upscaler: str | None = None
     upscaler_weights: Path | None = None
     cache_dir: Path = field(default_factory=default_cache_dir)
     allow_download: bool = False

@@ -18,11 +18,16 @@ from searchcore.config import Settings, usable_cpus
 from searchcore.embed import ClipEmbedder, Embedder, PixelEmbedder, load_embedder, recorded_spec
 from searchcore.embed.heads import heads_for
 from searchcore.engine import SearchEngine, View
-from searchcore.errors import CatalogError, IndexMismatchError, SearchError
+from searchcore.errors import CatalogError, IndexMismatchError, SearchError, WeightsError
 from searchcore.stores.base import VectorStore, is_milvus
 from searchcore.stores.hnsw import HnswIndex
 from searchcore.stores.lexical import LexicalIndex
-from searchcore.stores.manifest import CatalogRecord, IndexManifest, read_manifest
+from searchcore.stores.manifest import (
+    CatalogRecord,
+    IndexManifest,
+    UpscalerRecord,
+    read_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +216,8 @@ def open_engine(
         raise IndexMismatchError(
             f"index {location} has dimension {store.dim}, the model {embedder.dim}"
         )
-    upscaler, problem = make_upscaler(settings)
+    folder = None if is_milvus(location) else Path(location)
+    upscaler, problem = make_upscaler(settings, manifest.upscaler, folder)
     skip = None
     if upscaler is not None:  # did evaluation find that this upscaler does not help this model?
         from searchcore.upscale.verdict import auto_rule
@@ -310,17 +316,45 @@ def _check_asked_for(settings: Settings, catalog: Path, folder: Path) -> None:
         raise IndexMismatchError("it was built for another catalog")
 
 
-def make_upscaler(settings: Settings):  # -> tuple[Upscaler | None, str | None]
-    """The configured upscaler, or None and the reason (e.g. weights unavailable offline)."""
+def make_upscaler(
+    settings: Settings, recorded: UpscalerRecord | None = None, index_folder: Path | None = None
+):  # -> tuple[Upscaler | None, str | None]
+    """The configured upscaler, or None and the reason (e.g. weights unavailable offline).
+
+    With no upscaler asked for (``settings.upscaler`` None), the one the index ``recorded``
+    (``tune`` records the upscaler it trained for the model), found beside the index folder or
+    where it was; a recorded folder that is gone or whose weights changed since is not replaced
+    by another upscaler (one not measured with this model): queries go without, and say why.
+    """
     if settings.upscale.mode == "never":
         return None, "upscaling is off"
     from searchcore.upscale import build_upscaler
 
     try:
+        if settings.upscaler is None and recorded is not None:
+            settings = settings.with_(upscaler=str(_recorded_folder(recorded, index_folder)))
         return build_upscaler(settings), None
     except SearchError as exc:
         log.warning("upscaler unavailable: %s", exc)
         return None, str(exc)
+
+
+def _recorded_folder(recorded: UpscalerRecord, index_folder: Path | None) -> Path:
+    from searchcore.upscale import load_upscaler_folder
+
+    places = recorded.sources(index_folder)
+    for place in places:
+        try:
+            spec, _ = load_upscaler_folder(place)
+        except WeightsError:
+            continue
+        if spec.sha256 == recorded.sha256:
+            return place
+    where = ", ".join(str(p) for p in places) or "nowhere"
+    raise WeightsError(
+        f"the index was built for upscaler {recorded.name!r} (sha256 {recorded.sha256[:12]}...), "
+        f"not found with those weights at {where}: pass --upscaler, or rebuild the index"
+    )
 
 
 __all__ = ["CatalogError", "make_embedder", "make_upscaler", "open_engine", "set_threads"]

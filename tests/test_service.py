@@ -143,3 +143,54 @@ def test_calibration_is_saved_under_the_writers_lock(tmp_path: Path, monkeypatch
     assert not (tmp_path / "ix" / cal.CALIBRATION_FILE).exists()
     cal.calibrate(engine, str(tmp_path / "ix"), n=6)
     assert (tmp_path / "ix" / cal.CALIBRATION_FILE).is_file()
+
+
+def test_an_index_serves_the_upscaler_it_records(colour_catalog: Path, tmp_path: Path) -> None:
+    """What ``tune`` relies on: the index records the upscaler trained for its model, and
+    searches of it use that one without being told (an explicit upscaler still wins); a
+    recorded upscaler that is gone or changed is never swapped for an unmeasured one."""
+    import shutil
+
+    from conftest import ColourEmbedder
+
+    from searchcore.build import build_index
+    from searchcore.catalog import load_catalog
+    from searchcore.errors import UpscaleError, WeightsError
+    from searchcore.stores.manifest import read_manifest
+    from searchcore.upscale import FOLDER_CONFIG, SHIPPED_UPSCALER_DIR
+
+    shop = colour_catalog.parent
+    up = shop / "upscaler"
+    shutil.copytree(SHIPPED_UPSCALER_DIR, up)
+    config = json.loads((up / FOLDER_CONFIG).read_text())
+    (up / FOLDER_CONFIG).write_text(json.dumps({**config, "name": "shop-up"}))
+    catalog = load_catalog(colour_catalog)
+    with pytest.raises(WeightsError, match=r"no upscaler_config\.json"):  # a name, not a folder
+        build_index(catalog, ColourEmbedder(), shop / "bad", upscaler="realesr-general-x4v3")
+    assert not (shop / "bad").exists()  # refused before anything was written
+    build_index(catalog, ColourEmbedder(), shop / "index", upscaler=up)
+    record = read_manifest(shop / "index").upscaler
+    assert record is not None and record.name == "shop-up" and record.relative_path == "../upscaler"
+    assert read_manifest(shop / "index").carried()["upscaler"] == record.to_dict()  # live commits
+
+    def opened(folder: Path, **kw: object):
+        return open_engine(Settings(**kw), folder, embedder=ColourEmbedder())  # type: ignore[arg-type]
+
+    assert opened(shop / "index").upscaler.name == "shop-up"
+    assert opened(shop / "index", upscaler="default").upscaler.name == config["name"]
+    moved = tmp_path / "moved"
+    shutil.move(shop, moved)  # the shop folder moved as a whole: found beside the index
+    assert opened(moved / "index").upscaler.name == "shop-up"
+    weights = moved / "upscaler" / config["weights"]
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")  # other weights than recorded
+    for damage in ("weights changed", "folder gone"):
+        engine = opened(moved / "index")
+        assert engine.upscaler is None, damage
+        assert "not found with those weights" in str(engine.upscaler_problem)
+        shutil.rmtree(moved / "upscaler", ignore_errors=True)
+    photo = Image.new("RGB", (24, 24), (200, 30, 30))
+    hits = engine.search(image=photo, k=3, upscale="auto")
+    assert len(hits.hits) == 3 and not hits.upscaled  # searches go on, saying why
+    assert any("not found with those weights" in n for n in hits.notes)
+    with pytest.raises(UpscaleError, match="not found with those weights"):
+        engine.search(image=photo, k=3, upscale="always")  # asked for: a clear error

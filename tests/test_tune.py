@@ -206,6 +206,10 @@ def test_tune_runs_the_whole_loop(
 ) -> None:
     from safetensors.torch import load_file
 
+    from searchcore.config import Settings, UpscaleSettings
+    from searchcore.embed import load_embedder
+    from searchcore.service import open_engine
+    from searchcore.stores.manifest import read_manifest
     from searchcore.training.data import trained_rows
 
     out = tmp_path / "run"
@@ -245,6 +249,8 @@ def test_tune_runs_the_whole_loop(
         "cpu",
         "--fp32",
         "--no-progress",
+        "--upscaler-steps",
+        "2",
     ]
     assert main(args) == 0
     summary = json.loads((out / "report.json").read_text())
@@ -282,8 +288,16 @@ def test_tune_runs_the_whole_loop(
     test_rows = json.loads((out / "eval" / "fine-tuned" / "report.json").read_text())["split"]
     rows, _ = trained_rows(str(out / "model"), load_catalog(demo_shop))
     assert test_rows["gallery"] == 40 - len(rows) == summary["split"]["test"]
-    assert (out / "index" / "manifest.json").is_file()
-    assert (out / "model" / "upscale_verdict.json").is_file()
+    # the upscaler trained for the fine-tuned model: scored, judged, recorded in the index
+    trained = json.loads((out / "upscaler" / "training.json").read_text())
+    assert trained["embedder"]["fingerprint"] == load_embedder(str(out / "model")).fingerprint
+    assert {"shopper R@10 [sc-retrieval-x4]", "shopper R@10 [sc-compact-x4]"} <= set(tuned)
+    verdict = json.loads((out / "model" / "upscale_verdict.json").read_text())
+    assert verdict["upscaler"] == "sc-retrieval-x4" and summary["upscaler"] == str(out / "upscaler")
+    recorded = read_manifest(out / "index").upscaler
+    assert recorded is not None and recorded.relative_path == "../upscaler"
+    engine = open_engine(Settings(upscale=UpscaleSettings(mode="auto")), out / "index")
+    assert engine.upscaler is not None and engine.upscaler.name == "sc-retrieval-x4"
     md = (out / "report.md").read_text()
     assert "| raw pixels |" in md and "Recall@10 by query width" in md
     assert Image.open(out / "comparison.png").size[0] > 100
@@ -291,7 +305,8 @@ def test_tune_runs_the_whole_loop(
     # a second run reuses the trained model and redoes the rest
     capsys.readouterr()
     assert main([*args, "--no-index", "--baselines", "", "--wise", ""]) == 0
-    assert "reusing it" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "reusing it" in said and "already trained for this model" in said
     assert json.loads((out / "report.json").read_text())["order"] == ["fine-tuned", "again"]
 
 

@@ -43,6 +43,13 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
         metavar="I/N",
         help="embed only rows r with r %% N == I (parallel jobs into one Milvus collection)",
     )
+    b.add_argument(
+        "--upscaler",
+        default=None,
+        metavar="FOLDER",
+        help="a trained upscaler folder (train-upscaler, tune) the index records: searches of "
+        "it upscale with this one unless told otherwise",
+    )
     b.add_argument("--collection", default=None, help="Milvus collection (default: products)")
     b.add_argument("--M", dest="m", type=int, default=IndexSettings.m)
     b.add_argument("--ef-construction", type=int, default=IndexSettings.ef_construction)
@@ -169,6 +176,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         collection=settings.milvus_collection,
         token=settings.milvus_token,
         max_bad_fraction=settings.max_bad_fraction,
+        upscaler=args.upscaler,
     )
     print(report.summary())
     return 0

@@ -89,6 +89,13 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
         similar_attrs="category,colour,gender",
     )
     tn.add_argument("--no-index", action="store_true", help="skip building OUT/index")
+    tn.add_argument(
+        "--upscaler-steps",
+        type=int,
+        default=None,
+        help="steps of the upscaler trained for the fine-tuned model (train-upscaler "
+        "--objective retrieval; default: its measured recipe's); 0: train none",
+    )
     training_options(tn)
     return _more_commands(sub)
 
@@ -379,6 +386,21 @@ def _text_queries(args: argparse.Namespace) -> tuple[dict, ...]:
     return tuple(load_text_queries(args.text_queries)) if args.text_queries else ()
 
 
+def _upscaler_config(steps: int | None) -> Any:
+    """tune's upscaler: the measured defaults (its model and split come from finetune's)."""
+    from dataclasses import replace
+
+    from searchcore.errors import ConfigError
+    from searchcore.training.sr_retrieval import RetrievalUpscalerConfig
+
+    if steps is not None and steps < 0:
+        raise ConfigError("--upscaler-steps must be >= 0 (0: train no upscaler)")
+    if steps == 0:
+        return None
+    config = RetrievalUpscalerConfig(model="")
+    return config if steps is None else replace(config, steps=steps)
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from searchcore.degrade import parse_condition
     from searchcore.training.tune import SHOPPER_CONDITIONS, TuneConfig, parse_floats, tune
@@ -396,6 +418,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         max_queries=args.max_queries,
         text_queries=_text_queries(args),
         build_index=not args.no_index,
+        upscaler=_upscaler_config(args.upscaler_steps),
     )
     summary = tune(
         catalog_from_args(args),

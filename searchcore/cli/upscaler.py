@@ -32,25 +32,29 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
         help="start from these weights (.pth/.safetensors, e.g. realesr-general-x4v3."
         "pth); their shapes set the architecture",
     )
-    up.add_argument("--name", default="sc-compact-x4")
-    up.add_argument("--num-feat", type=int, default=32)
-    up.add_argument("--num-conv", type=int, default=8)
-    up.add_argument("--scale", type=int, default=4, choices=(2, 4))
-    up.add_argument("--steps", type=int, default=2000)
-    up.add_argument("--batch-size", type=int, default=16)
-    up.add_argument("--patch", type=int, default=128)
-    up.add_argument("--lr", type=float, default=5e-4)
-    up.add_argument("--warmup-steps", type=int, default=100)
-    up.add_argument("--val-fraction", type=float, default=0.1)
-    up.add_argument("--val-every", type=int, default=250)
+    # Flags left out take the objective's own recipe (RetrievalUpscalerConfig or
+    # UpscalerTrainConfig: what was measured best for each), so no default is written twice.
+    up.add_argument("--name", default=None, help="default: sc-compact-x4 / sc-retrieval-x4")
+    up.add_argument("--num-feat", type=int, default=None, help="pixels: network width")
+    up.add_argument("--num-conv", type=int, default=None, help="pixels: network depth")
+    up.add_argument("--scale", type=int, default=None, choices=(2, 4))
+    up.add_argument("--steps", type=int, default=None)
+    up.add_argument("--batch-size", type=int, default=None)
+    up.add_argument("--patch", type=int, default=None, help="pixels: training patch side")
+    up.add_argument("--lr", type=float, default=None)
+    up.add_argument("--warmup-steps", type=int, default=None)
+    up.add_argument("--val-fraction", type=float, default=None)
+    up.add_argument("--val-every", type=int, default=None)
     up.add_argument(
         "--pool-size",
         type=int,
-        default=1024,
-        help="degraded pairs kept in memory (degrading is the slow part on a CPU)",
+        default=None,
+        help="pixels: degraded pairs kept in memory (degrading is the slow part on a CPU)",
     )
-    up.add_argument("--refresh", type=int, default=4, help="pool pairs replaced per step")
-    up.add_argument("--seed", type=int, default=0)
+    up.add_argument(
+        "--refresh", type=int, default=None, help="pixels: pool pairs replaced per step"
+    )
+    up.add_argument("--seed", type=int, default=None)
     up.add_argument(
         "--objective",
         choices=("pixels", "retrieval"),
@@ -63,29 +67,70 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
         default=None,
         help="the embedder the retrieval objective trains for (frozen; default: the shipped one)",
     )
-    up.add_argument("--min-width", type=int, default=20, help="retrieval: shopper photo widths")
-    up.add_argument("--max-width", type=int, default=60)
+    up.add_argument("--min-width", type=int, default=None, help="retrieval: shopper photo widths")
+    up.add_argument("--max-width", type=int, default=None)
     up.add_argument(
-        "--pixel-weight", type=float, default=0.1, help="retrieval: weight of the L1 photo term"
+        "--pixel-weight", type=float, default=None, help="retrieval: weight of the L1 photo term"
     )
     up.add_argument(
         "--test-fraction",
         type=float,
-        default=0.2,
+        default=None,
         help="retrieval: products never trained on (finetune's and eval's test split)",
     )
-    up.add_argument("--split-by", default="id", help="retrieval: newest by this column, or hash")
+    up.add_argument("--split-by", default=None, help="retrieval: newest by this column, or hash")
     up.add_argument(
-        "--val-images", type=int, default=300, help="retrieval: validation products (gallery)"
+        "--val-images", type=int, default=None, help="photos validated on (retrieval: the gallery)"
     )
     up.add_argument(
         "--portrait-share",
         type=float,
-        default=0.5,
+        default=None,
         help="retrieval: share of batches whose photos are 3:4 portraits (shop photos' shape)",
     )
     training_options(up)
     return {("train-upscaler", None): cmd_train_upscaler}
+
+
+# flag -> config field, for the knobs both objectives have and those of each
+_SHARED = {
+    "name": "name",
+    "init": "init",
+    "steps": "steps",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "warmup_steps": "warmup",
+    "val_fraction": "val_fraction",
+    "val_every": "val_every",
+    "val_images": "val_images",
+    "seed": "seed",
+}
+_PIXELS = {
+    "num_feat": "num_feat",
+    "num_conv": "num_conv",
+    "scale": "scale",
+    "patch": "patch",
+    "pool_size": "pool_size",
+    "refresh": "refresh",
+}
+_RETRIEVAL = {
+    "min_width": "min_width",
+    "max_width": "max_width",
+    "pixel_weight": "pixel_weight",
+    "test_fraction": "test_fraction",
+    "split_by": "split_by",
+    "portrait_share": "portrait_share",
+}
+
+
+def _given(args: argparse.Namespace, *tables: dict[str, str]) -> dict[str, object]:
+    """The config fields the command line set (the others keep the objective's recipe)."""
+    return {
+        field: getattr(args, flag)
+        for table in tables
+        for flag, field in table.items()
+        if getattr(args, flag, None) is not None
+    }
 
 
 def cmd_train_upscaler(args: argparse.Namespace) -> int:
@@ -94,24 +139,7 @@ def cmd_train_upscaler(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)  # threads
     if args.objective == "retrieval":
         return _train_for_retrieval(args, settings.model)
-    config = UpscalerTrainConfig(
-        name=args.name,
-        num_feat=args.num_feat,
-        num_conv=args.num_conv,
-        scale=args.scale,
-        init=args.init,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        patch=args.patch,
-        lr=args.lr,
-        warmup=args.warmup_steps,
-        val_fraction=args.val_fraction,
-        val_every=args.val_every,
-        pool_size=args.pool_size,
-        refresh=args.refresh,
-        seed=args.seed,
-        device=args.device,
-    )
+    config = UpscalerTrainConfig(**_given(args, _SHARED, _PIXELS), device=args.device)  # type: ignore[arg-type]
     result = train_upscaler(
         catalog_from_args(args),
         args.out,
@@ -135,26 +163,7 @@ def cmd_train_upscaler(args: argparse.Namespace) -> int:
 def _train_for_retrieval(args: argparse.Namespace, model: str) -> int:
     from searchcore.training.sr_retrieval import RetrievalUpscalerConfig, train_retrieval_upscaler
 
-    name = args.name if args.name != "sc-compact-x4" else "sc-retrieval-x4"
-    config = RetrievalUpscalerConfig(
-        model=model,
-        name=name,
-        init=args.init,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        warmup=args.warmup_steps,
-        min_width=args.min_width,
-        max_width=args.max_width,
-        pixel_weight=args.pixel_weight,
-        val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction,
-        split_by=args.split_by,
-        val_images=args.val_images,
-        portrait_share=args.portrait_share,
-        val_every=args.val_every,
-        seed=args.seed,
-    )
+    config = RetrievalUpscalerConfig(model=model, **_given(args, _SHARED, _RETRIEVAL))  # type: ignore[arg-type]
     result = train_retrieval_upscaler(
         catalog_from_args(args), args.out, config, say=say, command=command_line()
     )

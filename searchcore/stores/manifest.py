@@ -1,13 +1,13 @@
-"""An index's manifest, typed (:class:`IndexManifest`: its :class:`ModelRecord` and
-:class:`CatalogRecord`), checked before anything else is read; and the commits and clean-up
-that move a folder from one state to the next.
+"""An index's manifest, typed (:class:`IndexManifest`: its :class:`ModelRecord`,
+:class:`CatalogRecord` and :class:`UpscalerRecord`), checked before anything else is read; and
+the commits and clean-up that move a folder from one state to the next.
 
 ``manifest.json`` records the format version, dim, space, HNSW parameters, counts, deleted
 labels, the index file and its sha256 (the folder's own fields, read by :mod:`.hnsw`), a
-``generation`` counting commits, the model and catalog records, the lexical index's entry and
-the photos skipped. A Milvus collection keeps the same records in its properties. Writers hold
-the folder's lock (:func:`searchcore.fsutil.folder_lock`) from reading the manifest to
-committing the next one.
+``generation`` counting commits, the model, catalog and upscaler records, the lexical index's
+entry and the photos skipped. A Milvus collection keeps the same records in its properties.
+Writers hold the folder's lock (:func:`searchcore.fsutil.folder_lock`) from reading the
+manifest to committing the next one.
 """
 
 from __future__ import annotations
@@ -123,6 +123,41 @@ class CatalogRecord:
 
 
 @dataclass(frozen=True)
+class UpscalerRecord:
+    """The upscaler an index's queries are served with (``tune`` records the one it trained
+    for the index's model): a trained upscaler folder, found by ``relative_path`` (from the
+    index folder: a shop folder moved as a whole) or ``path``, and its weights' sha256, so a
+    folder changed since is refused, never silently served."""
+
+    name: str
+    sha256: str
+    path: str | None = None
+    relative_path: str | None = None
+
+    @classmethod
+    def parse(cls, raw: Any) -> UpscalerRecord | None:
+        """None where ``raw`` names no upscaler (absent, damaged or foreign)."""
+        if not isinstance(raw, dict) or not all(
+            isinstance(raw.get(k), str) for k in ("name", "sha256")
+        ):
+            return None
+        text = lambda k: raw[k] if isinstance(raw.get(k), str) and raw[k] else None  # noqa: E731
+        return cls(raw["name"], raw["sha256"], text("path"), text("relative_path"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def sources(self, folder: Path | None) -> list[Path]:
+        """Where the upscaler folder may be, in order (``folder``: the index folder, if any)."""
+        found = []
+        if self.relative_path and folder is not None:
+            found.append((folder / self.relative_path).resolve())
+        if self.path:
+            found.append(Path(self.path))
+        return found
+
+
+@dataclass(frozen=True)
 class IndexManifest:
     """One committed state of an index (a folder's ``manifest.json``, or a Milvus collection's
     record), typed: what the rest of searchcore reads of it.
@@ -140,10 +175,12 @@ class IndexManifest:
     store: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     log: str | None = None  # the change log of this snapshot (searchcore.stores.changelog)
+    upscaler: UpscalerRecord | None = None  # what queries are upscaled with, if recorded
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> IndexManifest:
-        known = {"model", "catalog", "generation", "lexical", "skipped", "log", *STORE_KEYS}
+        known = {"model", "catalog", "generation", "lexical", "skipped", "log", "upscaler"}
+        known |= set(STORE_KEYS)
         generation = raw.get("generation", 0)
         skipped = raw.get("skipped") if isinstance(raw.get("skipped"), list) else []
         return cls(
@@ -155,6 +192,7 @@ class IndexManifest:
             store={k: raw[k] for k in STORE_KEYS if k in raw},
             extra={k: v for k, v in raw.items() if k not in known},
             log=raw["log"] if isinstance(raw.get("log"), str) else None,
+            upscaler=UpscalerRecord.parse(raw.get("upscaler")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,6 +205,8 @@ class IndexManifest:
             out["lexical"] = self.lexical
         if self.log:
             out["log"] = self.log
+        if self.upscaler is not None:
+            out["upscaler"] = self.upscaler.to_dict()
         return out
 
     def carried(self) -> dict[str, Any]:

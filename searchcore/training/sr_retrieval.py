@@ -171,6 +171,9 @@ def train_retrieval_upscaler(
         f"{len(rows)} training photos ({len(skipped)} unreadable), {len(val_rows)} for "
         f"validation; frozen embedder {config.model}; {count_params(net)} upscaler parameters"
     )
+    batch = min(config.batch_size, len(photos))  # a small shop: every photo in each batch
+    if batch < 2:
+        raise ConfigError(f"{len(photos)} training photos: the retrieval loss needs at least 2")
     targets = torch.from_numpy(embedder.embed_images(photos))  # the catalog photos' embeddings
     val_targets = embedder.embed_images(val_photos)
     rng = np.random.default_rng(config.seed)
@@ -185,11 +188,11 @@ def train_retrieval_upscaler(
     history: list[dict[str, float]] = []
     best = (-1.0, 0, {k: v.detach().clone() for k, v in net.state_dict().items()})
     losses: list[float] = []
-    labels = torch.arange(config.batch_size)
+    labels = torch.arange(batch)
     for step in range(config.steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, config.steps, config.warmup, config.lr)
-        pick = rng.choice(len(photos), config.batch_size, replace=False)
+        pick = rng.choice(len(photos), batch, replace=False)
         width = int(rng.integers(config.min_width, config.max_width + 1))
         aspect = 0.75 if rng.random() < config.portrait_share else 0.0
         low = [_shopper(photos[i], width, config, rng, aspect) for i in pick]

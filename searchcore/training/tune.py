@@ -8,14 +8,19 @@
 2. **Fine-tune** (:func:`.finetune.finetune`) into ``OUT/model``. A finished model whose
    ``training.json`` records the same catalog and configuration is reused, so an interrupted
    run picks up after the training.
-3. **Build the index** of the *whole* catalog with the new model into ``OUT/index``: what
-   ``searchcore search`` and the page then serve.
+3. **Train an upscaler for the new model** (:mod:`.sr_retrieval`, ``upscaler``; None: skip)
+   into ``OUT/upscaler``: shopper-sized photos of the training products, upscaled, must find
+   their product through the frozen fine-tuned model. Reused like the model when finished for
+   the same weights, catalog and configuration.
+   **Build the index** of the *whole* catalog with the new model into ``OUT/index``, recording
+   that upscaler: what ``searchcore search`` and the page then serve, without further flags.
 4. **Evaluate** on the test products, with the same queries and upscaling strategies, the
    fine-tuned model and every comparison: raw pixels and the starting model as they are,
    weight-space ensembles of the two (WiSE-FT, ``wise``), and any other trained model folder
    (``compare``, e.g. a from-scratch run). Each gets ``OUT/eval/<name>/report.{json,md}``.
 5. **Decide** whether upscaling helps the fine-tuned model (paired sign test on shrunk shopper
-   photos) and store it as the model's ``upscale_verdict.json``, which ``auto`` follows.
+   photos, overall and per photo width) and store it as the model's ``upscale_verdict.json``,
+   which ``auto`` follows.
 6. **Report**: ``OUT/report.json``, ``OUT/report.md`` (one table, every variant) and plots.
 """
 
@@ -37,6 +42,7 @@ from searchcore.training.data import HASH, TRAINING_FILE, split_masks
 from searchcore.training.evaluate import EvalConfig, evaluate
 from searchcore.training.finetune import FinetuneConfig, finetune
 from searchcore.training.report import VARIANT_FINETUNED, headline, write_comparison
+from searchcore.training.sr_retrieval import RetrievalUpscalerConfig
 
 # Shopper photos of held-out products (see the issue of record): a slightly tilted, cropped,
 # colour-cast photo shrunk to 20-60 px wide, blurred and saved as a low-quality JPEG; and the
@@ -69,6 +75,11 @@ class TuneConfig:
     quality_images: int = 100
     text_queries: tuple[dict[str, Any], ...] = ()  # fixed text query families
     build_index: bool = True
+    # the upscaler trained for the fine-tuned model (its model, seed and split come from
+    # ``finetune``), scored beside the others, used by ``auto`` and recorded in the index
+    upscaler: RetrievalUpscalerConfig | None = field(
+        default_factory=lambda: RetrievalUpscalerConfig(model="")
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 < self.finetune.test_fraction < 1.0:
@@ -128,12 +139,23 @@ def tune(
     from searchcore.embed import load_embedder
 
     tuned = load_embedder(str(model_dir), device=settings.device)
+    upscaler_dir = None
+    if config.upscaler is not None:
+        upscaler_dir = out / "upscaler"
+        timings["upscaler_s"] = _train_upscaler(
+            catalog, upscaler_dir, config, str(model_dir), tuned.fingerprint, log, command
+        )
     if config.build_index:
         from searchcore.build import build_index
 
         t0 = time.perf_counter()
         built = build_index(
-            catalog, tuned, out / "index", settings=settings.index, progress=progress
+            catalog,
+            tuned,
+            out / "index",
+            settings=settings.index,
+            progress=progress,
+            upscaler=upscaler_dir,
         )
         timings["index_s"] = round(time.perf_counter() - t0, 1)
         log(built.summary())
@@ -155,7 +177,11 @@ def tune(
 
     # The upscalers are built (their weights loaded) once; only ``auto``'s skip reason
     # depends on the model being scored.
-    shared = build_strategies(config.upscalers, settings, str(model_dir), tuned.fingerprint)
+    tokens = config.upscalers
+    if upscaler_dir is not None:  # the first named upscaler is the one auto uses and judges
+        plain = tuple(t for t in tokens if t in ("never", "bicubic"))
+        tokens = (*plain, str(upscaler_dir), *(t for t in tokens if t not in plain))
+    shared = build_strategies(tokens, settings, str(model_dir), tuned.fingerprint)
     cache: dict[Any, Any] = {}
     reports: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
@@ -207,6 +233,7 @@ def tune(
         "finetune": asdict(ft),
         "model": str(model_dir),
         "index": str(out / "index") if config.build_index else None,
+        "upscaler": str(upscaler_dir) if upscaler_dir is not None else None,
         "timings": timings,
         "hardware": _hardware(settings),
         "auto_upscaling": verdict,
@@ -226,6 +253,47 @@ def _finished(model_dir: Path, catalog: Catalog, ft: FinetuneConfig) -> bool:
         k: v for k, v in json.loads(json.dumps(asdict(ft))).items() if k != "device"
     }
     return meta.get("catalog", {}).get("sha256") == catalog.sha256 and same_config
+
+
+def _train_upscaler(
+    catalog: Catalog,
+    folder: Path,
+    config: TuneConfig,
+    model: str,
+    fingerprint: str,
+    log: Callable[[str], None],
+    command: str,
+) -> float:
+    """Train (or reuse) the retrieval upscaler for the fine-tuned model; its seconds."""
+    from searchcore.training.sr_retrieval import train_retrieval_upscaler
+
+    ft = config.finetune
+    assert config.upscaler is not None
+    cfg = replace(
+        config.upscaler,
+        model=model,
+        seed=ft.seed,
+        val_fraction=ft.val_fraction,
+        test_fraction=ft.test_fraction,
+        split_by=ft.split_by,
+    )
+    path = folder / TRAINING_FILE
+    if path.is_file():
+        meta = json.loads(path.read_text("utf-8"))
+        same = (
+            meta.get("catalog", {}).get("sha256") == catalog.sha256
+            and meta.get("embedder", {}).get("fingerprint") == fingerprint
+            and meta.get("config") == json.loads(json.dumps(asdict(cfg), default=str))
+        )
+        if same:
+            log(
+                f"{folder} is already trained for this model, catalog and configuration: reusing it"
+            )
+            return float(meta["seconds"])
+    log(f"training an upscaler for the fine-tuned model ({cfg.steps} steps) into {folder}")
+    result = train_retrieval_upscaler(catalog, folder, cfg, say=log, command=command)
+    log(f"upscaler training: {result.seconds / 60:.1f} min")
+    return round(result.seconds, 1)
 
 
 def _variants(

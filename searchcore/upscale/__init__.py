@@ -67,11 +67,11 @@ __all__ = [
 def build_upscaler(settings: Settings) -> RealESRGANUpscaler:
     """The configured Real-ESRGAN upscaler: weights are found now, the network on first use.
 
-    ``settings.upscaler`` is ``default`` (the project's trained compact model in
+    ``settings.upscaler`` is ``default`` or None (the project's trained compact model in
     ``assets/models/upscaler-default`` when present, else ``realesr-general-x4v3``), a name
     from :data:`UPSCALERS`, or a trained upscaler folder.
     """
-    name = settings.upscaler
+    name = settings.upscaler or "default"
     folder = None
     if name == "default":
         if (SHIPPED_UPSCALER_DIR / FOLDER_CONFIG).is_file() and settings.upscaler_weights is None:
