@@ -339,6 +339,8 @@ class SearchEngine:
             skip = self.auto_skip(img.width) if callable(self.auto_skip) else self.auto_skip
             if skip:
                 decision = replace(decision, upscale=False, reason=f"{decision.reason}; {skip}")
+            elif why := getattr(self.auto_skip, "why", None):  # what was measured, in words
+                decision = replace(decision, reason=f"{decision.reason}; {why(img.width)}")
         result.decision = decision
         clock.lap("upscale_check")
         seen = img

@@ -266,3 +266,12 @@ def test_auto_upscales_where_the_verdict_says_it_helps(engine: SearchEngine) -> 
     assert tiny.upscaled and tiny.embedded.size == (48, 48)
     wider = engine.search_image(_photo("blue", size=40), k=1)
     assert not wider.upscaled and "no gain at 40 px" in wider.decision.reason
+    from searchcore.upscale.verdict import AutoRule
+
+    band = {"lo": 0, "hi": 30, "label": "0-29 px", "helps": True, "delta_R@1": 0.04}
+    verdict = {"helps": False, "bands": [{**band, "p": 0.01}], "fingerprint": "w"}
+    engine.auto_skip = AutoRule(verdict, "w")
+    tiny = engine.search_image(_photo("blue", size=24), k=1)  # the reason says what was measured
+    assert (
+        tiny.upscaled and "measured to help this model at 0-29 px (+0.040" in tiny.decision.reason
+    )

@@ -610,6 +610,7 @@ def test_auto_follows_the_measured_crossover_photo_by_photo(tmp_path) -> None:
     write_verdict(str(tmp_path), verdict, "w1")
     rule = auto_rule(str(tmp_path), "up", "w1")
     assert rule is not None and rule(20) is None  # helps below 30 px: upscale
+    assert rule.why(20).startswith("measured to help this model at 0-29 px")  # the page says so
     assert "at 40 px wide it lowers this model's retrieval" in rule(40)
     assert rule(50) == "upscaling skipped: mixed"  # cannot tell at 50 px: the overall verdict
     assert rule(200) == "upscaling skipped: mixed"  # not measured there: the overall verdict

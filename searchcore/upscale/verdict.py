@@ -14,8 +14,6 @@ nothing heavy.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,16 +49,35 @@ def write_verdict(model_spec: str, verdict: dict[str, Any], fingerprint: str) ->
     return folder / VERDICT_FILE
 
 
-def auto_rule(
-    model_spec: str, upscaler_name: str, fingerprint: str
-) -> Callable[[int], str | None] | None:
+def auto_rule(model_spec: str, upscaler_name: str, fingerprint: str) -> AutoRule | None:
     """What ``auto`` does with this upscaler for this model (weights ``fingerprint``), photo by
     photo: a function of the photo's width that says why not to upscale it (None: upscale).
     None when the model folder has no verdict for this upscaler."""
     v = read_verdict(model_spec)
     if not v or v.get("upscaler") != upscaler_name:
         return None
-    return partial(_skip, v, fingerprint)
+    return AutoRule(v, fingerprint)
+
+
+class AutoRule:
+    """``rule(width)``: why ``auto`` should not upscale a photo that wide (None: upscale it);
+    ``rule.why(width)``: what was measured that makes it upscale one (for the page's text)."""
+
+    def __init__(self, verdict: dict[str, Any], fingerprint: str) -> None:
+        self.verdict, self.fingerprint = verdict, fingerprint
+
+    def __call__(self, width: int) -> str | None:
+        return _skip(self.verdict, self.fingerprint, width)
+
+    def why(self, width: int) -> str:
+        band = _band(self.verdict, width)
+        if band is not None and band.get("helps"):
+            return (
+                f"measured to help this model at {band.get('label')} "
+                f"({float(band.get('delta_R@1', 0)):+.3f} Recall@1, {band.get('gained')} "
+                f"queries gained, {band.get('lost')} lost, p={float(band.get('p', 1)):.2f})"
+            )
+        return f"measured to help this model: {self.verdict.get('reason', 'see its verdict')}"
 
 
 def auto_skip_reason(
@@ -78,17 +95,24 @@ def _skip(v: dict[str, Any], fingerprint: str, width: int) -> str | None:
             "upscaling skipped: the model folder's upscaling verdict was measured for other "
             "weights; measure again with `searchcore eval --write-verdict`"
         )
-    for band in v.get("bands") or []:  # the measured crossover, where a band tells
-        if isinstance(band, dict) and band.get("lo", 0) <= width < band.get("hi", 0):
-            if band.get("helps"):
-                return None
-            if band.get("hurts"):
-                return (
-                    f"upscaling skipped: at {width} px wide it lowers this model's retrieval "
-                    f"({band.get('label')}: {band.get('gained')} queries gained, "
-                    f"{band.get('lost')} lost, p={float(band.get('p', 1)):.2f})"
-                )
-            break  # too few photos of this width to tell on their own: the overall verdict
+    band = _band(v, width)  # the measured crossover, where a band tells
+    if band is not None and band.get("helps"):
+        return None
+    if band is not None and band.get("hurts"):
+        return (
+            f"upscaling skipped: at {width} px wide it lowers this model's retrieval "
+            f"({band.get('label')}: {band.get('gained')} queries gained, "
+            f"{band.get('lost')} lost, p={float(band.get('p', 1)):.2f})"
+        )
+    # neither (too few photos of this width to tell on their own): the overall verdict
     if v.get("helps") is False:
         return f"upscaling skipped: {v.get('reason', 'it does not help this model')}"
+    return None
+
+
+def _band(v: dict[str, Any], width: int) -> dict[str, Any] | None:
+    """The verdict's width band a photo ``width`` px wide falls in, if measured there."""
+    for band in v.get("bands") or []:
+        if isinstance(band, dict) and band.get("lo", 0) <= width < band.get("hi", 0):
+            return band
     return None
