@@ -80,6 +80,7 @@ class SearchResult:
     # the photo's attributes as the model's heads read them: column -> [(value, p), ...]
     predicted: dict[str, list[tuple[str, float]]] | None = None
     crop: tuple[float, float, float, float] | None = None  # the part of the photo searched
+    upscaler: str | None = None  # the upscaler's name, when the photo was upscaled
 
     @property
     def best_score(self) -> float | None:
@@ -94,6 +95,8 @@ class SearchResult:
         }
         if self.decision is not None:
             out["upscale"] = self.decision.to_dict()
+            if self.upscaler:
+                out["upscale"]["upscaler"] = self.upscaler
         if self.notes:
             out["notes"] = list(self.notes)
         if self.predicted is not None:
@@ -352,7 +355,7 @@ class SearchEngine:
                 result.notes.append(f"upscaling skipped: {problem}")
             else:
                 seen = self.upscaler.upscale(img)
-                result.upscaled = True
+                result.upscaled, result.upscaler = True, self.upscaler.name
             clock.lap("upscale")
         result.embedded = seen
         vec = self.embedder.embed_images([seen])[0]

@@ -176,7 +176,10 @@ def test_an_index_serves_the_upscaler_it_records(colour_catalog: Path, tmp_path:
     def opened(folder: Path, **kw: object):
         return open_engine(Settings(**kw), folder, embedder=ColourEmbedder())  # type: ignore[arg-type]
 
-    assert opened(shop / "index").upscaler.name == "shop-up"
+    engine = opened(shop / "index")
+    assert engine.upscaler.name == "shop-up"
+    small = engine.search(image=Image.new("RGB", (24, 24), (200, 30, 30)), k=3, upscale="auto")
+    assert small.upscaled and small.to_dict()["upscale"]["upscaler"] == "shop-up"  # the answer says
     assert opened(shop / "index", upscaler="default").upscaler.name == config["name"]
     moved = tmp_path / "moved"
     shutil.move(shop, moved)  # the shop folder moved as a whole: found beside the index
@@ -191,6 +194,7 @@ def test_an_index_serves_the_upscaler_it_records(colour_catalog: Path, tmp_path:
     photo = Image.new("RGB", (24, 24), (200, 30, 30))
     hits = engine.search(image=photo, k=3, upscale="auto")
     assert len(hits.hits) == 3 and not hits.upscaled  # searches go on, saying why
+    assert "upscaler" not in hits.to_dict()["upscale"]
     assert any("not found with those weights" in n for n in hits.notes)
     with pytest.raises(UpscaleError, match="not found with those weights"):
         engine.search(image=photo, k=3, upscale="always")  # asked for: a clear error

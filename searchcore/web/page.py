@@ -243,8 +243,8 @@ class Page:
             )
             if result.upscaled and result.embedded is not None:
                 lines.append(
-                    f"**Upscaled** with Real-ESRGAN to {result.embedded.width}×"
-                    f"{result.embedded.height} px ({d.reason})."
+                    f"**Upscaled** with Real-ESRGAN (`{result.upscaler}`) to "
+                    f"{result.embedded.width}×{result.embedded.height} px ({d.reason})."
                 )
             elif d.upscale:
                 lines.append(
