@@ -114,12 +114,7 @@ class CatalogRecord:
 
     def sources(self, folder: Path | None) -> list[Path]:
         """Where the catalog file may be, in order (``folder``: the index folder, if any)."""
-        found = []
-        if self.relative_path and folder is not None:
-            found.append((folder / self.relative_path).resolve())
-        if self.path:
-            found.append(Path(self.path))
-        return found
+        return _places(self.relative_path, self.path, folder)
 
 
 @dataclass(frozen=True)
@@ -149,12 +144,18 @@ class UpscalerRecord:
 
     def sources(self, folder: Path | None) -> list[Path]:
         """Where the upscaler folder may be, in order (``folder``: the index folder, if any)."""
-        found = []
-        if self.relative_path and folder is not None:
-            found.append((folder / self.relative_path).resolve())
-        if self.path:
-            found.append(Path(self.path))
-        return found
+        return _places(self.relative_path, self.path, folder)
+
+
+def _places(relative_path: str | None, path: str | None, folder: Path | None) -> list[Path]:
+    """A recorded file's possible places: beside the index folder first (a shop folder moved
+    as a whole), then where it was."""
+    found = []
+    if relative_path and folder is not None:
+        found.append((folder / relative_path).resolve())
+    if path:
+        found.append(Path(path))
+    return found
 
 
 @dataclass(frozen=True)
