@@ -263,7 +263,8 @@ def test_evaluation_never_tests_on_training_rows(colour_catalog: Path, fake_embe
 def test_report_files(colour_catalog: Path, fake_embedder, tmp_path: Path) -> None:
     catalog = load_catalog(colour_catalog)
     up = _FakeUpscaler()
-    config = EvalConfig(conditions=(("x2", Degradation(down=2)),), quality_images=3)
+    conditions = (("x2", Degradation(down=2)), ("small", Degradation(min_width=8, max_width=40)))
+    config = EvalConfig(conditions=conditions, quality_images=3)
     strategies = [
         Strategy("never"),
         Strategy("nearest", up),
@@ -279,6 +280,7 @@ def test_report_files(colour_catalog: Path, fake_embedder, tmp_path: Path) -> No
         "text_recall.png",
         "upscaler_quality.png",
         "upscale_verdict.json",
+        "exact_by_width.png",  # the condition with a range of widths
     } <= names
     data = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert data["exact"]["x2"]["never"]["queries"] == 24

@@ -1,8 +1,5 @@
-"""Turn an evaluation dict into files: ``report.json``, ``report.md`` and PNG plots.
-
-Plots use matplotlib's object API (``Figure`` + ``savefig``), not ``pyplot``: no global
-backend or figure state is touched, so this is safe inside a server or a test run.
-"""
+"""Turn an evaluation dict into files: ``report.json``, ``report.md`` and PNG plots
+(drawn by :mod:`.plots`)."""
 
 from __future__ import annotations
 
@@ -222,65 +219,9 @@ def write_report(
         write_json_atomic(out / "upscale_verdict.json", clean_json(report["verdict"]))
         paths.append(out / "upscale_verdict.json")
     if plots:
-        paths += _plots(report, out)
-    return paths
+        from searchcore.training.plots import eval_plots
 
-
-def draw_bars(ax: Any, groups: list[str], series: dict[str, list[float]], ylabel: str) -> None:
-    width = 0.8 / max(1, len(series))
-    for i, (name, values) in enumerate(series.items()):
-        xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
-        ax.bar(xs, [0 if v is None else v for v in values], width, label=name)
-    ax.set_xticks(range(len(groups)), groups, rotation=15)
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-
-
-def _plots(report: dict[str, Any], out: Path) -> list[Path]:
-    from matplotlib.figure import Figure
-
-    paths: list[Path] = []
-    exact = report.get("exact", {})
-    if exact:
-        fig = Figure(figsize=(8, 4), layout="constrained")
-        ax = fig.add_subplot()
-        names = _strategies(exact)
-        draw_bars(
-            ax,
-            list(exact),
-            {n: [c.get(n, {}).get("R@1") for c in exact.values()] for n in names},
-            "exact-product Recall@1",
-        )
-        ax.set_ylim(0, 1)
-        ax.set_title("Image -> exact product, by query condition and upscaling")
-        fig.savefig(out / "exact_recall.png", dpi=110)
-        paths.append(out / "exact_recall.png")
-    text = report.get("text", {})
-    if text:
-        fig = Figure(figsize=(6, 3.5), layout="constrained")
-        ax = fig.add_subplot()
-        ks = [k for k in ("R@1", "R@5", "R@10", "MRR") if k in next(iter(text.values()))]
-        draw_bars(ax, ks, {kind: [t.get(k) for k in ks] for kind, t in text.items()}, "")
-        ax.set_ylim(0, 1)
-        ax.set_title("Text -> product")
-        fig.savefig(out / "text_recall.png", dpi=110)
-        paths.append(out / "text_recall.png")
-    quality = report.get("upscaler_quality", {})
-    if quality:
-        fig = Figure(figsize=(6, 3.5), layout="constrained")
-        ax = fig.add_subplot()
-        for cname, cond in quality.items():
-            for uname, v in cond.items():
-                ax.scatter(v["ms"], v["PSNR"], label=f"{uname} ({cname})")
-        ax.set_xscale("symlog")
-        ax.set_xlabel("ms per query photo")
-        ax.set_ylabel("PSNR dB vs original")
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-        ax.set_title("Upscaler quality and cost")
-        fig.savefig(out / "upscaler_quality.png", dpi=110)
-        paths.append(out / "upscaler_quality.png")
+        paths += eval_plots(report, out, _strategies(report.get("exact", {})))
     return paths
 
 
@@ -332,7 +273,9 @@ def write_comparison(summary: dict[str, Any], out: Path, plots: bool = True) -> 
     (out / "report.md").write_text(comparison_markdown(summary), encoding="utf-8")
     paths = [out / "report.json", out / "report.md"]
     if plots:
-        paths += _comparison_plots(summary, out)
+        from searchcore.training.plots import comparison_plots
+
+        paths += comparison_plots(_ordered(summary), out, VARIANT_FINETUNED)
     return paths
 
 
@@ -446,54 +389,3 @@ def comparison_markdown(summary: dict[str, Any]) -> str:
     if summary.get("command"):
         lines += ["", "Reproduce:", "", "```", summary["command"], "```"]
     return "\n".join(lines) + "\n"
-
-
-def _comparison_plots(summary: dict[str, Any], out: Path) -> list[Path]:
-    from matplotlib.figure import Figure
-
-    variants = _ordered(summary)
-    metrics = [
-        m
-        for m in (
-            "category P@10",
-            "colour P@10",
-            "gender P@10",
-            "title R@10",
-            "attribute query P@10",
-            "shopper R@10 [never]",
-        )
-        if any(m in v for v in variants.values())
-    ]
-    fig = Figure(figsize=(10, 5), layout="constrained")
-    ax = fig.add_subplot()
-    draw_bars(
-        ax,
-        [m.replace(" [never]", "") for m in metrics],
-        {n: [v.get(m) for m in metrics] for n, v in variants.items()},
-        "",
-    )
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)  # off the bars
-    ax.set_ylim(0, 1)
-    ax.set_title("Held-out products: fine-tuned vs baselines")
-    fig.savefig(out / "comparison.png", dpi=110)
-    paths = [out / "comparison.png"]
-    tuned = variants.get(VARIANT_FINETUNED, {})
-    bands = {
-        k[len("shopper by width [") : -1]: v
-        for k, v in tuned.items()
-        if k.startswith("shopper by width [")
-    }
-    if bands:
-        fig = Figure(figsize=(6, 3.5), layout="constrained")
-        ax = fig.add_subplot()
-        for s, b in bands.items():
-            ax.plot(list(b), list(b.values()), marker="o", label=s)
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("exact-product Recall@10")
-        ax.set_xlabel("shopper photo width")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        ax.set_title("Fine-tuned model: upscaling by query size")
-        fig.savefig(out / "shopper_by_width.png", dpi=110)
-        paths.append(out / "shopper_by_width.png")
-    return paths
