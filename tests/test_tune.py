@@ -300,6 +300,7 @@ def test_tune_runs_the_whole_loop(
     assert engine.upscaler is not None and engine.upscaler.name == "sc-retrieval-x4"
     md = (out / "report.md").read_text()
     assert "| raw pixels |" in md and "Recall@10 by query width" in md
+    assert "upscaler training" in md and "upscaler_s" in summary["timings"]
     assert Image.open(out / "comparison.png").size[0] > 100
     assert (out / "shopper_by_width.png").is_file()
     # a second run reuses the trained model and redoes the rest

@@ -306,6 +306,11 @@ def comparison_markdown(summary: dict[str, Any]) -> str:
         "",
         f"Fine-tuning {t.get('finetune_s', 0) / 60:.1f} min"
         + (" (reused)" if t.get("finetune_reused") else "")
+        + (
+            f", upscaler training {t['upscaler_s'] / 60:.1f} min ({summary.get('upscaler')})"
+            if "upscaler_s" in t
+            else ""
+        )
         + (f", index {t['index_s']} s" if "index_s" in t else "")
         + f", evaluation {t.get('eval_s', 0) / 60:.1f} min; {summary.get('hardware', '')}.",
         "",
