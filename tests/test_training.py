@@ -477,6 +477,9 @@ def test_an_upscaler_trained_for_retrieval_moves_only_itself(
     meta = json.loads((tmp_path / "ret" / "training.json").read_text())
     assert meta["objective"] == "retrieval" and meta["embedder"]["fingerprint"] == before
     assert 0 <= meta["val"]["R@1_never"] <= 1 and 0 <= meta["val"]["R@1"] <= 1
+    # the kept step: best Recall@1, ties to the photos closest to their products
+    kept = max(meta["history"], key=lambda h: (h["val_R@1"], h["val_cos"]))
+    assert meta["best_step"] == kept["step"] and meta["val"]["cos"] == kept["val_cos"]
     assert load_embedder(tiny_clip).fingerprint == before  # frozen
     _, trained = load_upscaler_folder(tmp_path / "ret")
     old, new = load_state_dict(start), load_state_dict(trained)
