@@ -220,10 +220,10 @@ def open_engine(
     upscaler, problem = make_upscaler(settings, manifest.upscaler, folder)
     skip = None
     if upscaler is not None:  # did evaluation find that this upscaler does not help this model?
-        from searchcore.upscale.verdict import auto_rule
+        from searchcore.upscale.verdict import auto_rule, upscaler_sha256
 
         weights = getattr(embedder, "torch_fingerprint", embedder.fingerprint)  # int8: torch's
-        skip = auto_rule(model.spec, upscaler.name, weights)
+        skip = auto_rule(model.spec, upscaler.name, weights, upscaler_sha256(upscaler))
     heads, heads_problem = heads_for(model.spec, embedder)
     if heads_problem:
         log.warning("no attribute predictions: %s", heads_problem)

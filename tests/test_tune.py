@@ -294,6 +294,7 @@ def test_tune_runs_the_whole_loop(
     assert {"shopper R@10 [sc-retrieval-x4]", "shopper R@10 [sc-compact-x4]"} <= set(tuned)
     verdict = json.loads((out / "model" / "upscale_verdict.json").read_text())
     assert verdict["upscaler"] == "sc-retrieval-x4" and summary["upscaler"] == str(out / "upscaler")
+    assert verdict["upscaler_sha256"] == read_manifest(out / "index").upscaler.sha256  # its weights
     recorded = read_manifest(out / "index").upscaler
     assert recorded is not None and recorded.relative_path == "../upscaler"
     engine = open_engine(Settings(upscale=UpscaleSettings(mode="auto")), out / "index")

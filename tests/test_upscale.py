@@ -619,3 +619,7 @@ def test_auto_follows_the_measured_crossover_photo_by_photo(tmp_path) -> None:
     stale = auto_rule(str(tmp_path), "up", "w2")
     assert "other weights" in stale(20)
     assert auto_rule(str(tmp_path), "another", "w1") is None
+    # bound to the upscaler's weights too: another upscaler trained under the same name
+    write_verdict(str(tmp_path), {**verdict, "upscaler_sha256": "a" * 64}, "w1")
+    assert auto_rule(str(tmp_path), "up", "w1", "a" * 64)(20) is None
+    assert "other weights of up" in auto_rule(str(tmp_path), "up", "w1", "b" * 64)(20)

@@ -18,7 +18,7 @@ def build_strategies(
     shipped one), and ``auto`` (the page's policy, with the measured verdict for this model's
     weights ``fingerprint``)."""
     from searchcore.upscale import BicubicUpscaler, UpscalePolicy, build_upscaler
-    from searchcore.upscale.verdict import auto_rule
+    from searchcore.upscale.verdict import auto_rule, upscaler_sha256
 
     strategies: list[Strategy] = []
     named = []
@@ -38,7 +38,7 @@ def build_strategies(
                 "auto",
                 up,
                 UpscalePolicy(settings.upscale),
-                skip_reason=auto_rule(model_spec, up.name, fingerprint),
+                skip_reason=auto_rule(model_spec, up.name, fingerprint, upscaler_sha256(up)),
             )
         )
     if not strategies:

@@ -173,7 +173,7 @@ def tune(
         text_queries=config.text_queries,
     )
     from searchcore.training.report import write_report
-    from searchcore.upscale.verdict import auto_rule
+    from searchcore.upscale.verdict import auto_rule, upscaler_sha256
 
     # The upscalers are built (their weights loaded) once; only ``auto``'s skip reason
     # depends on the model being scored.
@@ -188,7 +188,12 @@ def tune(
     for name, (spec, embedder) in variants.items():
         log(f"evaluating {name} ({spec}) on {int(test.sum())} test products")
         strategies = [
-            replace(s, skip_reason=auto_rule(spec, s.upscaler.name, embedder.fingerprint))
+            replace(
+                s,
+                skip_reason=auto_rule(
+                    spec, s.upscaler.name, embedder.fingerprint, upscaler_sha256(s.upscaler)
+                ),
+            )
             if s.policy is not None
             else s
             for s in shared

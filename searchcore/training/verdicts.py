@@ -63,7 +63,13 @@ def upscale_verdict(
             "upscaler": auto.upscaler.name,
             "note": "evaluate with 'never' and the upscaler itself to get a verdict",
         }
-    return paired_verdict(exact, config, ranks, widths, never.name, always.name, auto.upscaler.name)
+    from searchcore.upscale.verdict import upscaler_sha256
+
+    verdict = paired_verdict(
+        exact, config, ranks, widths, never.name, always.name, auto.upscaler.name
+    )
+    sha = upscaler_sha256(auto.upscaler)  # bound to these weights, not only to the name
+    return {**verdict, "upscaler_sha256": sha} if sha else verdict
 
 
 def every_verdict(

@@ -49,24 +49,36 @@ def write_verdict(model_spec: str, verdict: dict[str, Any], fingerprint: str) ->
     return folder / VERDICT_FILE
 
 
-def auto_rule(model_spec: str, upscaler_name: str, fingerprint: str) -> AutoRule | None:
+def auto_rule(
+    model_spec: str, upscaler_name: str, fingerprint: str, upscaler_sha256: str | None = None
+) -> AutoRule | None:
     """What ``auto`` does with this upscaler for this model (weights ``fingerprint``), photo by
     photo: a function of the photo's width that says why not to upscale it (None: upscale).
     None when the model folder has no verdict for this upscaler."""
     v = read_verdict(model_spec)
     if not v or v.get("upscaler") != upscaler_name:
         return None
-    return AutoRule(v, fingerprint)
+    return AutoRule(v, fingerprint, upscaler_sha256)
 
 
 class AutoRule:
     """``rule(width)``: why ``auto`` should not upscale a photo that wide (None: upscale it);
     ``rule.why(width)``: what was measured that makes it upscale one (for the page's text)."""
 
-    def __init__(self, verdict: dict[str, Any], fingerprint: str) -> None:
+    def __init__(
+        self, verdict: dict[str, Any], fingerprint: str, upscaler_sha256: str | None = None
+    ) -> None:
         self.verdict, self.fingerprint = verdict, fingerprint
+        self.upscaler_sha256 = upscaler_sha256
 
     def __call__(self, width: int) -> str | None:
+        measured = self.verdict.get("upscaler_sha256")
+        if measured and self.upscaler_sha256 and measured != self.upscaler_sha256:
+            return (
+                f"upscaling skipped: the model folder's upscaling verdict was measured with "
+                f"other weights of {self.verdict.get('upscaler')}; measure again with "
+                "`searchcore eval --write-verdict`"
+            )
         return _skip(self.verdict, self.fingerprint, width)
 
     def why(self, width: int) -> str:
@@ -116,3 +128,9 @@ def _band(v: dict[str, Any], width: int) -> dict[str, Any] | None:
         if isinstance(band, dict) and band.get("lo", 0) <= width < band.get("hi", 0):
             return band
     return None
+
+
+def upscaler_sha256(upscaler: Any) -> str | None:
+    """The sha256 of an upscaler's weights, where it has one (a verdict is bound to it)."""
+    sha = getattr(getattr(upscaler, "spec", None), "sha256", None)
+    return sha if isinstance(sha, str) else None
