@@ -328,8 +328,13 @@ def _card(kwargs: dict[str, Any], scale: int, meta: dict[str, Any]) -> str:
         ),
         (
             f"- Catalog `{meta['catalog']['path']}`: {meta['catalog']['train']} training "
-            f"photos, {meta['catalog']['val']} validation products; the test products "
-            f"(newest {c['test_fraction']:.0%} by `{c['split_by']}`) never seen."
+            f"photos, {meta['catalog']['val']} validation products; "
+            + (
+                f"the test products (newest {c['test_fraction']:.0%} by `{c['split_by']}`) "
+                "never seen."
+                if c["test_fraction"]
+                else "none held out for testing (it is evaluated on another catalog)."
+            )
         ),
         "",
         "| step | loss | validation exact-product Recall@1 | mean cosine to the product |",
