@@ -51,14 +51,10 @@ def eval_plots(report: dict[str, Any], out: Path, names: list[str]) -> list[Path
         for ax, (cname, series) in zip(
             fig.subplots(1, len(widths), squeeze=False)[0], widths.items(), strict=True
         ):
-            for name, bands in series.items():
-                ax.plot(list(bands), [b.get("R@1") for b in bands.values()], marker="o", label=name)
-            ax.set_ylim(0, 1)
-            ax.set_xlabel("query photo width")
-            ax.set_ylabel("exact-product Recall@1")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-            ax.set_title(f"{cname}: upscaling by photo width")
+            by_band = {
+                n: {w: b.get("R@1") for w, b in bands.items()} for n, bands in series.items()
+            }
+            width_lines(ax, by_band, "exact-product Recall@1", f"{cname}: upscaling by photo width")
         fig.savefig(out / "exact_by_width.png", dpi=110)
         paths.append(out / "exact_by_width.png")
     text = report.get("text", {})
@@ -87,6 +83,20 @@ def eval_plots(report: dict[str, Any], out: Path, names: list[str]) -> list[Path
         fig.savefig(out / "upscaler_quality.png", dpi=110)
         paths.append(out / "upscaler_quality.png")
     return paths
+
+
+def width_lines(
+    ax: Any, series: dict[str, dict[str, float | None]], ylabel: str, title: str
+) -> None:
+    """One line per upscaling strategy: a recall per photo-width band."""
+    for name, bands in series.items():
+        ax.plot(list(bands), list(bands.values()), marker="o", label=name)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("query photo width")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(title)
 
 
 def comparison_plots(variants: dict[str, Any], out: Path, tuned_name: str) -> list[Path]:
@@ -127,15 +137,8 @@ def comparison_plots(variants: dict[str, Any], out: Path, tuned_name: str) -> li
     }
     if bands:
         fig = Figure(figsize=(6, 3.5), layout="constrained")
-        ax = fig.add_subplot()
-        for s, b in bands.items():
-            ax.plot(list(b), list(b.values()), marker="o", label=s)
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("exact-product Recall@10")
-        ax.set_xlabel("shopper photo width")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        ax.set_title("Fine-tuned model: upscaling by query size")
+        title = "Fine-tuned model: upscaling by query size"
+        width_lines(fig.add_subplot(), bands, "exact-product Recall@10", title)
         fig.savefig(out / "shopper_by_width.png", dpi=110)
         paths.append(out / "shopper_by_width.png")
     return paths
