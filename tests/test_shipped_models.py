@@ -137,6 +137,8 @@ def test_the_shipped_upscaling_verdict_is_for_the_shipped_weights() -> None:
 
     verdict = read_verdict("default")
     assert verdict is not None
+    # it is about the shipped upscaler (an evaluation of another one must not be shipped)
+    assert verdict["upscaler"] == load_upscaler_folder(SHIPPED_UPSCALER_DIR)[0].name
     fingerprint = load_embedder("default").fingerprint
     assert verdict["fingerprint"] == fingerprint
     skip = auto_skip_reason("default", verdict["upscaler"], fingerprint)
