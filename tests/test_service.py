@@ -198,3 +198,23 @@ def test_an_index_serves_the_upscaler_it_records(colour_catalog: Path, tmp_path:
     assert any("not found with those weights" in n for n in hits.notes)
     with pytest.raises(UpscaleError, match="not found with those weights"):
         engine.search(image=photo, k=3, upscale="always")  # asked for: a clear error
+
+
+def test_a_damaged_upscaler_record_is_ignored(colour_catalog: Path, tmp_path: Path) -> None:
+    """A manifest's upscaler entry that is not an object, or lacks a text name and sha256, names
+    no upscaler: the index opens and serves with the default one."""
+    from conftest import ColourEmbedder
+
+    from searchcore.build import build_index
+    from searchcore.catalog import load_catalog
+    from searchcore.stores.manifest import UpscalerRecord
+
+    for raw in (None, "x", [], {"name": "a"}, {"name": 1, "sha256": "b"}, {"sha256": None}):
+        assert UpscalerRecord.parse(raw) is None
+    index = tmp_path / "ix"
+    build_index(load_catalog(colour_catalog), ColourEmbedder(), index)
+    manifest = json.loads((index / "manifest.json").read_text())
+    manifest["upscaler"] = {"name": ["not", "text"], "sha256": {}}
+    (index / "manifest.json").write_text(json.dumps(manifest))
+    engine = open_engine(Settings(), index, embedder=ColourEmbedder())
+    assert engine.upscaler is not None and engine.upscaler.name == "sc-compact-x4"
