@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from searchcore.catalog import load_catalog
 from searchcore.cli import main
@@ -487,6 +487,32 @@ def test_an_upscaler_trained_for_retrieval_moves_only_itself(
     assert "frozen" in (tmp_path / "ret" / "README.md").read_text()
     up = build_upscaler(Settings(upscaler=str(tmp_path / "ret")))
     assert up.upscale(Image.new("RGB", (20, 16), "red")).size == (80, 64)
+
+
+def test_retrieval_upscaler_photos_plain_or_as_a_shopper_takes_them() -> None:
+    """A plain copy is the catalog photo only shrunk (eval's x4 conditions), in its own frame;
+    a shopper's copy of the same photo is tilted, cropped and cast; strength 1 blurs it to the
+    recipe's strongest; the shares and the blur are checked."""
+    from searchcore.training.sr_retrieval import RetrievalUpscalerConfig, shopper_photo
+
+    img = Image.fromarray(
+        np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    ).filter(ImageFilter.GaussianBlur(2))
+    config = RetrievalUpscalerConfig(model="default", rotate=8.0, blur=1.0, jpeg=50)
+    clean = degrade(img, Degradation(min_width=24, max_width=24, jpeg=95), np.random.default_rng(1))
+    plain = shopper_photo(img, 24, config, np.random.default_rng(1), strength=0.0, plain=True)
+    assert plain.size == (24, 24)
+    assert np.array_equal(np.asarray(plain), np.asarray(clean))
+    tilted = shopper_photo(img, 24, config, np.random.default_rng(1), strength=0.0)
+    assert np.abs(np.asarray(tilted, float) - np.asarray(clean, float)).mean() > 2
+    blurred = shopper_photo(img, 24, config, np.random.default_rng(1), strength=1.0, plain=True)
+    edges = [
+        np.abs(np.diff(np.asarray(i.convert("L"), float), axis=1)).mean() for i in (plain, blurred)
+    ]
+    assert edges[1] < 0.8 * edges[0]
+    for bad in ({"plain_share": 1.5}, {"blur": -1.0}, {"jpeg": 0}):
+        with pytest.raises(ConfigError):
+            RetrievalUpscalerConfig(model="default", **bad)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------ CLI

@@ -88,49 +88,52 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
         default=None,
         help="retrieval: share of batches whose photos are 3:4 portraits (shop photos' shape)",
     )
+    up.add_argument(
+        "--plain-share",
+        type=float,
+        default=None,
+        help="retrieval: share of batches of plain shrunk copies (not tilted, cropped or cast)",
+    )
+    up.add_argument(
+        "--blur", type=float, default=None, help="retrieval: the strongest blur (sigma, px)"
+    )
+    up.add_argument("--jpeg", type=int, default=None, help="retrieval: the lowest JPEG quality")
     training_options(up)
     return {("train-upscaler", None): cmd_train_upscaler}
 
 
-# flag -> config field, for the knobs both objectives have and those of each
-_SHARED = {
-    "name": "name",
-    "init": "init",
-    "steps": "steps",
-    "batch_size": "batch_size",
-    "lr": "lr",
-    "warmup_steps": "warmup",
-    "val_fraction": "val_fraction",
-    "val_every": "val_every",
-    "val_images": "val_images",
-    "seed": "seed",
-}
-_PIXELS = {
-    "num_feat": "num_feat",
-    "num_conv": "num_conv",
-    "scale": "scale",
-    "patch": "patch",
-    "pool_size": "pool_size",
-    "refresh": "refresh",
-}
-_RETRIEVAL = {
-    "min_width": "min_width",
-    "max_width": "max_width",
-    "pixel_weight": "pixel_weight",
-    "test_fraction": "test_fraction",
-    "split_by": "split_by",
-    "portrait_share": "portrait_share",
-}
+# the config fields each objective takes from the command line (flag = field, but --warmup-steps)
+_SHARED = (
+    "name",
+    "init",
+    "steps",
+    "batch_size",
+    "lr",
+    "warmup",
+    "val_fraction",
+    "val_every",
+    "val_images",
+    "seed",
+)
+_PIXELS = ("num_feat", "num_conv", "scale", "patch", "pool_size", "refresh")
+_RETRIEVAL = (
+    "min_width",
+    "max_width",
+    "blur",
+    "jpeg",
+    "pixel_weight",
+    "test_fraction",
+    "split_by",
+    "portrait_share",
+    "plain_share",
+)
+_FLAG = {"warmup": "warmup_steps"}
 
 
-def _given(args: argparse.Namespace, *tables: dict[str, str]) -> dict[str, object]:
+def _given(args: argparse.Namespace, *tables: tuple[str, ...]) -> dict[str, object]:
     """The config fields the command line set (the others keep the objective's recipe)."""
-    return {
-        field: getattr(args, flag)
-        for table in tables
-        for flag, field in table.items()
-        if getattr(args, flag, None) is not None
-    }
+    given = {field: getattr(args, _FLAG.get(field, field), None) for t in tables for field in t}
+    return {field: value for field, value in given.items() if value is not None}
 
 
 def cmd_train_upscaler(args: argparse.Namespace) -> int:

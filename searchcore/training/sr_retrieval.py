@@ -50,8 +50,11 @@ class RetrievalUpscalerConfig:
     min_width: int = 20  # shopper photo widths trained on
     max_width: int = 60
     blur: float = 0.6  # the strongest blur (sigma) and lowest JPEG quality; each batch draws
-    jpeg: int = 60  # its own between these and a clean photo (blur 0, JPEG 95), see _shopper
+    jpeg: int = 60  # its own between these and a clean photo (blur 0, JPEG 95), see shopper_photo
     portrait_share: float = 0.5  # batches of 3:4 portraits (the shop's own shape restored)
+    # batches of plain shrunk copies, neither tilted, cropped nor cast (a thumbnail or a
+    # screenshot: eval's x4 conditions); 0 on the real catalog's measured recipe
+    plain_share: float = 0.0
     rotate: float = 8.0  # ... tilted, cropped and colour-cast as a shopper's photo is
     crop: float = 0.85
     cast: float = 0.08
@@ -65,8 +68,10 @@ class RetrievalUpscalerConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not 0 <= self.portrait_share <= 1:
-            raise ConfigError("the share of portrait batches must be between 0 and 1")
+        if not (0 <= self.portrait_share <= 1 and 0 <= self.plain_share <= 1):
+            raise ConfigError("the shares of portrait and plain batches must be between 0 and 1")
+        if not (0 <= self.blur <= 10 and 1 <= self.jpeg <= 95):
+            raise ConfigError("the strongest blur must be 0-10 px and the lowest JPEG 1-95")
         if not 8 <= self.min_width <= self.max_width:
             raise ConfigError("shopper widths must satisfy 8 <= min width <= max width")
         if self.steps < 1 or self.batch_size < 2 or self.val_every < 1:
@@ -75,23 +80,25 @@ class RetrievalUpscalerConfig:
             raise ConfigError("the pixel weight must be >= 0 and the temperature > 0")
 
 
-def _shopper(
+def shopper_photo(
     img: Image.Image,
     width: int,
     config: RetrievalUpscalerConfig,
     rng: Any,
     aspect: float = 0.0,
     strength: float = 1.0,
+    plain: bool = False,
 ) -> Any:
     """A shopper's photo of ``img``, ``width`` px wide; ``strength`` in [0, 1] goes from a
     clean small photo (no blur, JPEG 95) to the config's blurriest, most compressed one. Trained
     on full strength only, an upscaler learns to sharpen every photo, and over-sharpens clean
-    small ones (measured on the demo shop: -0.040 Recall@1 on crisp 48 px copies, p < 0.001)."""
+    small ones (measured on the demo shop: -0.040 Recall@1 on crisp 48 px copies, p < 0.001).
+    ``plain``: only shrunk, blurred and compressed, in the catalog photo's own frame."""
     d = Degradation(
         aspect=aspect,
-        rotate=config.rotate,
-        crop=config.crop,
-        cast=config.cast,
+        rotate=0.0 if plain else config.rotate,
+        crop=1.0 if plain else config.crop,
+        cast=0.0 if plain else config.cast,
         min_width=width,
         max_width=width,
         blur=round(strength * config.blur, 3),
@@ -192,9 +199,19 @@ def train_retrieval_upscaler(
     rng = np.random.default_rng(config.seed)
     val_widths = rng.integers(config.min_width, config.max_width + 1, len(val_photos))
     val_strength = rng.random(len(val_photos))
+    val_plain = np.random.default_rng([config.seed, 8]).random(len(val_photos)) < config.plain_share
     val_low = [
-        _shopper(p, int(w), config, np.random.default_rng([config.seed, 9, r]), strength=float(t))
-        for p, w, r, t in zip(val_photos, val_widths, val_rows, val_strength, strict=True)
+        shopper_photo(
+            p,
+            int(w),
+            config,
+            np.random.default_rng([config.seed, 9, r]),
+            strength=float(t),
+            plain=q,
+        )
+        for p, w, r, t, q in zip(
+            val_photos, val_widths, val_rows, val_strength, val_plain, strict=True
+        )
     ]
     never, never_cos = _validate(embedder.embed_images(val_low), val_targets)
     log(
@@ -215,7 +232,9 @@ def train_retrieval_upscaler(
         width = int(rng.integers(config.min_width, config.max_width + 1))
         aspect = 0.75 if rng.random() < config.portrait_share else 0.0
         strength = float(rng.random())
-        low = [_shopper(photos[i], width, config, rng, aspect, strength) for i in pick]
+        # drawn only when asked for, so the measured recipe's random stream is unchanged
+        plain = bool(config.plain_share) and rng.random() < config.plain_share
+        low = [shopper_photo(photos[i], width, config, rng, aspect, strength, plain) for i in pick]
         size = low[0].size
         low = [im if im.size == size else im.resize(size, Image.Resampling.BICUBIC) for im in low]
         lq = _tensor(low)
@@ -306,7 +325,13 @@ def _card(kwargs: dict[str, Any], scale: int, meta: dict[str, Any]) -> str:
         (
             f"Shopper-sized copies of catalog photos ({c['min_width']}-{c['max_width']} px wide, "
             f"tilted up to {c['rotate']} degrees, {c['crop']:.0%} crops, colour cast "
-            f"{c['cast']}, from clean to blur {c['blur']} and JPEG {c['jpeg']}) are upscaled "
+            f"{c['cast']}, from clean to blur {c['blur']} and JPEG {c['jpeg']}"
+            + (
+                f"; {c['plain_share']:.0%} of batches plain shrunk copies, untilted and uncropped"
+                if c.get("plain_share")
+                else ""
+            )
+            + ") are upscaled "
             "and embedded by the **frozen** "
             f"embedder `{e['spec']}` (weights fingerprint `{e['fingerprint'][:16]}...`); the loss "
             f"pulls each onto its own product's catalog-photo embedding (InfoNCE at temperature "
