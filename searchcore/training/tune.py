@@ -117,7 +117,7 @@ def tune(
 
     model_dir = out / "model"
     t0 = time.perf_counter()
-    if _finished(model_dir, catalog, ft):
+    if _trained(model_dir, catalog, ft) is not None:
         log(f"{model_dir} is already trained with this catalog and configuration: reusing it")
         timings["finetune_s"] = json.loads((model_dir / TRAINING_FILE).read_text("utf-8"))[
             "seconds"
@@ -249,15 +249,27 @@ def tune(
     return summary
 
 
-def _finished(model_dir: Path, catalog: Catalog, ft: FinetuneConfig) -> bool:
-    path = model_dir / TRAINING_FILE
+def _trained(
+    folder: Path, catalog: Catalog, config: Any, embedder: str | None = None
+) -> dict[str, Any] | None:
+    """``folder``'s training record when it was trained on this catalog with this
+    configuration (the device aside) and, when given, for the ``embedder`` of this weights
+    fingerprint; else None (train it)."""
+    path = folder / TRAINING_FILE
     if not path.is_file():
-        return False
+        return None
     meta = json.loads(path.read_text(encoding="utf-8"))
-    same_config = {k: v for k, v in meta.get("config", {}).items() if k != "device"} == {
-        k: v for k, v in json.loads(json.dumps(asdict(ft))).items() if k != "device"
-    }
-    return meta.get("catalog", {}).get("sha256") == catalog.sha256 and same_config
+
+    def plain(c: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in c.items() if k != "device"}
+
+    same = (
+        meta.get("catalog", {}).get("sha256") == catalog.sha256
+        and plain(meta.get("config", {}))
+        == plain(json.loads(json.dumps(asdict(config), default=str)))
+        and (embedder is None or meta.get("embedder", {}).get("fingerprint") == embedder)
+    )
+    return meta if same else None
 
 
 def _train_upscaler(
@@ -282,19 +294,10 @@ def _train_upscaler(
         test_fraction=ft.test_fraction,
         split_by=ft.split_by,
     )
-    path = folder / TRAINING_FILE
-    if path.is_file():
-        meta = json.loads(path.read_text("utf-8"))
-        same = (
-            meta.get("catalog", {}).get("sha256") == catalog.sha256
-            and meta.get("embedder", {}).get("fingerprint") == fingerprint
-            and meta.get("config") == json.loads(json.dumps(asdict(cfg), default=str))
-        )
-        if same:
-            log(
-                f"{folder} is already trained for this model, catalog and configuration: reusing it"
-            )
-            return float(meta["seconds"])
+    meta = _trained(folder, catalog, cfg, embedder=fingerprint)
+    if meta is not None:
+        log(f"{folder} is already trained for this model, catalog and configuration: reusing it")
+        return float(meta["seconds"])
     log(f"training an upscaler for the fine-tuned model ({cfg.steps} steps) into {folder}")
     result = train_retrieval_upscaler(catalog, folder, cfg, say=log, command=command)
     log(f"upscaler training: {result.seconds / 60:.1f} min")
