@@ -40,7 +40,7 @@ fi
 # The shop owner's one command: split, fine-tune, index build, evaluation, report.
 "$python" -m searchcore tune --catalog "$catalog" "${map[@]}" "${common[@]}" \
     --base default --out "$out/main" --epochs 12 --lr 5e-4 --image-image-weight 1 --attr-weight 3 \
-    --upscalers never,bicubic,default,realesr-general-x4v3,auto --upscaler-weights "$weights" \
+    --upscalers never,bicubic,psnr,realesr-general-x4v3,auto --upscaler-weights "$weights" \
     --text-queries benchmarks/text_queries/fashion.json --baselines pixels:30x40,base \
     --similar-attrs masterCategory,category,colour,gender "${compare[@]}"
 echo "report: $out/main/report.md (plots beside it); model: $out/main/model; index: $out/main/index"

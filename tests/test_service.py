@@ -208,6 +208,7 @@ def test_a_damaged_upscaler_record_is_ignored(colour_catalog: Path, tmp_path: Pa
     from searchcore.build import build_index
     from searchcore.catalog import load_catalog
     from searchcore.stores.manifest import UpscalerRecord
+    from searchcore.upscale import SHIPPED_UPSCALER_DIR, load_upscaler_folder
 
     for raw in (None, "x", [], {"name": "a"}, {"name": 1, "sha256": "b"}, {"sha256": None}):
         assert UpscalerRecord.parse(raw) is None
@@ -217,4 +218,5 @@ def test_a_damaged_upscaler_record_is_ignored(colour_catalog: Path, tmp_path: Pa
     manifest["upscaler"] = {"name": ["not", "text"], "sha256": {}}
     (index / "manifest.json").write_text(json.dumps(manifest))
     engine = open_engine(Settings(), index, embedder=ColourEmbedder())
-    assert engine.upscaler is not None and engine.upscaler.name == "sc-compact-x4"
+    shipped = load_upscaler_folder(SHIPPED_UPSCALER_DIR)[0].name
+    assert engine.upscaler is not None and engine.upscaler.name == shipped

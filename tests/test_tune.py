@@ -18,8 +18,10 @@ from searchcore.errors import ConfigError
 from searchcore.training import metrics
 from searchcore.training.data import held_out_mask
 from searchcore.training.evaluate import EvalConfig, Strategy, evaluate
+from searchcore.upscale import SHIPPED_UPSCALER_DIR, load_upscaler_folder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+SHIPPED = load_upscaler_folder(SHIPPED_UPSCALER_DIR)[0].name  # the shipped upscaler's name
 
 
 def test_width_range_shrinks_to_shopper_sizes_whatever_the_photo() -> None:
@@ -263,7 +265,7 @@ def test_tune_runs_the_whole_loop(
         "colour P@10",
         "title R@10",
         "shopper R@10 [never]",
-        "shopper R@10 [sc-compact-x4]",
+        f"shopper R@10 [{SHIPPED}]",
         "small-blurry R@10 [auto]",
     } <= set(tuned)
     assert "title R@10" not in summary["variants"]["raw pixels"]  # no text tower
@@ -291,7 +293,7 @@ def test_tune_runs_the_whole_loop(
     # the upscaler trained for the fine-tuned model: scored, judged, recorded in the index
     trained = json.loads((out / "upscaler" / "training.json").read_text())
     assert trained["embedder"]["fingerprint"] == load_embedder(str(out / "model")).fingerprint
-    assert {"shopper R@10 [sc-retrieval-x4]", "shopper R@10 [sc-compact-x4]"} <= set(tuned)
+    assert {"shopper R@10 [sc-retrieval-x4]", f"shopper R@10 [{SHIPPED}]"} <= set(tuned)
     verdict = json.loads((out / "model" / "upscale_verdict.json").read_text())
     assert verdict["upscaler"] == "sc-retrieval-x4" and summary["upscaler"] == str(out / "upscaler")
     assert verdict["upscaler_sha256"] == read_manifest(out / "index").upscaler.sha256  # its weights

@@ -437,6 +437,17 @@ def test_build_upscaler_from_settings(spec: up.UpscalerSpec, tiny_pth: Path) -> 
         up.build_upscaler(settings.with_(upscaler="nope"))
 
 
+def test_shipped_upscalers_by_name(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``default`` and ``psnr`` name the project's own folders; a missing ``default`` falls
+    back to the official weights' spec, a missing ``psnr`` is a clear error."""
+    missing = {"default": tmp_path / "a", "psnr": tmp_path / "b"}
+    monkeypatch.setattr(up, "SHIPPED_UPSCALERS", missing)
+    with pytest.raises(ConfigError, match="'psnr' is not shipped"):
+        up.build_upscaler(Settings(upscaler="psnr"))
+    with pytest.raises(WeightsError):  # the fallback's weights: not cached, no download here
+        up.build_upscaler(Settings(upscaler="default", cache_dir=tmp_path / "cache"))
+
+
 # --------------------------------------------------------------------------- policy
 
 

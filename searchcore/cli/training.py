@@ -87,6 +87,9 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
         conditions="shopper photos 20-60 px wide, and small blurry ones",
         query_attrs="gender,colour,category",
         similar_attrs="category,colour,gender",
+        # the shipped "default" is trained for the shipped model; a fine-tuned one gets its
+        # own (--upscaler-steps), scored first, next to the upscaler trained for pixels
+        upscalers="never,bicubic,psnr,auto",
     )
     tn.add_argument("--no-index", action="store_true", help="skip building OUT/index")
     tn.add_argument(
@@ -201,6 +204,7 @@ def _more_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | Non
         conditions="clean, x4, x4-blur, x2-jpeg, shopper",
         query_attrs="colour,pattern,category",
         similar_attrs="category,colour",
+        upscalers="never,bicubic,default,auto",
     )
     ev.add_argument("--quality-images", type=int, default=100)
     ev.add_argument("--no-plots", action="store_true")
@@ -219,13 +223,19 @@ def _more_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | Non
 
 
 def _eval_options(
-    p: argparse.ArgumentParser, *, conditions: str, query_attrs: str, similar_attrs: str
+    p: argparse.ArgumentParser,
+    *,
+    conditions: str,
+    query_attrs: str,
+    similar_attrs: str,
+    upscalers: str,
 ) -> None:
     """What ``eval`` and ``tune`` measure: upscaling strategies, query conditions, attributes."""
     p.add_argument(
         "--upscalers",
-        default="never,bicubic,default,auto",
-        help="never, bicubic, auto, 'default' (the shipped upscaler), a registered "
+        default=upscalers,
+        help="never, bicubic, auto, 'default' (the shipped upscaler, trained to find products "
+        "with the shipped model), 'psnr' (the shipped one trained for pixels), a registered "
         "upscaler name or an upscaler folder; comma-separated",
     )
     p.add_argument(

@@ -26,5 +26,8 @@ def _assets() -> Path:
 ASSETS = _assets()
 MODELS = ASSETS / "models"
 DEFAULT_MODEL_DIR = MODELS / "clip-default"
-SHIPPED_UPSCALER_DIR = MODELS / "upscaler-default"
+SHIPPED_UPSCALER_DIR = MODELS / "upscaler-default"  # trained to find products with clip-default
+# the project's PSNR-trained compact upscaler: where retrieval upscalers start, and the
+# "trained for pixels" side of every upscaler comparison (``--upscaler psnr``)
+PSNR_UPSCALER_DIR = MODELS / "upscaler-psnr"
 EXAMPLES = ASSETS / "examples"

@@ -40,9 +40,9 @@ from searchcore.training.data import load_photos, split_masks
 class RetrievalUpscalerConfig:
     model: str  # the frozen embedder (a model spec), the one the index serves
     name: str = "sc-retrieval-x4"
-    init: Path | None = None  # weights to start from (the shipped upscaler by default)
+    init: Path | None = None  # weights to start from (default: the PSNR-trained "psnr")
     # the recipe measured on the real catalog (README, "Upscaling for retrieval"): 1,000 steps
-    # from the shipped upscaler, 19 min on 2 CPU cores for a ResNet-18 embedder at 96 px
+    # from the PSNR-trained upscaler, 19 min on 2 CPU cores for a ResNet-18 embedder at 96 px
     steps: int = 1000
     batch_size: int = 24
     lr: float = 2e-4
@@ -162,7 +162,7 @@ def train_retrieval_upscaler(
         save_upscaler,
         srvgg_spec,
     )
-    from searchcore.upscale import SHIPPED_UPSCALER_DIR, build_network, load_state_dict
+    from searchcore.upscale import PSNR_UPSCALER_DIR, build_network, load_state_dict
 
     log = say or (lambda _m: None)
     started = time.perf_counter()
@@ -171,7 +171,7 @@ def train_retrieval_upscaler(
     if not hasattr(embedder, "model"):
         raise ConfigError(f"{config.model} is not a CLIP model: there is no embedder to train for")
     frozen = FrozenEmbedder(embedder)
-    init = config.init or (SHIPPED_UPSCALER_DIR / "model.safetensors")
+    init = config.init or (PSNR_UPSCALER_DIR / "model.safetensors")
     state = load_state_dict(init)
     kwargs = infer_srvgg_kwargs(state)
     scale = kwargs.pop("scale")

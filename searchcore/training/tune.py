@@ -67,7 +67,7 @@ class TuneConfig:
     baselines: tuple[str, ...] = ("pixels", "base")  # "base": the starting model, untrained
     wise: tuple[float, ...] = (0.5,)  # theta = (1 - a) * base + a * fine-tuned
     compare: tuple[str, ...] = ()  # further model folders, e.g. a from-scratch run
-    upscalers: tuple[str, ...] = ("never", "bicubic", "default", "auto")
+    upscalers: tuple[str, ...] = ("never", "bicubic", "psnr", "auto")
     conditions: tuple[tuple[str, Degradation], ...] = SHOPPER_CONDITIONS
     query_attrs: tuple[str, ...] = ("gender", "colour", "category")
     similar_attrs: tuple[str, ...] = ("category", "colour", "gender")

@@ -18,7 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from searchcore.config import Settings
-from searchcore.demo.assets import SHIPPED_UPSCALER_DIR
+from searchcore.demo.assets import PSNR_UPSCALER_DIR, SHIPPED_UPSCALER_DIR
+from searchcore.errors import ConfigError
 from searchcore.upscale.network import (
     BicubicUpscaler,
     RealESRGANUpscaler,
@@ -44,6 +45,8 @@ from searchcore.upscale.weights import (
 __all__ = [
     "FALLBACK_UPSCALER",
     "FOLDER_CONFIG",
+    "PSNR_UPSCALER_DIR",
+    "SHIPPED_UPSCALERS",
     "SHIPPED_UPSCALER_DIR",
     "UPSCALERS",
     "BicubicUpscaler",
@@ -64,20 +67,30 @@ __all__ = [
 ]
 
 
+# the project's own upscalers by name: folders shipped with it
+SHIPPED_UPSCALERS = {"default": SHIPPED_UPSCALER_DIR, "psnr": PSNR_UPSCALER_DIR}
+
+
 def build_upscaler(settings: Settings) -> RealESRGANUpscaler:
     """The configured Real-ESRGAN upscaler: weights are found now, the network on first use.
 
-    ``settings.upscaler`` is ``default`` or None (the project's trained compact model in
-    ``assets/models/upscaler-default`` when present, else ``realesr-general-x4v3``), a name
-    from :data:`UPSCALERS`, or a trained upscaler folder.
+    ``settings.upscaler`` is ``default`` or None (the project's compact upscaler trained to find
+    products, ``assets/models/upscaler-default``, when present, else ``realesr-general-x4v3``),
+    ``psnr`` (the project's compact upscaler trained for pixels), a name from
+    :data:`UPSCALERS`, or a trained upscaler folder.
     """
     name = settings.upscaler or "default"
     folder = None
-    if name == "default":
-        if (SHIPPED_UPSCALER_DIR / FOLDER_CONFIG).is_file() and settings.upscaler_weights is None:
-            folder = SHIPPED_UPSCALER_DIR
-        else:
+    if name in SHIPPED_UPSCALERS:
+        shipped = SHIPPED_UPSCALERS[name]
+        # weights given with "default" are the official fallback's (realesr-general-x4v3)
+        fallback = name == "default" and settings.upscaler_weights is not None
+        if (shipped / FOLDER_CONFIG).is_file() and not fallback:
+            folder = shipped
+        elif name == "default":
             name = FALLBACK_UPSCALER
+        else:
+            raise ConfigError(f"upscaler {name!r} is not shipped with this install ({shipped})")
     elif (Path(name) / FOLDER_CONFIG).is_file():
         folder = Path(name)
     if folder is not None:
