@@ -17,17 +17,14 @@ import argparse
 import sys
 from pathlib import Path
 
+import _common as C
 import numpy as np
 
 from searchcore.catalog import load_catalog
-from searchcore.degrade import degrade, parse_condition
+from searchcore.degrade import degrade
 from searchcore.embed import load_embedder
 from searchcore.training.data import load_photos, split_masks
-
-CONDITION = (
-    "portrait-60x80:aspect=0.75,rotate=5,crop=0.9,cast=0.05,min_width=60,max_width=60,"
-    "blur=0.5,jpeg=75"
-)
+from searchcore.training.tune import SHOPPER_CONDITIONS
 
 
 def foreground_histogram(img) -> np.ndarray:
@@ -88,19 +85,14 @@ def fit_and_score(x, y, train, tests, l2=1e-2):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")
-    ap.add_argument("--shared", type=Path, default=Path("../shared"))
+    ap.add_argument("--shared", type=Path, default=C.SHARED)
     ap.add_argument("--column", default="colour")
     args = ap.parse_args()
-    csv = args.shared / "data" / "fashion-224" / "metadata.csv"
-    if not csv.is_file():
-        print(f"needs {csv} (../shared is not checked out)", file=sys.stderr)
+    csv, why = C.shared_catalog(args.shared)
+    if csv is None:
+        print(f"needs the shared catalog: {why}", file=sys.stderr)
         return 2
-    mapping = (
-        ("title", "productDisplayName"),
-        ("category", "subCategory"),
-        ("colour", "baseColour"),
-    )
-    catalog = load_catalog(csv, mapping)
+    catalog = load_catalog(csv, C.SHARED_COLUMN_MAP)
     val, test = split_masks(catalog.df, 0, 0.1, 0.2, "id")
     rows, photos, _ = load_photos(catalog, list(range(len(catalog))))
     rows = np.asarray(rows)
@@ -109,7 +101,7 @@ def main() -> int:
     classes = {c: i for i, c in enumerate(sorted({labels[i] for i in train if labels[i]}))}
     y = np.array([classes.get(v, -1) for v in labels])
     tst, vl = np.flatnonzero(test[rows]), np.flatnonzero(val[rows])
-    _, cond = parse_condition(CONDITION)
+    cond = dict(SHOPPER_CONDITIONS)["portrait-60x80"]  # tune's headline condition
     shop = [degrade(photos[i], cond, np.random.default_rng([0, 7, int(rows[i])])) for i in tst]
     embedder = load_embedder(args.model)
     emb, emb_shop = embedder.embed_images(photos), embedder.embed_images(shop)

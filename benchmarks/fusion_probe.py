@@ -15,18 +15,16 @@ import argparse
 import sys
 from pathlib import Path
 
+import _common as C
 import numpy as np
 
 from searchcore.catalog import load_catalog
-from searchcore.degrade import degrade, parse_condition
+from searchcore.degrade import degrade
 from searchcore.embed import load_embedder
 from searchcore.embed.pixels import PixelEmbedder
 from searchcore.training.data import load_photos, split_masks
+from searchcore.training.tune import SHOPPER_CONDITIONS
 
-CONDITION = (
-    "portrait-60x80:aspect=0.75,rotate=5,crop=0.9,cast=0.05,min_width=60,max_width=60,"
-    "blur=0.5,jpeg=75"
-)
 COLUMNS = ("masterCategory", "category", "colour", "gender")
 
 
@@ -45,22 +43,17 @@ def histogram(images: list) -> np.ndarray:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")
-    ap.add_argument("--shared", type=Path, default=Path("../shared"))
+    ap.add_argument("--shared", type=Path, default=C.SHARED)
     args = ap.parse_args()
-    csv = args.shared / "data" / "fashion-224" / "metadata.csv"
-    if not csv.is_file():
-        print(f"needs {csv} (../shared is not checked out)", file=sys.stderr)
+    csv, why = C.shared_catalog(args.shared)
+    if csv is None:
+        print(f"needs the shared catalog: {why}", file=sys.stderr)
         return 2
-    mapping = (
-        ("title", "productDisplayName"),
-        ("category", "subCategory"),
-        ("colour", "baseColour"),
-    )
-    catalog = load_catalog(csv, mapping)
+    catalog = load_catalog(csv, C.SHARED_COLUMN_MAP)
     _, test = split_masks(catalog.df, 0, 0.1, 0.2, "id")
     rows, photos, _ = load_photos(catalog, [i for i, t in enumerate(test) if t])
     pick = np.random.default_rng(0).choice(len(rows), 1000, replace=False)
-    _, cond = parse_condition(CONDITION)
+    cond = dict(SHOPPER_CONDITIONS)["portrait-60x80"]  # tune's headline condition
     queries = [degrade(photos[i], cond, np.random.default_rng([0, int(i)])) for i in pick]
     labels = {c: catalog.df[c].to_numpy()[rows] for c in COLUMNS}
 
