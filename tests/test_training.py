@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY_CLIP_CONFIG
 from PIL import Image, ImageFilter
 
 from searchcore.catalog import load_catalog
@@ -361,6 +362,61 @@ def test_finetune_is_deterministic_and_locks_towers(
     assert not np.array_equal(
         sc["token_embedding.weight"].numpy(), s0["token_embedding.weight"].numpy()
     )
+
+
+def test_finetune_low_resolution_epochs_then_the_models_size(
+    demo_shop: Path, tiny_clip: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Progressive resizing: the first epochs train on smaller views, the rest (and every
+    validation) at the model's own size; a ViT, whose positions are fixed, is refused."""
+    from searchcore.embed import register_architecture
+    from searchcore.training import finetune as ft
+
+    conv = register_architecture(
+        {
+            "embed_dim": 16,
+            "vision_cfg": {
+                "timm_model_name": "resnet18",
+                "timm_model_pretrained": False,
+                "timm_pool": "avg",
+                "timm_proj": "linear",
+                "image_size": 48,
+            },
+            "text_cfg": TINY_CLIP_CONFIG["text_cfg"],
+        },
+        name="test-tiny-resnet",
+    )
+    seen: list[tuple[bool, int]] = []  # (training?, side) of every batch the image tower saw
+    load = ft.load_base
+
+    def spying_load_base(*args: object, **kwargs: object) -> object:
+        embedder, cfg = load(*args, **kwargs)
+        embedder.model.visual.register_forward_pre_hook(
+            lambda mod, inp: seen.append((mod.training, int(inp[0].shape[-1])))
+        )
+        return embedder, cfg
+
+    monkeypatch.setattr(ft, "load_base", spying_load_base)
+    catalog = load_catalog(demo_shop)
+    config = ft.FinetuneConfig(
+        base="random:" + conv,
+        epochs=2,
+        batch_size=16,
+        val_fraction=0.3,
+        val_max_queries=4,
+        low_res_epochs=1,
+        low_res=24,
+        half=False,
+    )
+    result = ft.finetune(catalog, tmp_path / "m", config)
+    assert [e["px"] for e in result.history] == [24, 48]
+    trained = [side for training, side in seen if training]
+    assert trained and trained[0] == 24 and trained[-1] == 48
+    assert {side for training, side in seen if not training} == {48}
+    with pytest.raises(ConfigError, match="convolutional image tower"):
+        ft.finetune(catalog, tmp_path / "v", ft.FinetuneConfig(base=tiny_clip, low_res_epochs=1))
+    with pytest.raises(ConfigError, match="low-resolution"):
+        ft.FinetuneConfig(low_res=8)
 
 
 # ------------------------------------------------------------------------------ upscaler

@@ -174,6 +174,13 @@ def _finetune_options(ft: argparse.ArgumentParser) -> None:
     )
     ft.add_argument("--val-max-queries", type=int, default=300)
     ft.add_argument("--patience", type=int, default=3, help="epochs without improvement")
+    ft.add_argument(
+        "--low-res-epochs",
+        type=int,
+        default=0,
+        help="train the first N epochs at --low-res px (convolutional towers; ~2x faster each)",
+    )
+    ft.add_argument("--low-res", type=int, default=64, help="size of the low-resolution epochs")
     ft.add_argument("--max-steps", type=int, default=None)
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--fp32", action="store_true", help="store fp32 weights (default fp16)")
@@ -306,6 +313,8 @@ def _finetune_config(args: argparse.Namespace, settings: Any) -> Any:
         val_fraction=args.val_fraction,
         val_max_queries=args.val_max_queries,
         patience=args.patience,
+        low_res_epochs=args.low_res_epochs,
+        low_res=args.low_res,
         max_steps=args.max_steps,
         seed=args.seed,
         device=args.device,
