@@ -41,10 +41,11 @@ if [ -z "${MAIN_ONLY:-}" ]; then
              --compare "fine-tuned, attribute weight 1, 8 epochs=$out/ablation")
 fi
 # The shop owner's one command: split, fine-tune, train an upscaler, index build, evaluation,
-# report. Twelve epochs, the first six at 64 px (progressive resizing: about half the cost
-# each), keep fine-tuning plus evaluation within an hour on two plain CPU cores.
+# report. Twelve epochs, the first six at 64 px (progressive resizing), the last six with the
+# stem and first stage frozen (FreezeOut), keep fine-tuning plus evaluation within an hour on
+# two plain CPU cores.
 "$python" -m searchcore tune --catalog "$catalog" "${map[@]}" "${common[@]}" \
-    --base default --out "$out/main" --epochs 12 --low-res-epochs 6 --lr 5e-4 \
+    --base default --out "$out/main" --epochs 12 --low-res-epochs 6 --freeze-groups 3 --lr 5e-4 \
     --image-image-weight 1 --attr-weight 3 --upscalers "$upscalers" --upscaler-weights "$weights" \
     --text-queries benchmarks/text_queries/fashion.json --baselines pixels:30x40,base \
     --similar-attrs masterCategory,category,colour,gender "${compare[@]}"

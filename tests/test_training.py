@@ -368,7 +368,10 @@ def test_finetune_low_resolution_epochs_then_the_models_size(
     demo_shop: Path, tiny_clip: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Progressive resizing: the first epochs train on smaller views, the rest (and every
-    validation) at the model's own size; a ViT, whose positions are fixed, is refused."""
+    validation) at the model's own size with the first layer groups frozen from then on; a
+    ViT, whose positions are fixed, is refused."""
+    import torch
+
     from searchcore.embed import register_architecture
     from searchcore.training import finetune as ft
 
@@ -387,13 +390,17 @@ def test_finetune_low_resolution_epochs_then_the_models_size(
         name="test-tiny-resnet",
     )
     seen: list[tuple[bool, int]] = []  # (training?, side) of every batch the image tower saw
+    states: list[dict[str, torch.Tensor]] = []  # the trunk's weights before each training step
     load = ft.load_base
+
+    def spy(mod: torch.nn.Module, inp: tuple[torch.Tensor, ...]) -> None:
+        seen.append((mod.training, int(inp[0].shape[-1])))
+        if mod.training:
+            states.append({k: v.detach().clone() for k, v in mod.trunk.state_dict().items()})
 
     def spying_load_base(*args: object, **kwargs: object) -> object:
         embedder, cfg = load(*args, **kwargs)
-        embedder.model.visual.register_forward_pre_hook(
-            lambda mod, inp: seen.append((mod.training, int(inp[0].shape[-1])))
-        )
+        embedder.model.visual.register_forward_pre_hook(spy)
         return embedder, cfg
 
     monkeypatch.setattr(ft, "load_base", spying_load_base)
@@ -401,19 +408,25 @@ def test_finetune_low_resolution_epochs_then_the_models_size(
     config = ft.FinetuneConfig(
         base="random:" + conv,
         epochs=2,
-        batch_size=16,
+        batch_size=8,
         val_fraction=0.3,
         val_max_queries=4,
         low_res_epochs=1,
         low_res=24,
+        freeze_groups=3,
         half=False,
     )
     result = ft.finetune(catalog, tmp_path / "m", config)
     assert [e["px"] for e in result.history] == [24, 48]
     trained = [side for training, side in seen if training]
-    assert trained and trained[0] == 24 and trained[-1] == 48
+    assert len(trained) == 6 and trained == [24] * 3 + [48] * 3
     assert {side for training, side in seen if not training} == {48}
-    with pytest.raises(ConfigError, match="convolutional image tower"):
+    # the stem and layer1 trained at low resolution, then froze; the blocks above kept training
+    start, full, last = states[0], states[3], states[5]
+    for name in ("conv1.weight", "layer1.1.conv2.weight"):
+        assert not torch.equal(start[name], full[name]) and torch.equal(full[name], last[name])
+    assert not torch.equal(full["layer2.0.conv1.weight"], last["layer2.0.conv1.weight"])
+    with pytest.raises(ConfigError, match="convolutional"):
         ft.finetune(catalog, tmp_path / "v", ft.FinetuneConfig(base=tiny_clip, low_res_epochs=1))
     with pytest.raises(ConfigError, match="low-resolution"):
         ft.FinetuneConfig(low_res=8)

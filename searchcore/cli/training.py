@@ -181,6 +181,13 @@ def _finetune_options(ft: argparse.ArgumentParser) -> None:
         help="train the first N epochs at --low-res px (convolutional towers; ~2x faster each)",
     )
     ft.add_argument("--low-res", type=int, default=64, help="size of the low-resolution epochs")
+    ft.add_argument(
+        "--freeze-groups",
+        type=int,
+        default=0,
+        help="from the first full-size epoch, freeze the image tower's first N layer groups "
+        "(timm's: stem, then blocks; 3 = a ResNet's stem and layer1)",
+    )
     ft.add_argument("--max-steps", type=int, default=None)
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--fp32", action="store_true", help="store fp32 weights (default fp16)")
@@ -315,6 +322,7 @@ def _finetune_config(args: argparse.Namespace, settings: Any) -> Any:
         patience=args.patience,
         low_res_epochs=args.low_res_epochs,
         low_res=args.low_res,
+        freeze_groups=args.freeze_groups,
         max_steps=args.max_steps,
         seed=args.seed,
         device=args.device,

@@ -1,4 +1,5 @@
-"""Small pieces both trainers share: seeding, the learning-rate schedule, the hardware line."""
+"""Small pieces the trainers share: seeding, the learning-rate schedule, the hardware line, the
+image tower's kind and its layer groups."""
 
 from __future__ import annotations
 
@@ -65,3 +66,28 @@ def hardware(device: str) -> str:
 
 def count_params(module: Any, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def is_conv_tower(visual: Any) -> bool:
+    """Whether ``visual`` is a timm tower (the project's ResNets): channels-last, any input size,
+    layer groups to freeze."""
+    from open_clip.timm_model import TimmModel
+
+    return isinstance(visual, TimmModel)
+
+
+def freeze_first_groups(visual: Any, n: int) -> int:
+    """Stop training the first ``n`` layer groups of a timm image tower (timm's grouping: the
+    stem, then each block); returns how many parameters stopped. Their gradients are no longer
+    computed, so the backward pass ends above them."""
+    from timm.models import group_parameters
+
+    trunk = visual.trunk
+    groups = group_parameters(trunk, trunk.group_matcher())
+    stopped = 0
+    for gid in sorted(groups)[:n]:
+        for name in groups[gid]:
+            param = trunk.get_parameter(name)
+            param.requires_grad_(False)
+            stopped += param.numel()
+    return stopped

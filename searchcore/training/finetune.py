@@ -41,7 +41,9 @@ from searchcore.training.batches import Batches
 from searchcore.training.common import (
     autocast_dtype,
     count_params,
+    freeze_first_groups,
     hardware,
+    is_conv_tower,
     lr_at,
     seed_everything,
 )
@@ -84,12 +86,14 @@ class FinetuneConfig:
     val_fraction: float = 0.1
     val_max_queries: int = 300
     patience: int = 3
-    # Progressive resizing (as fast.ai's and EfficientNetV2's): the first ``low_res_epochs``
-    # epochs see both views shrunk to ``low_res`` px, the rest the model's own size, where the
-    # model is then validated, selected and served. A ResNet-18 step at 64 px costs about half
-    # of one at 96 px; convolutional image towers only (a ViT's positions are fixed).
+    # Progressive resizing (fast.ai, EfficientNetV2): the first ``low_res_epochs`` epochs see
+    # both views shrunk to ``low_res`` px (a ResNet-18 step at 64 px costs half of one at 96),
+    # the rest (and every validation) the model's own size; timm (conv) towers only. From then
+    # on the tower's first ``freeze_groups`` layer groups (timm's: stem, then blocks) stop, as
+    # in FreezeOut (Brock et al. 2017): 3 groups (a ResNet's stem, layer1) are a third of a step.
     low_res_epochs: int = 0
     low_res: int = 64
+    freeze_groups: int = 0
     max_steps: int | None = None  # stop early after this many steps (smoke tests)
     precision: str = "auto"  # towers run in bf16 autocast where the hardware has it
     seed: int = 0
@@ -112,8 +116,8 @@ class FinetuneConfig:
             raise ConfigError("the validation and test fractions must be in [0, 1)")
         if self.attr_weight < 0 or not 1.0 <= self.shopper_max_down <= 32.0:
             raise ConfigError("the attribute loss weight must be >= 0 and shopper_max_down 1-32")
-        if self.low_res_epochs < 0 or not 16 <= self.low_res <= 1024:
-            raise ConfigError("low-resolution epochs must be >= 0 and their size 16-1024 px")
+        if self.low_res_epochs < 0 or self.freeze_groups < 0 or not 16 <= self.low_res <= 1024:
+            raise ConfigError("low-resolution epochs and frozen groups >= 0, low-res 16-1024 px")
 
 
 @dataclass
@@ -284,13 +288,13 @@ def finetune(
     model = embedder.model
     _freeze(model, config)
     amp = autocast_dtype(config.precision, device)
-    conv = _is_conv_tower(model.visual)
+    conv = is_conv_tower(model.visual)
     if conv:  # oneDNN's fast convolution kernels want NHWC
         model.visual.to(memory_format=torch.channels_last)
-    elif config.low_res_epochs:
+    elif config.low_res_epochs or config.freeze_groups:
         raise ConfigError(
-            "low-resolution epochs need a convolutional image tower: "
-            f"{config.base}'s takes {embedder.image_size} px only"
+            "low-resolution epochs and frozen layer groups need a convolutional (timm) image "
+            f"tower: {config.base}'s takes {embedder.image_size} px only"
         )
 
     df = catalog.df
@@ -347,6 +351,9 @@ def finetune(
             order = np.random.default_rng([config.seed, epoch]).permutation(len(rows))
             losses = []
             small = epoch < config.low_res_epochs and config.low_res < embedder.image_size
+            if epoch == config.low_res_epochs and config.freeze_groups:
+                n = freeze_first_groups(model.visual, config.freeze_groups)
+                log(f"from epoch {epoch + 1}: {n:,} parameters of the first layer groups frozen")
             for clean, shop, tokens, idx in data.epoch(order, batch, config.seed, epoch):
                 for group in opt.param_groups:
                     group["lr"] = lr_at(step, total, config.warmup_steps, config.lr)
@@ -476,12 +483,6 @@ def finetune(
     write_json_atomic(folder / TRAINING_FILE, meta)
     (folder / "README.md").write_text(clip_card(model_cfg, meta), encoding="utf-8")
     return FinetuneResult(folder, step, seconds, best[1], history, meta["val"])
-
-
-def _is_conv_tower(visual: Any) -> bool:
-    from open_clip.timm_model import TimmModel
-
-    return isinstance(visual, TimmModel)
 
 
 def _copy_state(model: Any) -> dict[str, Any]:
