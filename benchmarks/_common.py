@@ -99,6 +99,17 @@ def shared_catalog(shared: Path) -> tuple[Path | None, str]:
     return None, f"{path} is absent (no ../shared on this machine)"
 
 
+def load_shared_catalog(shared: Path) -> Any:
+    """The shared catalog loaded with its column map, or None after saying why it is absent."""
+    from searchcore.catalog import load_catalog
+
+    csv, why = shared_catalog(shared)
+    if csv is None:
+        print(f"needs the shared catalog: {why}", file=sys.stderr)
+        return None
+    return load_catalog(csv, SHARED_COLUMN_MAP)
+
+
 def upscaler_weights(shared: Path, name: str, given: Path | None) -> tuple[Path | None, str]:
     """Weights for upscaler ``name``: the flag, else ../shared's copy, else None (the cache)."""
     if given is not None:

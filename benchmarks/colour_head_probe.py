@@ -14,13 +14,11 @@ copies of them (``portrait-60x80``), and on the validation products (random, sam
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import _common as C
 import numpy as np
 
-from searchcore.catalog import load_catalog
 from searchcore.degrade import degrade
 from searchcore.embed import load_embedder
 from searchcore.training.data import load_photos, split_masks
@@ -88,11 +86,9 @@ def main() -> int:
     ap.add_argument("--shared", type=Path, default=C.SHARED)
     ap.add_argument("--column", default="colour")
     args = ap.parse_args()
-    csv, why = C.shared_catalog(args.shared)
-    if csv is None:
-        print(f"needs the shared catalog: {why}", file=sys.stderr)
+    catalog = C.load_shared_catalog(args.shared)
+    if catalog is None:
         return 2
-    catalog = load_catalog(csv, C.SHARED_COLUMN_MAP)
     val, test = split_masks(catalog.df, 0, 0.1, 0.2, "id")
     rows, photos, _ = load_photos(catalog, list(range(len(catalog))))
     rows = np.asarray(rows)

@@ -12,13 +12,11 @@ learned embedding with them (each part L2-normalised, then weighted).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import _common as C
 import numpy as np
 
-from searchcore.catalog import load_catalog
 from searchcore.degrade import degrade
 from searchcore.embed import load_embedder
 from searchcore.embed.pixels import PixelEmbedder
@@ -45,11 +43,9 @@ def main() -> int:
     ap.add_argument("model")
     ap.add_argument("--shared", type=Path, default=C.SHARED)
     args = ap.parse_args()
-    csv, why = C.shared_catalog(args.shared)
-    if csv is None:
-        print(f"needs the shared catalog: {why}", file=sys.stderr)
+    catalog = C.load_shared_catalog(args.shared)
+    if catalog is None:
         return 2
-    catalog = load_catalog(csv, C.SHARED_COLUMN_MAP)
     _, test = split_masks(catalog.df, 0, 0.1, 0.2, "id")
     rows, photos, _ = load_photos(catalog, [i for i, t in enumerate(test) if t])
     pick = np.random.default_rng(0).choice(len(rows), 1000, replace=False)
