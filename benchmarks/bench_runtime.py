@@ -175,14 +175,15 @@ def targets(models: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                     C.verdict(index_ratio, 2.0, True),
                 )
             elif threads == "1":
-                ratio = s["onnx"]["image_ms"]["p50"] / s["torch"]["image_ms"]["p50"]
-                add(
-                    f"{name} embed stage, ONNX fp32 / torch",
-                    setting,
-                    round(ratio, 3),
-                    "<= 0.6x",
-                    C.verdict(ratio, 0.6, False),
-                )
+                for runtime, label in (("onnx", "fp32"), ("onnx-int8", "int8")):
+                    ratio = s[runtime]["image_ms"]["p50"] / s["torch"]["image_ms"]["p50"]
+                    add(
+                        f"{name} embed stage, ONNX {label} / torch",
+                        setting,
+                        round(ratio, 3),
+                        "<= 0.6x",
+                        C.verdict(ratio, 0.6, False),
+                    )
         cos = m["export"]["variants"]["fp32"]["fidelity"]["min_cosine"]
         add(
             f"{name} ONNX fp32 cosine to torch (export samples, min)",

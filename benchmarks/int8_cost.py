@@ -5,9 +5,11 @@ the same shopper photos of them (``--condition``, seeded), embedded by each runt
 exported model folder; each query's rank of its own product's catalog photo among the queried
 products' (``--n``, 1,000 by default), and each title's rank of its product's photo there. A
 paired two-sided sign test says whether a runtime's hits differ from torch's beyond chance
-(queries that one gets right and the other wrong), per measure.
+(queries that one gets right and the other wrong), per measure. int8's convolutions are
+calibrated on ``--catalog``'s photos at export: give it the products that are not held out, as
+a shop's catalog at export time would be.
 
-    searchcore model export --model MODEL_DIR --out MODEL_DIR --int8
+    searchcore model export --model MODEL_DIR --out MODEL_DIR --int8 --catalog OLDER_PRODUCTS_CSV
     python benchmarks/int8_cost.py --catalog ../shared/data/fashion-224/metadata.csv \\
         --map title=productDisplayName --model MODEL_DIR
 """

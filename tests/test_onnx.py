@@ -26,7 +26,7 @@ from searchcore.embed import (
     load_embedder,
     save_model,
 )
-from searchcore.embed.onnx import ONNX_MANIFEST, sample_photos
+from searchcore.embed.onnx import CALIBRATION_PHOTOS, ONNX_MANIFEST, sample_photos
 from searchcore.errors import ConfigError, IndexMismatchError, WeightsError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -89,6 +89,38 @@ def test_auto_picks_onnx_and_onnx_json_records_files_and_fidelity(exported: Path
     # int8's cost is reported, not hidden: below fp32's, and measured on the same samples
     assert 0.9 < int8["fidelity"]["min_cosine"] < fp32["fidelity"]["min_cosine"]
     assert int8["files"]["image"]["path"] == "image.int8.onnx"
+    calibration = {
+        "method": "MinMax",
+        "photos": CALIBRATION_PHOTOS,
+        "source": "generated photos (seed 1)",
+    }
+    assert int8["quantisation"]["image"]["static"]["calibration"] == calibration
+    assert int8["quantisation"]["image"]["static"]["op_types"] == ["Conv"]
+    assert list(int8["quantisation"]["text"]) == ["dynamic"]  # no photos to calibrate on
+
+
+def test_int8_runs_convolutions_on_calibrated_7_bit_weights_and_matmuls_dynamically(
+    exported: Path,
+) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    image = onnx.load(str(exported / "image.int8.onnx")).graph
+    weights = {t.name: numpy_helper.to_array(t) for t in image.initializer}
+    made_by = {out: node for node in image.node for out in node.output}
+    convs = [n for n in image.node if n.op_type == "Conv"]
+    assert convs and not [n for n in image.node if n.op_type == "ConvInteger"]
+    for conv in convs:  # QDQ: the pixels and the weights both come dequantised from int8
+        pixels, weight = (made_by[name] for name in conv.input[:2])
+        assert pixels.op_type == weight.op_type == "DequantizeLinear"
+        q, scale = weights[weight.input[0]], weights[weight.input[1]]
+        assert q.dtype == np.int8 and np.abs(q.astype(int)).max() <= 64  # 7-bit range
+        assert scale.shape == (q.shape[0],)  # one scale per output channel
+        assert weights[made_by[pixels.input[0]].input[1]].size == 1  # calibrated, fixed range
+    ops = {n.op_type for n in image.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops  # the transformer's matmuls
+    text = {n.op_type for n in onnx.load(str(exported / "text.int8.onnx")).graph.node}
+    assert "MatMulInteger" in text and "QuantizeLinear" not in text
 
 
 def test_int8_loads_under_a_fingerprint_of_its_own(exported: Path) -> None:
@@ -207,6 +239,9 @@ def test_cli_exports_a_model_folder_and_builds_with_the_runtime_flag(
     assert main([*argv, "--catalog", str(colour_catalog), "--samples", "6"]) == 0
     manifest = json.loads((out / ONNX_MANIFEST).read_text())
     assert manifest["samples"] == {"photos": 6, "texts": 6} and "int8" in manifest["variants"]
+    # int8's convolutions calibrated on the catalog's other 18 photos, not the fidelity samples'
+    calibration = manifest["variants"]["int8"]["quantisation"]["image"]["static"]["calibration"]
+    assert calibration["photos"] == 24 - 6 and calibration["source"] == "given photos"
     assert "own fingerprint" in capsys.readouterr().out
     ix = tmp_path / "ix"
     argv = ["index", "build", "--catalog", str(colour_catalog), "--model", str(out)]

@@ -35,10 +35,13 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
     ex.add_argument(
         "--int8",
         action="store_true",
-        help="also write dynamically quantised int8 towers (--runtime onnx-int8; a fingerprint "
-        "of their own: indexes are built with them to be served with them)",
+        help="also write int8 towers (--runtime onnx-int8; a fingerprint of their own: indexes "
+        "are built with them to be served with them); convolutions are calibrated on --catalog's "
+        "photos (other ones than the fidelity samples), else on generated ones",
     )
-    catalog_args(ex, required=False, what="check fidelity on this catalog's photos and titles")
+    catalog_args(
+        ex, required=False, what="check fidelity (and calibrate int8) on this catalog's photos"
+    )
     ex.add_argument("--samples", type=int, default=24, help="sample photos for the fidelity check")
     ex.add_argument("--threads", type=int)
     ex.add_argument("--allow-download", action="store_true", default=None)
@@ -133,11 +136,17 @@ def cmd_export(args: argparse.Namespace) -> int:
             embedder = make_embedder(settings, str(out))
     else:
         embedder = _write_folder(embedder, parsed, out, settings)
-    photos, texts = _catalog_samples(args) if args.catalog else (None, None)
+    photos, texts, calibration = _catalog_samples(args) if args.catalog else (None, None, None)
     print(f"exporting {args.model} to ONNX in {out} (fidelity on sample photos and texts) ...")
     try:
         manifest = export_onnx(
-            embedder, out, int8=args.int8, photos=photos, texts=texts, samples=args.samples
+            embedder,
+            out,
+            int8=args.int8,
+            photos=photos,
+            texts=texts,
+            samples=args.samples,
+            calibration=calibration,
         )
     except OSError as exc:
         raise WeightsError(f"cannot write the ONNX export into {out}: {exc}") from None
@@ -176,20 +185,27 @@ def _write_folder(embedder: Any, parsed: Any, out: Path, settings: Any) -> Any:
     return make_embedder(settings, str(out))
 
 
-def _catalog_samples(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
-    """Up to ``--samples`` photos spread over the catalog, and their titles."""
+def _catalog_samples(args: argparse.Namespace) -> tuple[list[Any], list[str], list[Any] | None]:
+    """Up to ``--samples`` photos spread over the catalog and their titles (fidelity), and up
+    to CALIBRATION_PHOTOS other photos (int8's calibration; None without ``--int8``)."""
     from searchcore.catalog import load_catalog
     from searchcore.config import parse_column_map
+    from searchcore.embed.onnx import CALIBRATION_PHOTOS
     from searchcore.training.data import load_photos
 
     catalog = load_catalog(args.catalog, parse_column_map(args.map))
     step = max(1, len(catalog) // args.samples)
     rows, photos, _ = load_photos(catalog, list(range(0, len(catalog), step)))
-    photos = photos[: args.samples]
-    texts = [str(catalog.df["title"].iloc[row]) for row in rows[: args.samples]]
+    photos, rows = photos[: args.samples], rows[: args.samples]
+    texts = [str(catalog.df["title"].iloc[row]) for row in rows]
     if len(photos) < 2:
         raise ConfigError(f"catalog {args.catalog} has fewer than 2 readable photos")
-    return photos, texts
+    if not args.int8:
+        return photos, texts, None
+    rest = sorted(set(range(len(catalog))) - set(rows))
+    picked = rest[:: max(1, len(rest) // CALIBRATION_PHOTOS)][:CALIBRATION_PHOTOS]
+    calibration = load_photos(catalog, picked)[1] if picked else []
+    return photos, texts, calibration or None
 
 
 def report_text(manifest: dict[str, Any], out: Path) -> str:

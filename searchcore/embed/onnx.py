@@ -5,8 +5,9 @@
 - ``image.onnx`` and ``text.onnx``: the two towers, each ending in the L2 normalisation that
   :class:`~searchcore.embed.ClipEmbedder` applies (``encode_image(x, normalize=True)``,
   ``encode_text(tokens, normalize=True)``); batch axis dynamic, opset 17;
-- with ``int8``, ``image.int8.onnx`` and ``text.int8.onnx``: the same, dynamically quantised
-  (int8 weights for MatMul/Gemm, activations quantised per batch as it runs);
+- with ``int8``, ``image.int8.onnx`` and ``text.int8.onnx``: the same in int8
+  (:mod:`.quantise`: convolutions statically, with activation ranges calibrated on photos
+  other than the fidelity samples; MatMul/Gemm dynamically);
 - ``onnx.json``: each file's sha256, the torch weights' fingerprint they were exported from,
   the input each tower takes, and the fidelity report: the cosine of every variant's
   embeddings to torch's on sample photos and texts.
@@ -16,9 +17,10 @@ and ``collate`` (the folder's open_clip transform, squashed to the model's squar
 the same tokenizer. So :class:`OnnxEmbedder` keeps ClipEmbedder's preprocessing and replaces only
 the forward pass (and lets go of the torch weights).
 
-The towers are everything a model folder carries today: ``finetune`` keeps no attribute heads
-when it saves a folder, so there is none to export. A folder that one day declares heads in its
-config must have them exported beside the towers, or its ONNX files do not cover the model.
+The towers are all a model folder runs through a network: its attribute heads
+(:mod:`.heads`) read the embedding either runtime returns, so they need no export; they stay
+bound to the torch weights' fingerprint (``OnnxEmbedder.torch_fingerprint``), whichever runtime
+serves.
 
 Fingerprints (what an index records and checks): the fp32 export serves under the torch
 weights' own fingerprint when every sample embedding is at cosine >= :data:`FIDELITY_TOLERANCE`
@@ -62,9 +64,7 @@ FIDELITY_TOLERANCE = 0.9999
 TOWERS = ("image", "text")
 VARIANTS = {"fp32": "", "int8": ".int8"}  # file name infix
 RUNTIME_VARIANT = {"onnx": "fp32", "onnx-int8": "int8", "auto": "fp32"}
-# ConvInteger (quantised convolutions) ran 3.6x slower than fp32 in onnxruntime on the shipped
-# ResNet tower; int8 MatMul/Gemm, the bulk of a ViT and of every text tower, run ~2x faster.
-QUANTISED_OPS = ("MatMul", "Gemm")
+CALIBRATION_PHOTOS = 64  # int8: photos the convolutions' activation ranges are measured on
 MAX_ONNX_BYTES = 2 << 30  # protobuf's limit for one file
 SAMPLE_TEXTS = (  # shoppers' words, an empty one, one past any context length, accents
     *("red sneakers with white soles", "navy striped t-shirt", "black leather handbag"),
@@ -103,6 +103,7 @@ def export_onnx(
     photos: Sequence[Image.Image] | None = None,
     texts: Sequence[str] | None = None,
     samples: int = 24,
+    calibration: Sequence[Image.Image] | None = None,
 ) -> dict[str, Any]:
     """Write ``embedder``'s towers into ``folder`` as ONNX, check them, and return the manifest
     written to ``onnx.json``.
@@ -110,12 +111,15 @@ def export_onnx(
     ``embedder`` is a :class:`~searchcore.embed.ClipEmbedder` loaded from ``folder`` (its
     fingerprint is recorded as the weights the files come from). Fidelity is measured on
     ``photos`` (default: ``samples`` generated ones) and ``texts`` (default:
-    :data:`SAMPLE_TEXTS`), in one batch and one at a time.
+    :data:`SAMPLE_TEXTS`), in one batch and one at a time. int8's convolutions are calibrated
+    on ``calibration`` (default: :data:`CALIBRATION_PHOTOS` generated ones of another seed than
+    the samples'), photos that should be the shop's own and not ``photos``.
     """
     import torch
 
     folder = Path(folder)
-    photos = list(photos) if photos is not None else sample_photos(samples, 2 * embedder.image_size)
+    size = 2 * embedder.image_size
+    photos = list(photos) if photos is not None else sample_photos(samples, size)
     texts = list(texts) if texts is not None else list(SAMPLE_TEXTS)
     if len(photos) < 2 or len(texts) < 2:
         raise ConfigError("the fidelity check needs at least 2 sample photos and 2 texts")
@@ -132,17 +136,21 @@ def export_onnx(
     for tower, module in _tower_modules(embedder.model).items():
         example = torch.from_numpy(inputs[tower][:2])
         _export_tower(module, example, names[tower], folder / f"{tower}.onnx")
+    quantisation: dict[str, Any] = {}
     if int8:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from searchcore.embed.quantise import quantise_tower
 
+        source = "given photos" if calibration else "generated photos (seed 1)"
+        calibration = list(calibration or sample_photos(CALIBRATION_PHOTOS, size, seed=1))
+        pixels = {names["image"]: embedder.preprocess_images(calibration).numpy()}
         for tower in TOWERS:
-            src, dst = folder / f"{tower}.onnx", folder / f"{tower}.int8.onnx"
-            atomic_write(
-                dst,
-                lambda tmp, src=src: quantize_dynamic(
-                    src, tmp, weight_type=QuantType.QInt8, op_types_to_quantize=[*QUANTISED_OPS]
-                ),
+            quantisation[tower] = quantise_tower(
+                folder / f"{tower}.onnx",
+                folder / f"{tower}.int8.onnx",
+                pixels if tower == "image" else None,
             )
+        if "static" in quantisation["image"]:
+            quantisation["image"]["static"]["calibration"]["source"] = source
     variants: dict[str, Any] = {}
     for variant, infix in VARIANTS.items():
         if variant == "int8" and not int8:
@@ -163,11 +171,7 @@ def export_onnx(
             "within_tolerance": fidelity["min_cosine"] >= FIDELITY_TOLERANCE,
         }
         if variant == "int8":
-            variants[variant]["quantisation"] = {
-                "method": "onnxruntime.quantization.quantize_dynamic",
-                "weight_type": "QInt8",
-                "op_types": list(QUANTISED_OPS),
-            }
+            variants[variant]["quantisation"] = quantisation
     manifest = {
         "format": FORMAT,
         "opset": OPSET,
