@@ -119,8 +119,45 @@ def test_int8_runs_convolutions_on_calibrated_7_bit_weights_and_matmuls_dynamica
         assert weights[made_by[pixels.input[0]].input[1]].size == 1  # calibrated, fixed range
     ops = {n.op_type for n in image.node}
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops  # the transformer's matmuls
-    text = {n.op_type for n in onnx.load(str(exported / "text.int8.onnx")).graph.node}
-    assert "MatMulInteger" in text and "QuantizeLinear" not in text
+    text = onnx.load(str(exported / "text.int8.onnx")).graph
+    assert "QuantizeLinear" not in {n.op_type for n in text.node}
+    for graph in (image, text):  # matmul weights in 7 bits too (no int16 saturation on AVX2)
+        consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        products = [n for n in graph.node if n.op_type == "MatMulInteger"]
+        assert products and all(n.input[1] in consts for n in products)
+        assert max(np.abs(consts[n.input[1]].astype(int)).max() for n in products) <= 64
+
+
+def test_attention_is_exported_without_shape_arithmetic(exported: Path) -> None:
+    import onnx
+    import torch
+
+    from searchcore.embed.onnx_trace import LeanSelfAttention
+
+    for tower in ("image", "text"):  # traced as is, each layer computed its sizes (8 Shape ops)
+        attention = [
+            n for n in onnx.load(str(exported / f"{tower}.onnx")).graph.node if "/attn/" in n.name
+        ]
+        assert {"MatMul", "Softmax"} <= {n.op_type for n in attention}
+        assert not [n for n in attention if n.op_type in ("Shape", "Unsqueeze", "Concat", "Slice")]
+    torch.manual_seed(0)
+    mha = torch.nn.MultiheadAttention(32, 4, batch_first=True).eval()
+    lean = LeanSelfAttention(mha, tokens=6)
+    x, y = torch.randn(3, 6, 32), torch.randn(3, 6, 32)
+    causal = torch.full((6, 6), float("-inf")).triu(1)
+    with torch.no_grad():
+        for mask in (None, causal):
+            want = mha(x, x, x, need_weights=False, attn_mask=mask)[0]
+            assert torch.allclose(
+                lean(x, x, x, need_weights=False, attn_mask=mask)[0], want, atol=1e-5
+            )
+        # anything else is the wrapped module's: cross-attention, another length, a bool mask
+        assert torch.equal(lean(x, y, y)[0], mha(x, y, y, need_weights=False)[0])
+        z = torch.randn(2, 5, 32)
+        assert torch.equal(lean(z, z, z)[0], mha(z, z, z, need_weights=False)[0])
+        boolean = causal.isinf()
+        want = mha(x, x, x, need_weights=False, attn_mask=boolean)[0]
+        assert torch.equal(lean(x, x, x, attn_mask=boolean)[0], want)
 
 
 def test_int8_loads_under_a_fingerprint_of_its_own(exported: Path) -> None:

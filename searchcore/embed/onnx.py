@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-import warnings
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -43,7 +42,7 @@ import numpy as np
 from PIL import Image
 
 from searchcore.errors import ConfigError, WeightsError
-from searchcore.fsutil import atomic_write, read_json, read_regular, write_json_atomic
+from searchcore.fsutil import read_json, read_regular, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +132,10 @@ def export_onnx(
         "text": embedder.embed_texts(texts),
     }
     names = {"image": "pixels", "text": "tokens"}
-    for tower, module in _tower_modules(embedder.model).items():
-        example = torch.from_numpy(inputs[tower][:2])
-        _export_tower(module, example, names[tower], folder / f"{tower}.onnx")
+    from searchcore.embed.onnx_trace import export_towers
+
+    examples = {t: torch.from_numpy(inputs[t][:2]) for t in TOWERS}
+    export_towers(embedder.model, examples, names, {t: folder / f"{t}.onnx" for t in TOWERS}, OPSET)
     quantisation: dict[str, Any] = {}
     if int8:
         from searchcore.embed.quantise import quantise_tower
@@ -202,49 +202,6 @@ def clear_export(folder: Path) -> None:
     """Remove an earlier export (its manifest first)."""
     for name in (ONNX_MANIFEST, *(f"{t}{i}.onnx" for i in VARIANTS.values() for t in TOWERS)):
         (folder / name).unlink(missing_ok=True)
-
-
-def _tower_modules(model: Any) -> dict[str, Any]:
-    import torch
-
-    class ImageTower(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-            return self.model.encode_image(pixels, normalize=True)
-
-    class TextTower(ImageTower):
-        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-            return self.model.encode_text(tokens, normalize=True)
-
-    return {"image": ImageTower().eval(), "text": TextTower().eval()}
-
-
-def _export_tower(module: Any, example: Any, input_name: str, path: Path) -> None:
-    """torch's TorchScript exporter (``dynamo=False``): it needs no package beyond torch and
-    traces open_clip's towers as they run. Its warnings (a traced shape check, a deprecation,
-    the EOT token's gather) are silenced: the fidelity check runs the graph at batch 1 and at
-    the samples' size, against torch, and is what decides. Gradients stay on while it traces:
-    without them ``nn.MultiheadAttention`` takes its fused fast path, an op ONNX lacks."""
-    import torch
-
-    def write(tmp: Path) -> None:
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.enable_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module,
-                (example,),
-                str(tmp),
-                dynamo=False,
-                opset_version=OPSET,
-                input_names=[input_name],
-                output_names=["embedding"],
-                dynamic_axes={input_name: {0: "batch"}, "embedding": {0: "batch"}},
-            )
-
-    atomic_write(path, write)
 
 
 def threads() -> int:
