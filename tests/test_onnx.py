@@ -206,7 +206,11 @@ def test_where_there_is_no_onnx_export(tiny_clip: str, tmp_path: Path) -> None:
         load_embedder(tiny_clip, runtime="tensorrt")
     with pytest.raises(ConfigError, match="no ONNX runtime"):
         load_embedder("pixels", runtime="onnx")
+    stale = folder / ".quantise-1234"  # what an export killed while quantising leaves
+    stale.mkdir()
+    (stale / "static.onnx").write_bytes(b"half")
     export_onnx(load_embedder(str(folder)), folder, samples=3)  # fp32 only
+    assert not stale.exists()
     with pytest.raises(ConfigError, match=r"no int8 ONNX export.*--int8"):
         load_embedder(str(folder), runtime="onnx-int8")
 

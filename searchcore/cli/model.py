@@ -113,6 +113,7 @@ def cmd_heads(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from searchcore.embed import ClipEmbedder, ModelSpec
     from searchcore.embed.onnx import ONNX_MANIFEST, export_onnx
+    from searchcore.embed.quantise import SCRATCH_PREFIX
     from searchcore.service import make_embedder
 
     if args.samples < 2:
@@ -131,7 +132,9 @@ def cmd_export(args: argparse.Namespace) -> int:
                 source,
                 out,
                 dirs_exist_ok=True,
-                ignore=shutil.ignore_patterns("*.onnx", ONNX_MANIFEST, ".*.tmp"),
+                ignore=shutil.ignore_patterns(
+                    "*.onnx", ONNX_MANIFEST, ".*.tmp", f"{SCRATCH_PREFIX}*"
+                ),
             )
             embedder = make_embedder(settings, str(out))
     else:

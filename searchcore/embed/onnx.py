@@ -199,9 +199,15 @@ def export_onnx(
 
 
 def clear_export(folder: Path) -> None:
-    """Remove an earlier export (its manifest first)."""
+    """Remove an earlier export (its manifest first), and what a killed one left behind."""
+    import shutil
+
+    from searchcore.embed.quantise import SCRATCH_PREFIX
+
     for name in (ONNX_MANIFEST, *(f"{t}{i}.onnx" for i in VARIANTS.values() for t in TOWERS)):
         (folder / name).unlink(missing_ok=True)
+    for scratch in folder.glob(f"{SCRATCH_PREFIX}*"):
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def threads() -> int:

@@ -41,6 +41,7 @@ from searchcore.fsutil import atomic_write
 STATIC_OPS = ("Conv",)
 DYNAMIC_OPS = ("MatMul", "Gemm")
 CALIBRATION_BATCH = 8
+SCRATCH_PREFIX = ".quantise-"  # the convolutions' static model, in the folder while it is made
 
 
 def quantise_tower(
@@ -73,7 +74,7 @@ def _quantise(src: Path, dst: Path, calibration: dict[str, np.ndarray] | None) -
     if calibration is None or not _has_ops(src, STATIC_OPS):
         atomic_write(dst, lambda tmp: quantise_dynamic(src, tmp))
         return {"dynamic": dynamic}
-    with tempfile.TemporaryDirectory(prefix=".quantise-", dir=dst.parent) as tmpdir:
+    with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=dst.parent) as tmpdir:
         static = Path(tmpdir) / "static.onnx"
         _quantise_static(src, static, calibration)
         atomic_write(dst, lambda tmp: quantise_dynamic(static, tmp))
