@@ -142,15 +142,15 @@ def export_onnx(
 
         source = "given photos" if calibration else "generated photos (seed 1)"
         calibration = list(calibration or sample_photos(CALIBRATION_PHOTOS, size, seed=1))
-        pixels = {names["image"]: embedder.preprocess_images(calibration).numpy()}
-        for tower in TOWERS:
-            quantisation[tower] = quantise_tower(
-                folder / f"{tower}.onnx",
-                folder / f"{tower}.int8.onnx",
-                pixels if tower == "image" else None,
-            )
-        if "static" in quantisation["image"]:
-            quantisation["image"]["static"]["calibration"]["source"] = source
+        pixels = embedder.preprocess_images(calibration).numpy()
+        quantisation["image"] = quantise_tower(
+            folder / "image.onnx",
+            folder / "image.int8.onnx",
+            pixels,
+            input_name=names["image"],
+            source=source,
+        )
+        quantisation["text"] = quantise_tower(folder / "text.onnx", folder / "text.int8.onnx")
     variants: dict[str, Any] = {}
     for variant, infix in VARIANTS.items():
         if variant == "int8" and not int8:

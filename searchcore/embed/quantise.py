@@ -45,22 +45,20 @@ SCRATCH_PREFIX = ".quantise-"  # the convolutions' static model, in the folder w
 
 
 def quantise_tower(
-    src: Path, dst: Path, calibration: dict[str, np.ndarray] | None
+    src: Path,
+    dst: Path,
+    pixels: np.ndarray | None = None,
+    *,
+    input_name: str = "",
+    source: str = "",
 ) -> dict[str, Any]:
     """Write ``src``'s int8 version to ``dst`` and return how it was made (for ``onnx.json``).
 
-    ``calibration``: the tower's input name and its value for the calibration photos
-    (``collate``'s pixels), or None for a tower without photos (text): then only MatMul/Gemm
-    are quantised.
+    ``pixels``: the calibration photos as the tower's input ``input_name`` takes them
+    (``collate``'s), ``source`` saying where they came from; None for a tower without photos
+    (text): then only MatMul/Gemm are quantised.
     """
-    with _quiet_quantiser():
-        return _quantise(src, dst, calibration)
-
-
-def _quantise(src: Path, dst: Path, calibration: dict[str, np.ndarray] | None) -> dict[str, Any]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    dynamic = {"op_types": list(DYNAMIC_OPS), "weights": "int8, 7-bit range"}
 
     def quantise_dynamic(model: Path, tmp: Path) -> None:
         quantize_dynamic(
@@ -71,26 +69,27 @@ def _quantise(src: Path, dst: Path, calibration: dict[str, np.ndarray] | None) -
             reduce_range=True,
         )
 
-    if calibration is None or not _has_ops(src, STATIC_OPS):
-        atomic_write(dst, lambda tmp: quantise_dynamic(src, tmp))
-        return {"dynamic": dynamic}
-    with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=dst.parent) as tmpdir:
-        static = Path(tmpdir) / "static.onnx"
-        _quantise_static(src, static, calibration)
-        atomic_write(dst, lambda tmp: quantise_dynamic(static, tmp))
-    return {
-        "static": {
-            "op_types": list(STATIC_OPS),
-            "format": "QDQ",
-            "weights": "int8 per channel, 7-bit range",
-            "activations": "uint8",
-            "calibration": {"method": "MinMax", "photos": len(next(iter(calibration.values())))},
-        },
-        "dynamic": dynamic,
-    }
+    made: dict[str, Any] = {}
+    with _quiet_quantiser():
+        if pixels is None or not _has_ops(src, STATIC_OPS):
+            atomic_write(dst, lambda tmp: quantise_dynamic(src, tmp))
+        else:
+            with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=dst.parent) as tmpdir:
+                static = Path(tmpdir) / "static.onnx"
+                _quantise_static(src, static, input_name, pixels)
+                atomic_write(dst, lambda tmp: quantise_dynamic(static, tmp))
+            made["static"] = {
+                "op_types": list(STATIC_OPS),
+                "format": "QDQ",
+                "weights": "int8 per channel, 7-bit range",
+                "activations": "uint8",
+                "calibration": {"method": "MinMax", "photos": len(pixels), "source": source},
+            }
+    made["dynamic"] = {"op_types": list(DYNAMIC_OPS), "weights": "int8, 7-bit range"}
+    return made
 
 
-def _quantise_static(src: Path, dst: Path, calibration: dict[str, np.ndarray]) -> None:
+def _quantise_static(src: Path, dst: Path, name: str, pixels: np.ndarray) -> None:
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -98,8 +97,6 @@ def _quantise_static(src: Path, dst: Path, calibration: dict[str, np.ndarray]) -
         QuantType,
         quantize_static,
     )
-
-    ((name, pixels),) = calibration.items()
 
     class Photos(CalibrationDataReader):
         def __init__(self) -> None:
