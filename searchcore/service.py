@@ -41,9 +41,14 @@ def set_threads(threads: int | None) -> None:
 
 
 def make_embedder(
-    settings: Settings, spec: str | None = None, runtime: str | None = None
+    settings: Settings,
+    spec: str | None = None,
+    runtime: str | None = None,
+    *,
+    auto_int8: bool = True,
 ) -> ClipEmbedder | PixelEmbedder | Embedder:
-    """The model ``spec`` (default: the settings') on ``runtime`` (default: the settings')."""
+    """The model ``spec`` (default: the settings') on ``runtime`` (default: the settings');
+    ``auto_int8=False`` keeps ``auto`` off int8 (an index built without it)."""
     return load_embedder(
         spec or settings.model,
         cache_dir=settings.cache_dir,
@@ -51,6 +56,7 @@ def make_embedder(
         device=settings.device,
         batch_size=settings.batch_size,
         runtime=runtime or settings.runtime,
+        auto_int8=auto_int8,
     )
 
 
@@ -201,11 +207,14 @@ def open_engine(
             f"the manifest of {location} does not name its model; rebuild the index"
         )
     fix = rebuild_command(catalog, model.spec, location)
-    # int8 has weights of its own: an index built with it is served with it unless told otherwise
+    # int8 has weights of its own: an index built with it is served with it unless told
+    # otherwise, and one built without it is not served with it by ``auto``
     runtime = settings.runtime
     if runtime == "auto" and model.runtime == "onnx-int8":
         runtime = "onnx-int8"
-    embedder = embedder or make_embedder(settings, recorded_spec(model.spec), runtime)
+    embedder = embedder or make_embedder(
+        settings, recorded_spec(model.spec), runtime, auto_int8=False
+    )
     if embedder.fingerprint != model.fingerprint:
         now = getattr(embedder, "runtime", "torch")
         raise IndexMismatchError(

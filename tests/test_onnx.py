@@ -280,11 +280,87 @@ def test_cli_exports_a_model_folder_and_builds_with_the_runtime_flag(
     assert main([*argv, "--catalog", str(colour_catalog), "--samples", "6"]) == 0
     manifest = json.loads((out / ONNX_MANIFEST).read_text())
     assert manifest["samples"] == {"photos": 6, "texts": 6} and "int8" in manifest["variants"]
-    # int8's convolutions calibrated on the catalog's other 18 photos, not the fidelity samples'
+    # int8's convolutions calibrated on the catalog's products that are neither fidelity samples
+    # nor held out (the newest 20% by id: 00019-00023 of 24, sample 00020 among them)
     calibration = manifest["variants"]["int8"]["quantisation"]["image"]["static"]["calibration"]
-    assert calibration["photos"] == 24 - 6 and calibration["source"] == "given photos"
-    assert "own fingerprint" in capsys.readouterr().out
+    assert calibration["photos"] == 24 - 5 - 5 and calibration["source"] == "given photos"
+    # int8's retrieval cost measured on the 5 held-out products: too few to make it auto's choice
+    cost = manifest["variants"]["int8"]["retrieval_cost"]
+    assert cost["queries"] == cost["held_out"] == 5 and cost["within_noise"] is False
+    assert set(cost["measures"]) == {"photo R@1", "photo R@10", "title R@1", "title R@10"}
+    assert cost["measures"]["photo R@10"]["reference"] == 1.0  # 5 products: all within 10
+    printed = capsys.readouterr().out
+    assert "own fingerprint" in printed and "only 5 held-out queries" in printed
+    assert "--runtime auto keeps fp32" in printed
+    assert load_embedder(str(out), runtime="auto").runtime == "onnx"
     ix = tmp_path / "ix"
     argv = ["index", "build", "--catalog", str(colour_catalog), "--model", str(out)]
     assert main([*argv, "--runtime", "onnx-int8", "--out", str(ix)]) == 0
     assert read_manifest(ix).model.runtime == "onnx-int8"
+
+
+def test_int8_is_autos_choice_only_where_its_measured_loss_is_within_the_noise(
+    copy: Path, colour_catalog: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from searchcore.build import build_index
+    from searchcore.catalog import load_catalog
+    from searchcore.embed.onnx import record_retrieval_cost
+    from searchcore.service import open_engine
+    from searchcore.stores.manifest import read_manifest
+
+    ix = tmp_path / "ix"  # built before the verdict: auto built it with fp32
+    build_index(load_catalog(colour_catalog), load_embedder(str(copy), runtime="auto"), ix)
+    assert read_manifest(ix).model.runtime == "onnx"
+    for cost in ({"within_noise": False}, {"within_noise": "yes"}, "within_noise"):
+        record_retrieval_cost(copy, cost)  # type: ignore[arg-type]
+        assert load_embedder(str(copy), runtime="auto").runtime == "onnx"
+    record_retrieval_cost(copy, {"within_noise": True, "why": "no significant loss"})
+    with caplog.at_level(logging.INFO, logger="searchcore.embed.onnx"):
+        assert load_embedder(str(copy), runtime="auto").runtime == "onnx-int8"
+    assert "no significant loss" in caplog.text
+    assert load_embedder(str(copy), runtime="onnx").runtime == "onnx"  # asked for: still fp32
+    assert load_embedder(str(copy), runtime="auto", auto_int8=False).runtime == "onnx"
+    base = Settings(model=str(copy), upscale=UpscaleSettings(mode="never"), runtime="auto")
+    # the index built with fp32 is still served with fp32 (not refused as other weights) ...
+    assert open_engine(base, ix).embedder.runtime == "onnx"
+    # ... and one built now with auto is an int8 index, served with int8
+    ix8 = tmp_path / "ix8"
+    build_index(load_catalog(colour_catalog), load_embedder(str(copy), runtime="auto"), ix8)
+    assert read_manifest(ix8).model.runtime == "onnx-int8"
+    assert open_engine(base, ix8).embedder.runtime == "onnx-int8"
+
+
+def test_the_int8_verdict_needs_enough_queries_and_no_significant_loss() -> None:
+    from searchcore.training.runtime_cost import MIN_QUERIES, int8_verdict, paired, ranks
+
+    gallery = np.eye(4, dtype=np.float32)
+    assert ranks(np.eye(4, dtype=np.float32)[[1, 0, 2, 3]], gallery).tolist() == [2, 2, 1, 1]
+    n = MIN_QUERIES
+    ref = {"photo": np.ones(n, int), "title": np.full(n, 5)}
+
+    def changed(lost: int, gained: int) -> dict[str, np.ndarray]:
+        photo = np.ones(n, int)
+        photo[:lost] = 2  # out of first place
+        title = np.full(n, 5)
+        title[lost : lost + gained] = 1
+        return {"photo": photo, "title": title}
+
+    same = paired(ref, ref)
+    assert same["photo R@1"] == {
+        "reference": 1.0,
+        "candidate": 1.0,
+        "gained": 0,
+        "lost": 0,
+        "p": 1.0,
+    }
+    assert int8_verdict(same, n)["within_noise"] is True
+    assert "only 199 held-out queries" in int8_verdict(same, n - 1)["why"]
+    assert int8_verdict(same, n - 1)["within_noise"] is False
+    noisy = paired(ref, changed(lost=4, gained=0))  # p = 0.125: within the noise
+    assert noisy["photo R@1"]["lost"] == 4 and int8_verdict(noisy, n)["within_noise"] is True
+    worse = int8_verdict(paired(ref, changed(lost=8, gained=0)), n)  # p = 0.008
+    assert worse["within_noise"] is False and worse["why"].endswith("photo R@1")
+    # a significant gain is no objection, but it does not make up for a significant loss
+    better = paired(ref, changed(lost=0, gained=20))
+    assert better["title R@1"]["p"] < 0.05 and int8_verdict(better, n)["within_noise"] is True
+    assert int8_verdict(paired(ref, changed(lost=8, gained=20)), n)["within_noise"] is False

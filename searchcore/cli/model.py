@@ -40,9 +40,19 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
         "photos (other ones than the fidelity samples), else on generated ones",
     )
     catalog_args(
-        ex, required=False, what="check fidelity (and calibrate int8) on this catalog's photos"
+        ex,
+        required=False,
+        what="check fidelity on this catalog's photos; with --int8, calibrate on its products "
+        "that are not held out and measure int8's retrieval cost on those that are (int8 "
+        "becomes --runtime auto's choice where the loss is within the noise)",
     )
     ex.add_argument("--samples", type=int, default=24, help="sample photos for the fidelity check")
+    ex.add_argument("--seed", type=int, default=0, help="held-out split (eval's)")
+    ex.add_argument("--test-fraction", type=float, default=0.2, help="held out (eval's: 0.2)")
+    ex.add_argument("--split-by", default="id", help="the newest products by this column, or hash")
+    ex.add_argument(
+        "--cost-queries", type=int, default=1000, help="int8 retrieval cost: queries at most"
+    )
     ex.add_argument("--threads", type=int)
     ex.add_argument("--allow-download", action="store_true", default=None)
     hd = grp.add_parser(
@@ -116,8 +126,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from searchcore.embed.quantise import SCRATCH_PREFIX
     from searchcore.service import make_embedder
 
-    if args.samples < 2:
-        raise ConfigError("--samples must be at least 2")
+    if args.samples < 2 or args.cost_queries < 2:
+        raise ConfigError("--samples and --cost-queries must be at least 2")
+    if not 0 < args.test_fraction < 1:
+        raise ConfigError("--test-fraction must be between 0 and 1")
     settings = settings_from_args(args).with_(device="cpu", runtime="torch")
     parsed = ModelSpec.parse(args.model)
     embedder = make_embedder(settings)
@@ -139,7 +151,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             embedder = make_embedder(settings, str(out))
     else:
         embedder = _write_folder(embedder, parsed, out, settings)
-    photos, texts, calibration = _catalog_samples(args) if args.catalog else (None, None, None)
+    catalog = _load_catalog(args) if args.catalog else None
+    photos, texts, calibration = _catalog_samples(args, catalog) if catalog else (None, None, None)
     print(f"exporting {args.model} to ONNX in {out} (fidelity on sample photos and texts) ...")
     try:
         manifest = export_onnx(
@@ -154,7 +167,40 @@ def cmd_export(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise WeightsError(f"cannot write the ONNX export into {out}: {exc}") from None
     print(report_text(manifest, out))
+    if args.int8 and catalog is not None:
+        _int8_cost(args, catalog, embedder, settings)
+    elif args.int8:
+        print("int8's retrieval cost was not measured (no --catalog): --runtime auto keeps fp32")
     return 0
+
+
+def _int8_cost(args: argparse.Namespace, catalog: Any, embedder: Any, settings: Any) -> None:
+    """Measure int8 against torch on the catalog's held-out products; record it in onnx.json."""
+    from searchcore.embed.onnx import record_retrieval_cost
+    from searchcore.service import make_embedder
+    from searchcore.training.runtime_cost import cost_lines, held_out_queries, measure_int8
+
+    try:
+        queries = held_out_queries(
+            catalog,
+            fraction=args.test_fraction,
+            seed=args.seed,
+            split_by=args.split_by,
+            n=args.cost_queries,
+        )
+    except ConfigError as exc:  # the export itself is written and usable
+        print(f"int8's retrieval cost was not measured ({exc}): --runtime auto keeps fp32")
+        return
+    print(f"measuring int8's retrieval cost on {len(queries.rows)} held-out products ...")
+    int8 = make_embedder(settings, str(args.out), "onnx-int8")
+    cost = measure_int8(embedder, int8, queries)
+    record_retrieval_cost(args.out, cost)
+    print("\n".join(cost_lines(cost)))
+    print(
+        "--runtime auto builds with int8 from now on"
+        if cost["within_noise"]
+        else "--runtime auto keeps fp32 (--runtime onnx-int8 still runs int8 when asked)"
+    )
 
 
 def _card_with_heads(folder: Path, metrics: dict[str, Any], command: str) -> None:
@@ -188,15 +234,24 @@ def _write_folder(embedder: Any, parsed: Any, out: Path, settings: Any) -> Any:
     return make_embedder(settings, str(out))
 
 
-def _catalog_samples(args: argparse.Namespace) -> tuple[list[Any], list[str], list[Any] | None]:
-    """Up to ``--samples`` photos spread over the catalog and their titles (fidelity), and up
-    to CALIBRATION_PHOTOS other photos (int8's calibration; None without ``--int8``)."""
+def _load_catalog(args: argparse.Namespace) -> Any:
     from searchcore.catalog import load_catalog
     from searchcore.config import parse_column_map
-    from searchcore.embed.onnx import CALIBRATION_PHOTOS
-    from searchcore.training.data import load_photos
 
-    catalog = load_catalog(args.catalog, parse_column_map(args.map))
+    return load_catalog(args.catalog, parse_column_map(args.map))
+
+
+def _catalog_samples(
+    args: argparse.Namespace, catalog: Any
+) -> tuple[list[Any], list[str], list[Any] | None]:
+    """Up to ``--samples`` photos spread over the catalog and their titles (fidelity), and up
+    to CALIBRATION_PHOTOS other photos of products that are not held out (int8's calibration,
+    so its retrieval cost is measured on products it never saw; None without ``--int8``)."""
+    import numpy as np
+
+    from searchcore.embed.onnx import CALIBRATION_PHOTOS
+    from searchcore.training.data import load_photos, test_mask
+
     step = max(1, len(catalog) // args.samples)
     rows, photos, _ = load_photos(catalog, list(range(0, len(catalog), step)))
     photos, rows = photos[: args.samples], rows[: args.samples]
@@ -205,7 +260,8 @@ def _catalog_samples(args: argparse.Namespace) -> tuple[list[Any], list[str], li
         raise ConfigError(f"catalog {args.catalog} has fewer than 2 readable photos")
     if not args.int8:
         return photos, texts, None
-    rest = sorted(set(range(len(catalog))) - set(rows))
+    held = test_mask(catalog.df, args.test_fraction, args.seed, args.split_by)
+    rest = sorted(set(np.flatnonzero(~held).tolist()) - set(rows))
     picked = rest[:: max(1, len(rest) // CALIBRATION_PHOTOS)][:CALIBRATION_PHOTOS]
     calibration = load_photos(catalog, picked)[1] if picked else []
     return photos, texts, calibration or None
@@ -243,7 +299,10 @@ def report_text(manifest: dict[str, Any], out: Path) -> str:
                 else f"BELOW {tol}: not used by --runtime auto; own fingerprint"
             )
         else:
-            verdict = "own fingerprint: build the index with --runtime onnx-int8 to serve it"
+            verdict = (
+                "own fingerprint: an index built with it (--runtime onnx-int8, or auto where "
+                "its retrieval cost is within the noise) is served with it"
+            )
         lines.append(f"  {variant}: {'  '.join(parts)}  {agree}")
         lines.append(f"    {verdict}")
     lines.append(f"use it: --model {out} --runtime onnx (or auto; SEARCHCORE_RUNTIME for the app)")

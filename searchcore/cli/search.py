@@ -160,6 +160,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         max_bad_fraction=settings.max_bad_fraction,
     )
     embedder = make_embedder(settings)
+    print(f"embedding with {embedder.spec} on the {getattr(embedder, 'runtime', 'torch')} runtime")
     index_settings = IndexSettings(
         m=args.m, ef_construction=args.ef_construction, ef_search=args.ef_search
     )

@@ -24,8 +24,9 @@ passed to :func:`register_architecture`). Embeddings are float32, L2-normalised,
 
 Runtimes (``--runtime`` / ``SEARCHCORE_RUNTIME``): ``torch``; ``onnx`` and ``onnx-int8``, a
 model folder's ONNX export (``searchcore model export``, :mod:`.onnx`); ``auto``, the folder's
-verified fp32 export when it has one, else torch. fp32 ONNX keeps the weights' fingerprint
-(indexes serve with either runtime), int8 gets its own.
+int8 export where the export measured its retrieval loss within the noise, else its verified
+fp32 export, else torch. fp32 ONNX keeps the weights' fingerprint (indexes serve with either
+runtime), int8 gets its own.
 
 Layout: :mod:`.protocols` (what callers may rely on), :mod:`.spec` (model specs and this
 package's architectures), :mod:`.clip` (the open_clip embedder), :mod:`.onnx` (its ONNX export

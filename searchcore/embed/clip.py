@@ -253,12 +253,14 @@ def load_embedder(
     batch_size: int = 32,
     seed: int = DEFAULT_SEED,
     runtime: str = "torch",
+    auto_int8: bool = True,
 ) -> ClipEmbedder | PixelEmbedder | BatchEmbedder:
     """Build an embedder from a spec string (see the module docstring).
 
     ``runtime``: ``torch``; ``onnx`` or ``onnx-int8``, a model folder's ONNX export (written by
-    ``searchcore model export``); ``auto``, the folder's fp32 export when it is there, current
-    and verified, else torch (:func:`searchcore.embed.onnx.with_runtime`).
+    ``searchcore model export``); ``auto``, the folder's int8 export where its retrieval cost
+    was measured within the noise (unless ``auto_int8`` is false), else its fp32 export when it
+    is there, current and verified, else torch (:func:`searchcore.embed.onnx.with_runtime`).
     """
     import torch
 
@@ -347,7 +349,7 @@ def load_embedder(
         return embedder  # auto: only a model folder on the CPU can have an ONNX export
     from searchcore.embed.onnx import with_runtime
 
-    return with_runtime(embedder, Path(parsed.name), runtime)
+    return with_runtime(embedder, Path(parsed.name), runtime, int8=auto_int8)
 
 
 def _check_has_weights(parsed: ModelSpec) -> None:

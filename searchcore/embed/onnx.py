@@ -25,7 +25,11 @@ serves.
 Fingerprints (what an index records and checks): the fp32 export serves under the torch
 weights' own fingerprint when every sample embedding is at cosine >= :data:`FIDELITY_TOLERANCE`
 to torch's, so an index built with either runtime serves with the other. int8 always gets a
-fingerprint of its own: an index must be built with int8 to be served with it.
+fingerprint of its own: an index must be built with int8 to be served with it. ``auto`` builds
+with int8 only where ``onnx.json`` records int8's retrieval cost, measured by ``model export
+--int8 --catalog`` on the catalog's held-out products, as within the noise
+(:mod:`searchcore.training.runtime_cost`); it serves an index with the runtime family it was
+built with.
 """
 
 from __future__ import annotations
@@ -300,13 +304,32 @@ def read_export(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def with_runtime(embedder: Any, folder: Path, runtime: str) -> Any:
+def record_retrieval_cost(folder: Path, cost: dict[str, Any]) -> None:
+    """Record int8's measured retrieval cost and verdict in ``folder``'s ``onnx.json``
+    (:func:`searchcore.training.runtime_cost.measure_int8`): ``auto`` reads the verdict."""
+    manifest = read_export(folder)
+    if "int8" not in manifest["variants"]:
+        raise ConfigError(f"model folder {folder} has no int8 export to record a cost for")
+    manifest["variants"]["int8"]["retrieval_cost"] = cost
+    write_json_atomic(folder / ONNX_MANIFEST, manifest)
+
+
+def int8_is_default(manifest: dict[str, Any]) -> bool:
+    """Did the export measure int8's retrieval loss to be within the noise (then ``auto``
+    builds with int8)? Anything else in the record, or none, means no."""
+    cost = manifest["variants"].get("int8", {}).get("retrieval_cost")
+    return isinstance(cost, dict) and cost.get("within_noise") is True
+
+
+def with_runtime(embedder: Any, folder: Path, runtime: str, *, int8: bool = True) -> Any:
     """``load_embedder``'s runtime choice for a model folder's ``embedder`` (torch, loaded).
 
     ``onnx`` / ``onnx-int8``: an :class:`OnnxEmbedder` on the folder's export, or an error that
-    says how to export. ``auto``: the fp32 export when it is there, made from the weights the
-    folder holds now, and within tolerance; else ``embedder`` itself, with the reason logged.
-    ONNX files whose bytes are not the ones ``onnx.json`` recorded are refused either way.
+    says how to export. ``auto``: the int8 export where its retrieval cost was measured within
+    the noise (:func:`int8_is_default`; not with ``int8=False``, as for serving an index built
+    without it); else the fp32 export when it is there, made from the weights the folder holds
+    now, and within tolerance; else ``embedder`` itself, with the reason logged. ONNX files
+    whose bytes are not the ones ``onnx.json`` recorded are refused either way.
     """
     if runtime == "torch":
         return embedder
@@ -320,6 +343,13 @@ def with_runtime(embedder: Any, folder: Path, runtime: str) -> Any:
         log.info("model folder %s has no ONNX export: serving with torch", folder)
         return embedder
     manifest = read_export(folder)
+    if runtime == "auto" and int8 and int8_is_default(manifest):
+        variant = "int8"
+        log.info(
+            "model folder %s: int8, its retrieval cost measured within the noise at export (%s)",
+            folder,
+            manifest["variants"]["int8"]["retrieval_cost"].get("why"),
+        )
     entry = manifest["variants"].get(variant)
     if entry is None:
         raise ConfigError(f"model folder {folder} has no {variant} ONNX export; run `{export}`")
@@ -330,7 +360,7 @@ def with_runtime(embedder: Any, folder: Path, runtime: str) -> Any:
             raise WeightsError(f"{why}; re-run `{export}`")
         log.warning("%s: serving with torch (re-run `%s`)", why, export)
         return embedder
-    if runtime == "auto" and entry.get("within_tolerance") is not True:
+    if runtime == "auto" and variant == "fp32" and entry.get("within_tolerance") is not True:
         log.warning(
             "the ONNX export in %s is below cosine %s to torch (%s): serving with torch",
             folder,
