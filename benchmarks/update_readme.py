@@ -195,12 +195,28 @@ def glance(results: Path, names: list[str]) -> str:
                 "live_commits",
             ]
         )
-    runtime = load(results, "runtime")  # bench_runtime.py states its own targets
-    for t in (runtime or {}).get("results", {}).get("targets", []):
-        measured = t["measured"]
-        shown = f"{measured:.7f}" if "cosine" in t["target"] else C.fmt(measured)
-        rows.append([t["target"], t["setting"], shown, t["goal"], t["verdict"], "runtime"])
+    # bench_runtime.py states its own targets; runs on CPUs of other kinds carry a tag
+    for name in [n for n in names if n == "runtime" or n.startswith("runtime-")]:
+        runtime = load(results, name) or {}
+        kind = cpu_kind(runtime.get("machine", {}).get("cpu_flags"))
+        for t in runtime.get("results", {}).get("targets", []):
+            measured = t["measured"]
+            shown = f"{measured:.7f}" if "cosine" in t["target"] else C.fmt(measured)
+            setting = f"{t['setting']}, {kind}" if t["setting"] != "-" else kind
+            rows.append([t["target"], setting, shown, t["goal"], t["verdict"], name])
     return C.md_table(["target", "setting", "measured", "target", "verdict", "details"], rows)
+
+
+def cpu_kind(flags: list[str] | None) -> str:
+    """The CPU kind int8 and bf16 speed turn on, from a run's recorded instruction sets (runs
+    before they were recorded were on the AVX2-only hosts)."""
+    if flags is None:
+        return "AVX2 (no VNNI)"
+    if "amx_int8" in flags:
+        return "AMX"
+    if "avx512_vnni" in flags or "avx_vnni" in flags:
+        return "AVX-512 VNNI"
+    return "AVX2 (no VNNI)" if "avx2" in flags else "no AVX2"
 
 
 def body(results: Path, name: str) -> str:
