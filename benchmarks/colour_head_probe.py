@@ -8,7 +8,10 @@ are not the studio's white background, grey levels apart, plus mean and median c
 both; then scores top-1 accuracy on the test products' catalog photos, on 60x80 3:4 shopper
 copies of them (``portrait-60x80``), and on the validation products (random, same period).
 
-    python benchmarks/colour_head_probe.py MODEL [--shared ../shared] [--column colour]
+``--sides 16,32,96,224`` adds the histogram alone computed at each width: does what a photo
+holds about its colour label grow with resolution?
+
+    python benchmarks/colour_head_probe.py MODEL [--shared ../shared] [--column colour] [--sides]
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ from searchcore.training.data import load_photos, split_masks
 from searchcore.training.tune import SHOPPER_CONDITIONS
 
 
-def foreground_histogram(img) -> np.ndarray:
-    """8 hue x 4 saturation x 4 value bins of the coloured foreground pixels, 8 grey levels,
-    square-rooted shares, then the foreground's mean and median RGB."""
+def foreground_histogram(img, side: int = 32) -> np.ndarray:
+    """8 hue x 4 saturation x 4 value bins of the coloured foreground pixels of the photo
+    ``side`` px wide, 8 grey levels, square-rooted shares, then the foreground's mean and
+    median RGB."""
     w, h = img.size
-    px = np.asarray(img.convert("RGB").resize((32, max(1, round(32 * h / w)))), np.float32)
+    px = np.asarray(img.convert("RGB").resize((side, max(1, round(side * h / w)))), np.float32)
     px = px.reshape(-1, 3) / 255.0
     fg = (px.min(1) < 0.92) | (px.max(1) - px.min(1) > 0.08)  # not the white background
     if fg.sum() > 10:
@@ -85,6 +89,7 @@ def main() -> int:
     ap.add_argument("model")
     ap.add_argument("--shared", type=Path, default=C.SHARED)
     ap.add_argument("--column", default="colour")
+    ap.add_argument("--sides", type=C.int_list, default=[], help="histogram widths to compare")
     args = ap.parse_args()
     catalog = C.load_shared_catalog(args.shared)
     if catalog is None:
@@ -108,6 +113,11 @@ def main() -> int:
         "foreground colour histogram": (hist, hist_shop),
         "both": (np.hstack([emb, hist]), np.hstack([emb_shop, hist_shop])),
     }
+    for side in args.sides:
+        inputs[f"histogram at {side} px"] = (
+            np.stack([foreground_histogram(p, side) for p in photos]),
+            np.stack([foreground_histogram(p, side) for p in shop]),
+        )
     print(
         f"{args.column}: {len(classes)} classes, {len(train)} training, {len(tst)} test "
         f"(newest), {len(vl)} validation products"
