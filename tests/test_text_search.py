@@ -244,7 +244,7 @@ def _search_cli(index: Path, args: list[str]) -> str:
         "import sys; sys.path.insert(0, 'tests')\n"
         "from conftest import ColourEmbedder\n"
         "import searchcore.service as s\n"
-        "s.make_embedder = lambda settings, spec=None, runtime=None: ColourEmbedder()\n"
+        "s.make_embedder = lambda settings, spec=None, runtime=None, **_: ColourEmbedder()\n"
         "from searchcore.cli.main import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
