@@ -364,3 +364,21 @@ def test_the_int8_verdict_needs_enough_queries_and_no_significant_loss() -> None
     better = paired(ref, changed(lost=0, gained=20))
     assert better["title R@1"]["p"] < 0.05 and int8_verdict(better, n)["within_noise"] is True
     assert int8_verdict(paired(ref, changed(lost=8, gained=20)), n)["within_noise"] is False
+
+
+def test_cost_queries_are_shopper_photos_of_held_out_products_only(colour_catalog: Path) -> None:
+    from searchcore.catalog import load_catalog
+    from searchcore.training.runtime_cost import held_out_queries
+
+    catalog = load_catalog(colour_catalog)
+    qs = held_out_queries(catalog, n=3)
+    assert qs.held_out == 5 and len(qs.rows) == len(qs.queries) == len(qs.titles) == 3
+    assert {catalog.df["id"].iloc[r] for r in qs.rows} <= {f"{i:05d}" for i in range(19, 24)}
+    # 3:4 portraits, smaller than the 48 px photos (60 px wide where the photo is larger)
+    assert all(q.width < 48 and abs(q.height / q.width - 4 / 3) < 0.05 for q in qs.queries)
+    again = held_out_queries(catalog, n=3)  # seeded: the same photos every time
+    assert [np.asarray(q).tobytes() for q in again.queries] == [
+        np.asarray(q).tobytes() for q in qs.queries
+    ]
+    with pytest.raises(ConfigError, match="fraction"):
+        held_out_queries(catalog, fraction=0)

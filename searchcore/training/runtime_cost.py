@@ -38,7 +38,7 @@ class CostQueries:
     queries: list[Image.Image]
     titles: list[str]
     condition: str
-    held_out: int  # held-out products with a readable photo (queries are up to ``n`` of them)
+    held_out: int  # held-out products (queries: up to ``n`` of them, those with a readable photo)
 
 
 def held_out_queries(
@@ -58,23 +58,24 @@ def held_out_queries(
     if not 0 < fraction <= 1 or n < 2:
         raise ConfigError("the held-out fraction must be in (0, 1] and queries at least 2")
     held = np.flatnonzero(test_mask(catalog.df, fraction, seed, split_by))
-    rows, photos, _ = load_photos(catalog, held.tolist())
+    # only the sampled products' photos are decoded: a big shop holds out tens of thousands
+    chosen = held[sample(len(held), n, np.random.default_rng(seed))]
+    rows, photos, _ = load_photos(catalog, chosen.tolist())
     if len(rows) < 2:
         raise ConfigError(f"{len(rows)} held-out products with a readable photo; 2 at least")
-    pick = sample(len(rows), n, np.random.default_rng(seed)).tolist()
     if condition is None:
         name, cond = SHOPPER_CONDITIONS[0]
         spec = f"{name}: {cond}"
     else:
         (name, cond), spec = parse_condition(condition), condition
-    kept = [rows[i] for i in pick]
+    seeds = [np.random.default_rng([seed, r]) for r in rows]  # a product's photo, whatever n
     return CostQueries(
-        rows=kept,
-        photos=[photos[i] for i in pick],
-        queries=[degrade(photos[i], cond, np.random.default_rng([seed, rows[i]])) for i in pick],
-        titles=[str(t) for t in catalog.df["title"].iloc[kept]],
+        rows=rows,
+        photos=photos,
+        queries=[degrade(p, cond, rng) for p, rng in zip(photos, seeds, strict=True)],
+        titles=[str(t) for t in catalog.df["title"].iloc[rows]],
         condition=spec,
-        held_out=len(rows),
+        held_out=len(held),
     )
 
 
