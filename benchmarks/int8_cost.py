@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         + f"\n\nphoto: a shopper photo ({qs.condition}) -> its product's catalog photo among "
         "the queried products' photos; title: the product's title -> its photo among the same. "
         "gained / lost: queries the runtime gets right and torch wrong / the reverse. "
+        + "Seconds to embed the photos, shopper photos and titles (model load included): "
+        + ", ".join(f"{r} {out[r]['seconds']}" for r in RUNTIMES)
+        + ". "
         f"int8 verdict (the rule `model export --int8 --catalog` records for `--runtime auto`): "
         f"{out['verdict']['onnx-int8']['why']}.",
     )

@@ -63,11 +63,8 @@ def held_out_queries(
     rows, photos, _ = load_photos(catalog, chosen.tolist())
     if len(rows) < 2:
         raise ConfigError(f"{len(rows)} held-out products with a readable photo; 2 at least")
-    if condition is None:
-        name, cond = SHOPPER_CONDITIONS[0]
-        spec = f"{name}: {cond}"
-    else:
-        (name, cond), spec = parse_condition(condition), condition
+    name, cond = SHOPPER_CONDITIONS[0] if condition is None else parse_condition(condition)
+    spec = f"{name}:{cond.spec()}"
     seeds = [np.random.default_rng([seed, r]) for r in rows]  # a product's photo, whatever n
     return CostQueries(
         rows=rows,
