@@ -15,7 +15,14 @@ from pathlib import Path
 from searchcore.build import rebuild_command
 from searchcore.catalog import Catalog, load_catalog
 from searchcore.config import Settings, usable_cpus
-from searchcore.embed import ClipEmbedder, Embedder, PixelEmbedder, load_embedder, recorded_spec
+from searchcore.embed import (
+    ClipEmbedder,
+    Embedder,
+    PixelEmbedder,
+    load_embedder,
+    recorded_spec,
+    weights_fingerprint,
+)
 from searchcore.embed.heads import heads_for
 from searchcore.engine import SearchEngine, View
 from searchcore.errors import CatalogError, IndexMismatchError, SearchError, WeightsError
@@ -231,7 +238,7 @@ def open_engine(
     if upscaler is not None:  # did evaluation find that this upscaler does not help this model?
         from searchcore.upscale.verdict import auto_rule, upscaler_sha256
 
-        weights = getattr(embedder, "torch_fingerprint", embedder.fingerprint)  # int8: torch's
+        weights = weights_fingerprint(embedder)  # int8: torch's
         skip = auto_rule(model.spec, upscaler.name, weights, upscaler_sha256(upscaler))
     heads, heads_problem = heads_for(model.spec, embedder)
     if heads_problem:

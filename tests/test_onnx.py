@@ -382,3 +382,23 @@ def test_cost_queries_are_shopper_photos_of_held_out_products_only(colour_catalo
     ]
     with pytest.raises(ConfigError, match="fraction"):
         held_out_queries(catalog, fraction=0)
+
+
+def test_eval_on_int8_binds_its_upscaling_verdict_to_the_weights(
+    copy: Path, colour_catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The verdict is about the weights, whichever runtime measured it: serving checks it
+    against the torch weights' fingerprint, so an int8 evaluation must write that one."""
+    from searchcore.cli import main
+    from searchcore.upscale.verdict import read_verdict
+
+    argv = ["eval", "--catalog", str(colour_catalog), "--model", str(copy)]
+    monkeypatch.setenv("SEARCHCORE_RUNTIME", "onnx-int8")
+    argv += ["--out", str(tmp_path / "rep"), "--no-plots"]
+    argv += ["--upscalers", "never,default,auto", "--condition", "x4", "--write-verdict"]
+    assert main([*argv, "--max-queries", "8", "--quality-images", "0"]) == 0
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    int8 = load_embedder(str(copy), runtime="onnx-int8")
+    assert report["model"]["fingerprint"] == int8.fingerprint  # int8 ran the evaluation
+    verdict = read_verdict(str(copy))
+    assert verdict is not None and verdict["fingerprint"] == load_embedder(str(copy)).fingerprint

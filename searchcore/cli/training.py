@@ -357,6 +357,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from searchcore.degrade import DEFAULT_CONDITIONS, parse_condition
+    from searchcore.embed import weights_fingerprint
     from searchcore.embed.heads import heads_for
     from searchcore.service import make_embedder
     from searchcore.training.data import trained_rows
@@ -383,9 +384,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     exclude, note = trained_rows(settings.model, catalog)
     heads, problem = heads_for(settings.model, embedder)  # scored when the folder has them
     say(f"model {settings.model}: {note}" + (f"; heads not scored: {problem}" if problem else ""))
-    strategies = build_strategies(
-        _csv(args.upscalers), settings, settings.model, embedder.fingerprint
-    )
+    weights = weights_fingerprint(embedder)  # an int8 runtime's verdict is its weights'
+    strategies = build_strategies(_csv(args.upscalers), settings, settings.model, weights)
     report = evaluate(
         catalog, embedder, strategies, config, exclude_rows=exclude, progress=say, heads=heads
     )
@@ -400,7 +400,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         report, args.out, title=f"Evaluation of {settings.model}", plots=not args.no_plots
     )
     if args.write_verdict and "helps" in report.get("verdict", {}):
-        where = write_verdict(settings.model, report["verdict"], embedder.fingerprint)
+        where = write_verdict(settings.model, report["verdict"], weights)
         say(f"wrote {where}" if where else "--write-verdict needs a model folder; nothing written")
     print((Path(args.out) / "report.md").read_text(encoding="utf-8"))
     print("wrote " + ", ".join(str(p) for p in paths))

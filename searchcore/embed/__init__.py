@@ -44,7 +44,7 @@ from searchcore.embed.clip import (
 )
 from searchcore.embed.onnx import FIDELITY_TOLERANCE, OnnxEmbedder, export_onnx
 from searchcore.embed.pixels import PixelEmbedder
-from searchcore.embed.protocols import BatchEmbedder, Embedder
+from searchcore.embed.protocols import BatchEmbedder, Embedder, weights_fingerprint
 from searchcore.embed.spec import (
     PACKAGE_CONFIGS,
     ModelSpec,
@@ -72,4 +72,5 @@ __all__ = [
     "recorded_spec",
     "register_architecture",
     "save_model",
+    "weights_fingerprint",
 ]

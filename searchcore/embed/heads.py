@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from searchcore.embed.protocols import weights_fingerprint
 from searchcore.errors import WeightsError
 from searchcore.facets import normalise, spellings
 from searchcore.fsutil import atomic_write, is_regular_file, read_json, write_json_atomic
@@ -223,7 +224,7 @@ def heads_for(spec: str, embedder: Any) -> tuple[AttributeHeads | None, str | No
     if heads is None:
         return None, None
     # an ONNX int8 runtime has weights of its own; its heads are the torch weights'
-    problem = heads.problem(getattr(embedder, "torch_fingerprint", embedder.fingerprint))
+    problem = heads.problem(weights_fingerprint(embedder))
     if problem is None and heads.dim != embedder.dim:
         problem = f"the attribute heads read {heads.dim}-d embeddings, not {embedder.dim}-d"
     return (None, problem) if problem else (heads, None)

@@ -46,3 +46,10 @@ class BatchEmbedder(Embedder, Protocol):
     def collate(self, arrays: Sequence[np.ndarray]) -> Any: ...
 
     def embed_pixels(self, pixels: Any) -> np.ndarray: ...
+
+
+def weights_fingerprint(embedder: Embedder) -> str:
+    """The fingerprint of the trained weights behind ``embedder``: its own, or for an ONNX
+    export (int8 included) the torch weights' it was exported from. What is measured about the
+    weights rather than a runtime (attribute heads, the upscaling verdict) is bound to it."""
+    return str(getattr(embedder, "torch_fingerprint", embedder.fingerprint))
