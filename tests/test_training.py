@@ -220,6 +220,37 @@ def test_evaluate_by_hand_with_the_colour_embedder(colour_catalog: Path, fake_em
     assert set(quality) == {"black", "bicubic"} and quality["black"]["PSNR_vs_bicubic"] < 0
 
 
+def test_auto_is_scored_as_it_will_serve_under_the_verdict_the_run_stores(
+    colour_catalog: Path, fake_embedder
+) -> None:
+    """A first evaluation has no verdict, so auto upscaled what its policy chose; where the
+    caller stores the run's verdict (tune, eval --write-verdict), auto is scored under it."""
+    catalog = load_catalog(colour_catalog)
+    black = _FakeUpscaler(black=True)  # ruins every photo: the verdict is that it hurts
+    config = EvalConfig(
+        conditions=(("clean", Degradation()), ("x2", Degradation(down=2))), quality_images=0
+    )
+    policy = UpscalePolicy(UpscaleSettings(min_side=30, min_sharpness=0.0))
+    strategies = [Strategy("never"), Strategy("black", black), Strategy("auto", black, policy)]
+    as_measured = evaluate(catalog, fake_embedder, strategies, config)["exact"]["x2"]
+    report = evaluate(catalog, fake_embedder, strategies, config, verdict_applies=True)
+    assert report["verdict"]["helps"] is False
+    x2 = report["exact"]["x2"]
+    assert as_measured["auto"]["upscaled"] == 1.0 and as_measured["auto"]["R@1"] < 0.5
+    assert x2["auto"]["upscaled"] == 0.0 and "verdict this run measured" in x2["auto"]["note"]
+    for k in ("R@1", "R@5", "MRR", "queries"):
+        assert x2["auto"][k] == x2["never"][k]
+    # the other strategies are as measured (but for the time upscaling took)
+    assert {k: v for k, v in x2["black"].items() if k != "upscale_ms"} == {
+        k: v for k, v in as_measured["black"].items() if k != "upscale_ms"
+    }
+    assert report["exact"]["clean"]["auto"]["upscaled"] == 0.0  # 48 px: never upscaled anyway
+    # with a verdict already stored (auto ran under it), nothing is re-scored
+    ran_under_one = [*strategies[:2], Strategy("auto", black, policy, skip_reason="no")]
+    again = evaluate(catalog, fake_embedder, ran_under_one, config, verdict_applies=True)
+    assert again["exact"]["x2"]["auto"]["note"] == "no"
+
+
 def test_verdict_bands_find_the_crossover() -> None:
     """Queries pooled per width band: upscaling that gains only on photos under 30 px helps
     there, and nowhere else."""

@@ -387,7 +387,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     weights = weights_fingerprint(embedder)  # an int8 runtime's verdict is its weights'
     strategies = build_strategies(_csv(args.upscalers), settings, settings.model, weights)
     report = evaluate(
-        catalog, embedder, strategies, config, exclude_rows=exclude, progress=say, heads=heads
+        catalog,
+        embedder,
+        strategies,
+        config,
+        exclude_rows=exclude,
+        progress=say,
+        heads=heads,
+        verdict_applies=args.write_verdict,
     )
     report["model"] = {
         "spec": settings.model,

@@ -113,6 +113,7 @@ def evaluate(
     progress: Callable[[str], None] | None = None,
     cache: dict[Any, Any] | None = None,
     heads: Any = None,
+    verdict_applies: bool = False,
 ) -> dict[str, Any]:
     """Run every measurement; returns a JSON-ready dict (see :mod:`.report` for the files).
 
@@ -122,6 +123,9 @@ def evaluate(
     upscale each photo once; its keys include the seed, the condition and the upscaler.
     ``heads`` (the model's :class:`~searchcore.embed.heads.AttributeHeads`) are scored too:
     accuracy and calibration of "we think this is..." from catalog and from shoppers' photos.
+    ``verdict_applies``: the caller stores this run's upscaling verdict for the model (``tune``,
+    ``eval --write-verdict``), so ``auto``, where it ran without one, is scored as it will serve
+    under it (:func:`_auto_as_served`).
     """
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
@@ -169,7 +173,7 @@ def evaluate(
         "queries": len(pick),
         **_similar(gallery.vectors[pick] @ gallery.vectors.T, pick, columns),
     }
-    report["exact"], ranks, report["similar_shop"] = _exact_task(
+    report["exact"], ranks, report["similar_shop"], upscaled = _exact_task(
         gallery, embedder, strategies, config, say, {} if cache is None else cache, columns
     )
     if heads is not None:
@@ -180,6 +184,8 @@ def evaluate(
     widths = {name: cond.pop("_widths") for name, cond in report["exact"].items()}
     report["verdict"] = upscale_verdict(report["exact"], strategies, config, ranks, widths)
     report["verdicts"] = every_verdict(report["exact"], strategies, config, ranks, widths)
+    if verdict_applies:
+        _auto_as_served(report, strategies, config, ranks, widths, upscaled)
     report["seconds"] = round(time.perf_counter() - started, 1)
     return report
 
@@ -195,6 +201,9 @@ def _similar(
         col: {f"P@{k}": metrics.precision_at_k(scores, lab[pick], lab, k, own) for k in (1, 10)}
         for col, lab in columns.items()
     }
+
+
+Ranks = dict[tuple[str, str], np.ndarray]  # (condition, strategy) -> one value per query
 
 
 def _apply(
@@ -237,14 +246,16 @@ def _exact_task(
     say: Callable[[str], None],
     cache: dict[Any, Any],
     columns: dict[str, np.ndarray] | None = None,
-) -> tuple[dict[str, Any], dict[tuple[str, str], np.ndarray], dict[str, Any]]:
-    """Metrics per condition and strategy, and each query's rank (for paired comparisons).
+) -> tuple[dict[str, Any], Ranks, dict[str, Any], Ranks]:
+    """Metrics per condition and strategy, each query's rank (for paired comparisons) and
+    whether it was upscaled (the fourth value).
 
     On the first condition (the headline: shoppers' photos at shop shapes), the photos embedded
     as they are also query for *similar* products: P@1/P@10 of each of ``columns``, the
     product itself left out (the third value returned)."""
     out: dict[str, Any] = {}
-    all_ranks: dict[tuple[str, str], np.ndarray] = {}
+    all_ranks: Ranks = {}
+    all_upscaled: Ranks = {}
     similar: dict[str, Any] = {}
     rng = np.random.default_rng([config.seed, 1])
     pick = sample(len(g.rows), config.max_queries, rng)
@@ -266,15 +277,17 @@ def _exact_task(
         cond: dict[str, Any] = {"spec": d.spec(), "query_size": size, "_widths": widths}
         for s in strategies:
             say(f"exact product: {name} ({d.spec()}), upscaling {s.name}")
-            seen, upscaled, spent = [], 0, 0.0
+            seen, dids, spent = [], [], 0.0
             for q, key in zip(queries, keys, strict=True):
                 img, did, cost = _apply(s, q, cache, key)
                 spent += cost
                 seen.append(img)
-                upscaled += did
+                dids.append(did)
+            upscaled = sum(dids)
             scores = embedder.embed_images(seen) @ g.vectors.T
             ranks = metrics.first_relevant_ranks(scores, relevant)
             all_ranks[(name, s.name)] = ranks
+            all_upscaled[(name, s.name)] = np.array(dids, dtype=bool)
             cond[s.name] = {
                 **metrics.retrieval(scores, relevant, config.ks),
                 "upscaled": upscaled / len(queries),
@@ -293,7 +306,51 @@ def _exact_task(
                     **_similar(scores, pick, columns),
                 }
         out[name] = cond
-    return out, all_ranks, similar
+    return out, all_ranks, similar, all_upscaled
+
+
+def _auto_as_served(
+    report: dict[str, Any],
+    strategies: Sequence[Strategy],
+    config: EvalConfig,
+    ranks: Ranks,
+    widths: dict[str, np.ndarray],
+    upscaled: Ranks,
+) -> None:
+    """Re-score ``auto`` under the verdict this run measured, where it ran without one.
+
+    A model's first evaluation has no verdict yet, so ``auto`` upscaled every photo its policy
+    chose; once the verdict is stored, it leaves the photos the verdict's rule skips (by width)
+    as they are. Each such query takes ``never``'s rank: the same photo embedded as it is.
+    """
+    from searchcore.upscale.verdict import AutoRule
+
+    auto = next((s for s in strategies if s.policy is not None), None)
+    never = next((s for s in strategies if s.upscaler is None), None)
+    verdict = report.get("verdict") or {}
+    if auto is None or never is None or auto.skip_reason is not None or "helps" not in verdict:
+        return
+    rule = AutoRule({**verdict, "fingerprint": "these"}, "these")  # as it will be stored
+    for name, cond in report["exact"].items():
+        w = widths[name]
+        skip = np.array([rule(int(x)) is not None for x in w], dtype=bool)
+        if not skip.any():
+            continue
+        served = np.where(skip, ranks[(name, never.name)], ranks[(name, auto.name)])
+        measured = cond[auto.name]
+        kept = upscaled[(name, auto.name)] & ~skip
+        share = kept.mean() / measured["upscaled"] if measured["upscaled"] else 0.0
+        cond[auto.name] = {
+            **{f"R@{k}": metrics.recall_at_k(served, k) for k in config.ks},
+            "MRR": metrics.mrr(served),
+            "queries": len(served),
+            "upscaled": float(kept.mean()),
+            "upscale_ms": measured["upscale_ms"] * share,
+            "note": "scored under the upscaling verdict this run measured (it leaves "
+            f"{skip.mean():.0%} of these photos as they are): {verdict.get('reason', '')}",
+        }
+        if "by_width" in measured:
+            cond[auto.name]["by_width"] = _by_width(served, w, config.ks)
 
 
 def _attribute_task(

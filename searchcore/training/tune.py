@@ -210,6 +210,7 @@ def tune(
             progress=log,
             cache=cache,
             heads=heads_for(spec, embedder)[0],
+            verdict_applies=name == VARIANT_FINETUNED,  # tune stores its verdict below
         )
         rep["model"] = {"spec": spec, "dim": embedder.dim, "variant": name}
         write_report(rep, out / "eval" / _slug(name), title=f"Evaluation of {name}")
