@@ -27,6 +27,18 @@ def catalog_args(
     )
 
 
+def split_option(p: argparse.ArgumentParser) -> None:
+    """``--split-by``: which products are held out (``eval``'s split, shared by every command
+    that trains, evaluates or measures on the products a model never saw)."""
+    p.add_argument(
+        "--split-by",
+        default="id",
+        metavar="COLUMN",
+        help="hold out the newest products for testing: those with the highest values of this "
+        "column (default id; a date column works too), or 'hash' for random products",
+    )
+
+
 def model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model spec (default: the shipped model)")
     p.add_argument("--threads", type=int)

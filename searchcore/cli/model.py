@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from searchcore.cli.common import Handler, catalog_args, settings_from_args
+from searchcore.cli.common import Handler, catalog_args, settings_from_args, split_option
 from searchcore.errors import ConfigError, WeightsError
 
 
@@ -49,7 +49,7 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
     ex.add_argument("--samples", type=int, default=24, help="sample photos for the fidelity check")
     ex.add_argument("--seed", type=int, default=0, help="held-out split (eval's)")
     ex.add_argument("--test-fraction", type=float, default=0.2, help="held out (eval's: 0.2)")
-    ex.add_argument("--split-by", default="id", help="the newest products by this column, or hash")
+    split_option(ex)
     ex.add_argument(
         "--cost-queries", type=int, default=1000, help="int8 retrieval cost: queries at most"
     )
@@ -68,7 +68,7 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
     hd.add_argument("--seed", type=int, default=0)
     hd.add_argument("--val-fraction", type=float, default=0.1)
     hd.add_argument("--test-fraction", type=float, default=0.2, help="never seen (eval's)")
-    hd.add_argument("--split-by", default="id", help="the newest products by this column, or hash")
+    split_option(hd)
     hd.add_argument("--threads", type=int)
     return {("model", "export"): cmd_export, ("model", "heads"): cmd_heads}
 

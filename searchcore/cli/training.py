@@ -18,6 +18,7 @@ from searchcore.cli.common import (
     command_line,
     say,
     settings_from_args,
+    split_option,
     training_options,
 )
 
@@ -33,7 +34,7 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
         default=0.0,
         help="products never trained or validated on (what 'searchcore eval' tests on)",
     )
-    _split_option(ft)
+    split_option(ft)
     ft.add_argument("--val-fraction", type=float, default=0.1)
     training_options(ft)
 
@@ -55,7 +56,7 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | None]
         default=0.2,
         help="products held out from training and validation, to test on",
     )
-    _split_option(tn)
+    split_option(tn)
     tn.add_argument(
         "--val-fraction",
         type=float,
@@ -212,7 +213,7 @@ def _more_commands(sub: argparse._SubParsersAction) -> dict[tuple[str, str | Non
         default=1.0,
         help="share of the products the model never trained on to test on",
     )
-    _split_option(ev)
+    split_option(ev)
     _eval_options(
         ev,
         conditions="clean, x4, x4-blur, x2-jpeg, shopper",
@@ -275,16 +276,6 @@ def _eval_options(
         default=None,
         help="fixed text query families (synonyms, paraphrases), a JSON file such as "
         "benchmarks/text_queries/fashion.json",
-    )
-
-
-def _split_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--split-by",
-        default="id",
-        metavar="COLUMN",
-        help="hold out the newest products for testing: those with the highest values of this "
-        "column (default id; a date column works too), or 'hash' for random products",
     )
 
 

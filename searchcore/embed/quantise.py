@@ -13,12 +13,13 @@ what it quantises and how, per tower:
   (the bulk of a ViT and of every text tower: ~2x faster than fp32). Static ranges for a
   transformer's activations would be fixed on a few photos and clip the outliers of others;
   measured on ViT-B-32 they were not faster either.
-- **7-bit weights** (``reduce_range``), for both: without VNNI (AVX2 only, like the 2-core AMD
-  EPYC these benchmarks run on) the uint8 x int8 kernels add pairs of products into int16 with
-  saturation, and full 8-bit weights overflow it. Measured at the same speed: the shipped
+- **7-bit weights** (``reduce_range``), for both: without VNNI (AVX2 only, like one kind of the
+  2-core AMD EPYCs these benchmarks ran on) the uint8 x int8 kernels add pairs of products into
+  int16 with saturation, and full 8-bit weights overflow it. Measured at the same speed: the shipped
   model's convolutions, cosine to torch 0.938 min / 0.988 mean on the demo shop's photos
   against 0.9985 / 0.9993; ViT-B-32's matrix products, 0.969 / 0.983 against 0.9995 / 0.9996.
-  A CPU with VNNI would not need it, but an export is made on one machine and served on others.
+  A CPU with VNNI does not need it and runs 7-bit weights at the same speed (the other kind,
+  benchmarks/README.md), and an export is made on one machine and served on others.
 
 The calibration photos are never the ones the export's fidelity is measured on
 (:func:`~searchcore.embed.onnx.export_onnx` keeps the two sets apart), so the fidelity report
