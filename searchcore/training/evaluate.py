@@ -341,9 +341,7 @@ def _auto_as_served(
         kept = upscaled[(name, auto.name)] & ~skip
         share = kept.mean() / measured["upscaled"] if measured["upscaled"] else 0.0
         cond[auto.name] = {
-            **{f"R@{k}": metrics.recall_at_k(served, k) for k in config.ks},
-            "MRR": metrics.mrr(served),
-            "queries": len(served),
+            **metrics.rank_metrics(served, config.ks),
             "upscaled": float(kept.mean()),
             "upscale_ms": measured["upscale_ms"] * share,
             "note": "scored under the upscaling verdict this run measured (it leaves "

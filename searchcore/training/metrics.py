@@ -20,6 +20,7 @@ __all__ = [
     "mrr",
     "precision_at_k",
     "psnr",
+    "rank_metrics",
     "recall_at_k",
     "retrieval",
     "ssim",
@@ -41,7 +42,11 @@ def first_relevant_ranks(scores: np.ndarray, relevant: np.ndarray) -> np.ndarray
 
 def retrieval(scores: np.ndarray, relevant: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
     """Recall@k for each k, MRR and the number of queries, from scores and relevance."""
-    ranks = first_relevant_ranks(scores, relevant)
+    return rank_metrics(first_relevant_ranks(scores, relevant), ks)
+
+
+def rank_metrics(ranks: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
+    """Recall@k for each k, MRR and the number of queries, from each query's first rank."""
     out = {f"R@{k}": recall_at_k(ranks, k) for k in ks}
     out["MRR"] = mrr(ranks)
     out["queries"] = len(ranks)

@@ -21,7 +21,7 @@ from PIL import Image
 
 from searchcore.catalog import Catalog
 from searchcore.errors import ConfigError
-from searchcore.training.verdicts import SIGNIFICANCE, sign_test
+from searchcore.training.verdicts import SIGNIFICANCE, paired_counts, significant
 
 MEASURES = (("photo", 1), ("photo", 10), ("title", 1), ("title", 10))
 # Fewer queries than this and a loss that matters could hide in the test's noise: with ~5% of
@@ -100,13 +100,10 @@ def paired(
     out = {}
     for what, k in MEASURES:
         a, b = reference[what] <= k, candidate[what] <= k
-        gained, lost = int((b & ~a).sum()), int((a & ~b).sum())
         out[f"{what} R@{k}"] = {
             "reference": float(a.mean()),
             "candidate": float(b.mean()),
-            "gained": gained,
-            "lost": lost,
-            "p": sign_test(gained, lost),
+            **paired_counts(a, b),
         }
     return out
 
@@ -114,7 +111,7 @@ def paired(
 def int8_verdict(measures: dict[str, dict[str, Any]], queries: int) -> dict[str, Any]:
     """Is int8's loss within the noise? Yes only with at least :data:`MIN_QUERIES` queries and
     no measure where it lost significantly more queries than it gained (p < SIGNIFICANCE)."""
-    worse = [m for m, r in measures.items() if r["lost"] > r["gained"] and r["p"] < SIGNIFICANCE]
+    worse = significant(measures, worse=True)
     if queries < MIN_QUERIES:
         why = f"only {queries} held-out queries (at least {MIN_QUERIES} are needed to tell)"
     elif worse:

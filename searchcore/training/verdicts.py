@@ -39,6 +39,23 @@ def sign_test(gained: int, lost: int) -> float:
     return min(1.0, 2 * tail)
 
 
+def paired_counts(before: np.ndarray, after: np.ndarray) -> dict[str, Any]:
+    """Two runs over the same queries (hit or not per query): the queries ``after`` gets right
+    and ``before`` wrong (``gained``), the reverse (``lost``) and the sign test's ``p``."""
+    gained, lost = int((after & ~before).sum()), int((before & ~after).sum())
+    return {"gained": gained, "lost": lost, "p": sign_test(gained, lost)}
+
+
+def significant(paired: dict[str, dict[str, Any]], *, worse: bool) -> list[str]:
+    """The keys of ``paired`` (:func:`paired_counts` records) where significantly more queries
+    were lost than gained (``worse``) or gained than lost, at :data:`SIGNIFICANCE`."""
+    return [
+        n
+        for n, v in paired.items()
+        if v["p"] < SIGNIFICANCE and (v["lost"] > v["gained"] if worse else v["gained"] > v["lost"])
+    ]
+
+
 def upscale_verdict(
     exact: dict[str, Any],
     strategies: Sequence[Any],
@@ -104,18 +121,13 @@ def paired_verdict(
     for n, d in config.conditions:
         if not d.shrinks:
             continue
-        up, base = ranks[(n, always)] == 1, ranks[(n, never)] == 1
-        gained, lost = int((up & ~base).sum()), int((base & ~up).sum())
         paired[n] = {
             "delta_R@1": exact[n][always]["R@1"] - exact[n][never]["R@1"],
             "delta_R@10": exact[n][always]["R@10"] - exact[n][never]["R@10"],
-            "gained": gained,
-            "lost": lost,
-            "p": sign_test(gained, lost),
+            **paired_counts(ranks[(n, never)] == 1, ranks[(n, always)] == 1),
         }
     bands = _bands(config, ranks, widths, never, always)
-    better = [n for n, v in paired.items() if v["gained"] > v["lost"] and v["p"] < SIGNIFICANCE]
-    worse = [n for n, v in paired.items() if v["lost"] > v["gained"] and v["p"] < SIGNIFICANCE]
+    better, worse = significant(paired, worse=False), significant(paired, worse=True)
     helps = bool(better) and not worse
     if helps:
         reason = (
@@ -179,8 +191,8 @@ def _bands(
         sel = (w >= lo) & (w < hi)
         if not sel.any():
             continue
-        gained, lost = int((up & ~base & sel).sum()), int((base & ~up & sel).sum())
-        p = sign_test(gained, lost)
+        counts = paired_counts(base[sel], up[sel])
+        gained, lost, p = counts["gained"], counts["lost"], counts["p"]
         out.append(
             {
                 "lo": lo,
@@ -188,9 +200,7 @@ def _bands(
                 "label": band_label(lo, hi),
                 "queries": int(sel.sum()),
                 "delta_R@1": float(up[sel].mean() - base[sel].mean()),
-                "gained": gained,
-                "lost": lost,
-                "p": p,
+                **counts,
                 "helps": gained > lost and p < SIGNIFICANCE,
                 "hurts": lost > gained and p < SIGNIFICANCE,
             }
