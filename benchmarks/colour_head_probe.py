@@ -13,10 +13,11 @@ holds about its colour label grow with resolution?
 
 ``--tower-sides 96,160,224`` goes past frozen features: for each width, the model's image tower
 is fine-tuned end to end for this column alone (cross-entropy through a cosine head on its
-embedding, colour-faithful augmentation: crop to 70-100% of the area and flip, nothing that
-changes a colour; bf16 autocast where the CPU has it), ``--tower-epochs`` epochs on the
-training products' catalog photos at that width, and scored after the last epoch (nothing is
-chosen on the test products). What a tower of this size learns when colour is all it is asked.
+embedding; ``finetune``'s clean view without its brightness/contrast jitter, so crop to
+70-100% of the area and flip, nothing that changes a colour; bf16 autocast where the CPU has
+it), ``--tower-epochs`` epochs on the training products' catalog photos at that width, and
+scored after the last epoch (nothing is chosen on the test products). What a tower of this
+size learns when colour is all it is asked.
 
 It also says how often the products' titles name a value of the column and agree with it: are
 the labels the catalog's own words, or noise?
@@ -113,10 +114,11 @@ def finetune_tower(model, photos, y, train, tests, *, side, epochs, lr=2e-4, see
     """Fine-tune ``model``'s image tower for ``y`` alone at ``side`` px (module docstring);
     top-1 on each (photos, labels) of ``tests`` after the last epoch."""
     import torch
-    from PIL import ImageOps
     from torchvision import transforms as T
 
-    from searchcore.training.common import autocast_dtype, seed_everything
+    from searchcore.training.batches import clean_view
+    from searchcore.training.common import autocast_dtype, lr_at, seed_everything
+    from searchcore.training.finetune import FinetuneConfig
 
     seed_everything(seed)
     embedder = load_embedder(model)
@@ -136,14 +138,7 @@ def finetune_tower(model, photos, y, train, tests, *, side, epochs, lr=2e-4, see
     dtype = autocast_dtype("auto", "cpu")
     rng = np.random.default_rng(seed)
     train = train[y[train] >= 0]
-
-    def augment(img):
-        w, h = img.size
-        s = np.sqrt(rng.uniform(0.7, 1.0))
-        cw, ch = int(w * s), int(h * s)
-        x0, y0 = rng.integers(0, w - cw + 1), rng.integers(0, h - ch + 1)
-        img = img.crop((x0, y0, x0 + cw, y0 + ch))
-        return ImageOps.mirror(img) if rng.random() < 0.5 else img
+    view = FinetuneConfig(jitter=0.0)  # finetune's clean view, no brightness/contrast jitter
 
     def logits(imgs):
         x = torch.stack([to_input(im.convert("RGB")) for im in imgs])
@@ -157,12 +152,12 @@ def finetune_tower(model, photos, y, train, tests, *, side, epochs, lr=2e-4, see
         order = rng.permutation(train)
         for i in range(0, len(order) - batch + 1, batch):
             idx = order[i : i + batch]
-            rate = lr * 0.5 * (1 + np.cos(np.pi * step / total))
+            rate = lr_at(step, total, 0, lr)
             opt.param_groups[0]["lr"], opt.param_groups[1]["lr"] = rate, rate * 10
             step += 1
             target = torch.from_numpy(y[idx])
             loss = torch.nn.functional.cross_entropy(
-                logits([augment(photos[j]) for j in idx]), target, label_smoothing=0.1
+                logits([clean_view(photos[j], rng, view) for j in idx]), target, label_smoothing=0.1
             )
             opt.zero_grad()
             loss.backward()
